@@ -1,0 +1,177 @@
+"""The transformer layer (self-attention, optional cross-attention, feed-forward) and the stack of them.
+
+One `TransformerLayer` serves the encoder, the decoder-only model and the encoder-decoder decoder; a
+`Stack` owns what is per-stack: absolute positions and token types, the relative-position bias (computed
+once and shared by all layers, as in T5), the masks, the decode cache bookkeeping, and the final norm.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from model import masks
+from model import partitioning as P
+from model.attention import MultiHeadAttention
+from model.config import ModelConfig, NormPlacement, Position, Remat
+from model.layers import FeedForward, embed, norm, partitioned
+from model.positions import relative_position_bucket, sinusoidal_table
+
+_REMAT_POLICIES = {
+    Remat.FULL: jax.checkpoint_policies.nothing_saveable,
+    Remat.DOTS: jax.checkpoint_policies.checkpoint_dots,
+    Remat.DOTS_NO_BATCH: jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+# TransformerLayer.__call__ argument index of `deterministic`, counting self as 0 (for nn.remat).
+_DETERMINISTIC_ARGNUM = 7
+
+
+class TransformerLayer(nn.Module):
+  """x -> x + SelfAttn -> x + CrossAttn (if cross) -> x + FFN, each sub-layer pre- or post-normed."""
+
+  cfg: ModelConfig
+  cross: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array, self_mask: jax.Array | None, self_bias: jax.Array | None,
+               memory: jax.Array | None, cross_mask: jax.Array | None, positions: jax.Array,
+               deterministic: bool, decode_index: jax.Array | None) -> tuple[jax.Array, None]:
+    """x: (B, T, D); memory: (B, S, D) encoder output. Returns (x, None), the shape nn.scan expects."""
+    cfg = self.cfg
+    attn_kw = dict(num_heads=cfg.num_heads, head_dim=cfg.kv_dim, use_bias=cfg.use_bias,
+                   scale_logits=cfg.scale_attention, dropout_rate=cfg.attention_dropout_rate,
+                   init_std=cfg.init_std, impl=cfg.attention_impl, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    rope = cfg.rope_base if cfg.position is Position.ROPE else None
+
+    def sublayer(x: jax.Array, name: str, fn) -> jax.Array:
+      norm_ = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype,
+                   param_dtype=cfg.param_dtype, name=f'{name}_norm')
+      drop = nn.Dropout(cfg.dropout_rate)
+      if cfg.norm_placement is NormPlacement.PRE:
+        return x + drop(fn(norm_(x)), deterministic=deterministic)
+      return norm_(x + drop(fn(x), deterministic=deterministic))
+
+    x = sublayer(x, 'self_attn', lambda h: MultiHeadAttention(rope_base=rope, name='self_attn', **attn_kw)(
+        h, mask=self_mask, bias=self_bias, q_positions=positions, deterministic=deterministic,
+        decode_index=decode_index))
+    if self.cross:
+      # Cross-attention has no position information of its own (T5, Vaswani et al.).
+      x = sublayer(x, 'cross_attn', lambda h: MultiHeadAttention(name='cross_attn', **attn_kw)(
+          h, memory, mask=cross_mask, deterministic=deterministic))
+    ffn = FeedForward(d_ff=cfg.d_ff, activation=cfg.activation, gated=cfg.gated_ffn, use_bias=cfg.use_bias,
+                      dropout_rate=cfg.ffn_dropout_rate, init_std=cfg.init_std, dtype=cfg.dtype,
+                      param_dtype=cfg.param_dtype, name='ffn')
+    x = sublayer(x, 'ffn', lambda h: ffn(h, deterministic))
+    x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
+    return x, None
+
+
+class Stack(nn.Module):
+  """Embedded tokens -> (+ positions, token types, norm, dropout) -> layers -> final norm (pre-norm)."""
+
+  cfg: ModelConfig
+  num_layers: int
+  causal: bool  # decoder self-attention: a token sees only the past
+  cross: bool  # cross-attention over `memory` (the encoder-decoder's decoder)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, valid: jax.Array | None = None, segment_ids: jax.Array | None = None,
+               positions: jax.Array | None = None, token_type_ids: jax.Array | None = None,
+               memory: jax.Array | None = None, memory_valid: jax.Array | None = None,
+               memory_segment_ids: jax.Array | None = None, deterministic: bool = True,
+               decode: bool = False) -> jax.Array:
+    """x: (B, T, D) token embeddings; valid: (B, T) real tokens; segment_ids: (B, T) packed examples (0 =
+    padding); positions: (B, T) per-token positions (default 0..T-1, or the cache slots when decoding);
+    memory: (B, S, D) encoder output with memory_valid / memory_segment_ids. Returns (B, T, D)."""
+    cfg = self.cfg
+    length = x.shape[1]
+    slots = jnp.arange(length)
+    decode_index = None
+    if decode:
+      if not self.causal:
+        raise ValueError('decode=True needs a causal (decoder) stack')
+      if segment_ids is not None:
+        raise ValueError('packed segment ids are not supported while decoding with the cache')
+      decode_index, valid, key_slots = self._advance_cache(valid, x.shape[0], length)
+      slots = decode_index + slots
+      self_mask = masks.attention_mask(kv_valid=valid, q_slots=slots, k_slots=key_slots)
+    else:
+      key_slots = slots
+      self_mask = masks.attention_mask(kv_valid=valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
+                                       q_slots=slots if self.causal else None, k_slots=slots)
+    if positions is None:
+      positions = slots[None, :]
+    cross_mask = None
+    if self.cross:
+      cross_mask = masks.attention_mask(kv_valid=memory_valid, q_segment_ids=segment_ids,
+                                        kv_segment_ids=memory_segment_ids)
+
+    x = self._embed_positions(x, positions, token_type_ids, key_slots.shape[0])
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
+    bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
+    x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index)
+    if cfg.norm_placement is NormPlacement.PRE:
+      x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+               name='final_norm')(x)
+    return x
+
+  def _advance_cache(self, valid: jax.Array | None, batch: int,
+                     length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Decode bookkeeping: the write index and which cache slots hold real tokens. The first (init) call
+    fixes the cache length to that call's input length."""
+    index_var = self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
+    valid_var = self.variable('cache', 'key_valid', jnp.zeros, (batch, length), bool)
+    new_valid = jnp.ones((batch, length), bool) if valid is None else valid
+    index = index_var.value
+    valid_var.value = lax.dynamic_update_slice(valid_var.value, new_valid, (0, index))
+    index_var.value = index + length
+    return index, valid_var.value, jnp.arange(valid_var.value.shape[1])
+
+  def _embed_positions(self, x: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None,
+                       max_slots: int) -> jax.Array:
+    cfg = self.cfg
+    if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots > cfg.max_len:
+      raise ValueError(f'sequence length {max_slots} exceeds model.max_len={cfg.max_len}, the size of the '
+                       'position table: shorten the sequences or raise model.max_len')
+    kw = dict(std=cfg.init_std, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    if cfg.position is Position.LEARNED:
+      x = x + embed(cfg.max_len, cfg.d_model, (None, P.EMBED), name='position_embed', **kw)(positions)
+    elif cfg.position is Position.SINUSOIDAL:
+      table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
+      x = x + table[positions].astype(x.dtype)
+    if cfg.num_token_types:
+      ids = jnp.zeros(x.shape[:2], jnp.int32) if token_type_ids is None else token_type_ids
+      x = x + embed(cfg.num_token_types, cfg.d_model, (None, P.EMBED), name='type_embed', **kw)(ids)
+    if cfg.embed_norm:
+      x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+               name='embed_norm')(x)
+    return x
+
+  def _relative_bias(self, q_slots: jax.Array, k_slots: jax.Array) -> jax.Array:
+    """T5 bias from bucketed key-minus-query distances: (1, N, T, S), shared by every layer of the stack."""
+    cfg = self.cfg
+    table = self.param('relpos_bias', partitioned(nn.initializers.normal(cfg.init_std), (None, P.HEADS)),
+                       (cfg.relative_buckets, cfg.num_heads), cfg.param_dtype)
+    buckets = relative_position_bucket(k_slots[None, :] - q_slots[:, None], bidirectional=not self.causal,
+                                       num_buckets=cfg.relative_buckets, max_distance=cfg.relative_max_distance)
+    return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(cfg.dtype)
+
+  def _layers(self, x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index):
+    cfg = self.cfg
+    layer_cls = TransformerLayer
+    if cfg.remat is not Remat.NONE:
+      layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                           static_argnums=(_DETERMINISTIC_ARGNUM,))
+    args = (self_mask, bias, memory, cross_mask, positions, deterministic, decode_index)
+    if cfg.scan_layers:
+      scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0},
+                        split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
+                        length=self.num_layers, metadata_params={nn.PARTITION_NAME: P.LAYERS})
+      x, _ = scanned(self.cfg, self.cross, name='layers')(x, *args)
+    else:
+      for i in range(self.num_layers):
+        x, _ = layer_cls(self.cfg, self.cross, name=f'layers_{i}')(x, *args)
+    return x

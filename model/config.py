@@ -1,0 +1,229 @@
+"""`ModelConfig`: the one typed, validated description of every architecture.
+
+The config tree (`config.model` of an ml_collections ConfigDict) becomes typed here, at one boundary:
+`ModelConfig.from_dict(config.model)`. Strings from the command line become enums; every field is checked
+at construction, and an error names the field and says what would be valid, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+
+class Family(enum.Enum):
+  ENCODER = 'encoder'  # BERT and its variants: bidirectional self-attention.
+  DECODER = 'decoder'  # GPT: causal self-attention.
+  ENCODER_DECODER = 'encoder_decoder'  # T5, Vaswani et al.: encoder + causal decoder with cross-attention.
+
+
+class Position(enum.Enum):
+  LEARNED = 'learned'  # absolute, a learned table (BERT, GPT-2).
+  SINUSOIDAL = 'sinusoidal'  # absolute, fixed (Vaswani et al.).
+  RELATIVE = 'relative'  # T5 bucketed relative attention bias, shared by the layers of a stack.
+  ROPE = 'rope'  # rotary embeddings of queries and keys.
+
+
+class Norm(enum.Enum):
+  LAYER = 'layer'
+  RMS = 'rms'
+
+
+class NormPlacement(enum.Enum):
+  PRE = 'pre'  # x + f(norm(x)), final norm after the stack (GPT-2, T5).
+  POST = 'post'  # norm(x + f(x)) (BERT, Vaswani et al.).
+
+
+class Activation(enum.Enum):
+  RELU = 'relu'
+  GELU = 'gelu'  # exact (erf) GELU: BERT.
+  GELU_TANH = 'gelu_tanh'  # tanh approximation: GPT-2 `gelu_new`, T5 v1.1.
+  SILU = 'silu'  # with gated_ffn=True this is SwiGLU.
+
+
+class Head(enum.Enum):
+  NONE = 'none'  # hidden states only (HF BertModel, GPT2Model).
+  LM = 'lm'  # vocabulary logits: MLM head for an encoder, next-token head for a decoder.
+  CLASSIFIER = 'classifier'  # pooled [CLS] -> num_labels; num_labels=1 is regression.
+
+
+class AttentionImpl(enum.Enum):
+  XLA = 'xla'  # every backend.
+  CUDNN = 'cudnn'  # cuDNN fused flash attention: NVIDIA GPUs, bf16/fp16.
+
+
+class Remat(enum.Enum):
+  NONE = 'none'  # keep every activation.
+  FULL = 'full'  # recompute the whole layer in the backward pass.
+  DOTS = 'dots'  # save matmul outputs, recompute the rest.
+  DOTS_NO_BATCH = 'dots_no_batch'  # save only matmuls without batch dims (weights-stationary).
+
+
+_ENUM_FIELDS: dict[str, type[enum.Enum]] = {
+    'family': Family,
+    'position': Position,
+    'norm': Norm,
+    'norm_placement': NormPlacement,
+    'activation': Activation,
+    'head': Head,
+    'attention_impl': AttentionImpl,
+    'remat': Remat,
+}
+
+_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class ConfigError(ValueError):
+  """A config field holds a value the model cannot be built with; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+  """Architecture hyper-parameters. Defaults are BERT-base-like; named setups live in `configs/`."""
+
+  family: Family = Family.ENCODER
+  vocab_size: int = 30522
+  d_model: int = 768
+  num_heads: int = 12
+  head_dim: int | None = None  # per-head width (T5's d_kv); None means d_model // num_heads.
+  d_ff: int = 3072
+  num_layers: int = 12  # encoder layers, or decoder layers of a decoder-only model.
+  num_decoder_layers: int | None = None  # encoder-decoder only; None means num_layers.
+
+  position: Position = Position.LEARNED
+  max_len: int = 512  # size of the learned / sinusoidal position table and of rope caches.
+  relative_buckets: int = 32  # T5 relative attention: number of buckets ...
+  relative_max_distance: int = 128  # ... and the distance beyond which all share the last bucket.
+  rope_base: float = 10000.0
+  num_token_types: int = 0  # BERT segment (token type) embeddings; 0 = none.
+
+  norm: Norm = Norm.LAYER
+  norm_placement: NormPlacement = NormPlacement.POST
+  norm_eps: float = 1e-12
+  embed_norm: bool = False  # LayerNorm right after the embedding sum (BERT).
+  activation: Activation = Activation.GELU
+  gated_ffn: bool = False  # act(x W_gate) * (x W_in) (T5 v1.1 gated-GELU, SwiGLU).
+  use_bias: bool = True  # biases in dense layers and norms (T5 has none).
+  scale_attention: bool = True  # divide logits by sqrt(head_dim); T5 folds this into the init instead.
+  scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani et al.).
+
+  head: Head = Head.NONE
+  num_labels: int = 0  # CLASSIFIER head outputs; 1 means regression.
+  pooler: bool = False  # dense+tanh over the first token (BERT); required by the CLASSIFIER head.
+  tie_embeddings: bool = True  # LM head reuses the token embedding matrix.
+  scale_tied_logits: bool = False  # hidden * d_model**-0.5 before a tied LM head (T5 v1.0).
+  lm_head_bias: bool = False  # a vocabulary bias on the LM head (BERT's MLM head).
+
+  dropout_rate: float = 0.1  # embeddings and the output of every sub-layer.
+  attention_dropout_rate: float = 0.1  # attention probabilities.
+  ffn_dropout_rate: float = 0.0  # inside the feed-forward, after the activation (T5).
+  init_std: float = 0.02
+
+  dtype: str = 'float32'  # compute dtype; parameters stay in param_dtype.
+  param_dtype: str = 'float32'
+  attention_impl: AttentionImpl = AttentionImpl.XLA
+  scan_layers: bool = True  # nn.scan over layers: compile time flat in depth.
+  remat: Remat = Remat.NONE
+
+  def __post_init__(self) -> None:
+    for name, enum_type in _ENUM_FIELDS.items():
+      value = getattr(self, name)
+      if not isinstance(value, enum_type):
+        object.__setattr__(self, name, _to_enum(name, enum_type, value))
+    self._validate()
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+    """Builds from a mapping (e.g. `config.model`); unknown keys are an error naming the valid ones."""
+    values = dict(values)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(f'model config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    """Plain values (enums as their strings): JSON-serialisable and accepted by `from_dict`."""
+    out = dataclasses.asdict(self)
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in out.items()}
+
+  def replace(self, **changes: Any) -> ModelConfig:
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def kv_dim(self) -> int:
+    """Per-head width of queries, keys and values."""
+    return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+  @property
+  def decoder_layers(self) -> int:
+    return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
+
+  @property
+  def has_encoder(self) -> bool:
+    return self.family in (Family.ENCODER, Family.ENCODER_DECODER)
+
+  @property
+  def has_decoder(self) -> bool:
+    return self.family in (Family.DECODER, Family.ENCODER_DECODER)
+
+  def _validate(self) -> None:
+    def fail(name: str, why: str) -> None:
+      raise ConfigError(f'model.{name}={getattr(self, name)!r}: {why}')
+
+    for name in ('vocab_size', 'd_model', 'num_heads', 'd_ff', 'num_layers', 'max_len'):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        fail(name, 'must be a positive integer')
+    for name in ('head_dim', 'num_decoder_layers'):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 1):
+        fail(name, 'must be a positive integer, or None for the default')
+    for name in ('num_token_types', 'num_labels'):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+        fail(name, 'must be an integer >= 0')
+    if self.head_dim is None and self.d_model % self.num_heads:
+      fail('num_heads', f'must divide d_model={self.d_model} (or set model.head_dim explicitly, as T5 does)')
+    if self.num_decoder_layers is not None and self.family is not Family.ENCODER_DECODER:
+      fail('num_decoder_layers', f'only applies to family=encoder_decoder, not {self.family.value}; '
+           'use num_layers')
+    for name in ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate'):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        fail(name, 'must be in [0, 1)')
+    if not self.norm_eps > 0:
+      fail('norm_eps', 'must be > 0')
+    if not self.init_std > 0:
+      fail('init_std', 'must be > 0')
+    if self.position is Position.ROPE and self.kv_dim % 2:
+      fail('position', f'rope rotates pairs of features and needs an even head_dim, got {self.kv_dim}')
+    if self.position is Position.RELATIVE and (self.relative_buckets < 2 or self.relative_max_distance < 2):
+      fail('relative_buckets', 'relative_buckets and relative_max_distance must both be >= 2')
+    if self.head is Head.CLASSIFIER:
+      if self.family is not Family.ENCODER:
+        fail('head', 'the classifier head sits on an encoder\'s pooled first token: use family=encoder')
+      if self.num_labels < 1:
+        fail('num_labels', 'the classifier head needs num_labels >= 1 (1 means regression)')
+      if not self.pooler:
+        fail('pooler', 'the classifier head reads the pooled first token: set model.pooler=True')
+    elif self.num_labels:
+      fail('num_labels', f'only used by head=classifier, but head={self.head.value}; set num_labels=0')
+    if self.pooler and self.family is not Family.ENCODER:
+      fail('pooler', 'only an encoder-only model has a pooler')
+    if self.scale_tied_logits and not (self.head is Head.LM and self.tie_embeddings):
+      fail('scale_tied_logits', 'only applies to a tied LM head (head=lm, tie_embeddings=True)')
+    if self.lm_head_bias and self.head is not Head.LM:
+      fail('lm_head_bias', 'only applies to head=lm')
+    for name in ('dtype', 'param_dtype'):
+      if getattr(self, name) not in _DTYPES:
+        fail(name, f'must be one of {_DTYPES}')
+
+
+def _to_enum(name: str, enum_type: type[enum.Enum], value: Any) -> enum.Enum:
+  valid = [m.value for m in enum_type]
+  if isinstance(value, str):
+    try:
+      return enum_type(value.lower())
+    except ValueError:
+      pass
+  raise ConfigError(f'model.{name}={value!r}: unknown {enum_type.__name__.lower()}; valid values are {valid}')

@@ -1,0 +1,64 @@
+"""Position encodings: sinusoidal tables, T5 relative-position buckets and rotary embeddings.
+
+Learned absolute positions are a plain embedding table (see `embeddings.py`); everything here is a pure
+function of integer positions so that packed rows (per-example positions) and the KV cache (positions
+offset by the cache index) use the same code as a plain forward pass.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal_table(length: int, dim: int, base: float = 10000.0) -> np.ndarray:
+  """Vaswani et al. (2017) §3.5: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(same). (length, dim)."""
+  pos = np.arange(length, dtype=np.float64)[:, None]
+  inv_freq = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # (ceil(dim/2),)
+  table = np.zeros((length, dim), np.float64)
+  table[:, 0::2] = np.sin(pos * inv_freq)
+  table[:, 1::2] = np.cos(pos * inv_freq)[:, : dim // 2]
+  return table.astype(np.float32)
+
+
+def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jax.Array:
+  """T5's bucketing of `key_pos - query_pos`: exact buckets for small distances, log-spaced up to max_distance.
+
+  Matches `T5Attention._relative_position_bucket` of the reference implementation bucket for bucket.
+  Bidirectional (encoder) buckets split in half by the sign; causal (decoder) ones see only the past.
+  """
+  bucket = jnp.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (relative_position > 0).astype(relative_position.dtype) * num_buckets
+    distance = jnp.abs(relative_position)
+  else:
+    distance = -jnp.minimum(relative_position, 0)
+  max_exact = num_buckets // 2
+  is_small = distance < max_exact
+  # Log-spaced buckets for max_exact <= distance < max_distance; the float math mirrors the reference.
+  log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / float(np.log(max_distance / max_exact))
+  large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(relative_position.dtype)
+  large = jnp.minimum(large, num_buckets - 1)
+  return bucket + jnp.where(is_small, distance, large)
+
+
+def rope_frequencies(positions: jax.Array, dim: int, base: float) -> tuple[jax.Array, jax.Array]:
+  """cos and sin of position * base^(-2i/dim), (..., T, dim/2), in float32 whatever the compute dtype."""
+  inv_freq = base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+  """Rotates (x[..., :d/2], x[..., d/2:]) pairs by position-dependent angles (the rotate-half convention).
+
+  x: (B, T, N, H); positions: (B, T) or (1, T). Then q·k depends on positions only through their difference.
+  """
+  cos, sin = rope_frequencies(positions, x.shape[-1], base)  # (B, T, H/2)
+  cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)

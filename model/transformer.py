@@ -1,0 +1,139 @@
+"""The one Transformer module of all three families; the family and the head are config values.
+
+  encoder          token embed -> encoder Stack -> [pooler] -> [MLM head | classifier]       (BERT)
+  decoder          token embed -> causal decoder Stack -> [LM head]                           (GPT-2)
+  encoder_decoder  shared embed -> encoder Stack -> causal decoder Stack with cross-attention
+                   over the encoder output -> [LM head]                                       (T5, Vaswani)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model import masks
+from model import partitioning as P
+from model.blocks import Stack
+from model.config import Family, Head, ModelConfig
+from model.layers import activation_fn, dense, embed, norm, partitioned
+
+
+class Transformer(nn.Module):
+  """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
+  'pooled': (B, D) (with a pooler), 'encoder_hidden': (B, S, D) (encoder-decoder)}."""
+
+  cfg: ModelConfig
+
+  def setup(self) -> None:
+    cfg = self.cfg
+    kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    self.token_embed = embed(cfg.vocab_size, cfg.d_model, (P.VOCAB, P.EMBED), std=cfg.init_std, name='token_embed',
+                             **kw)
+    if cfg.has_encoder:
+      self.encoder = Stack(cfg, num_layers=cfg.num_layers, causal=False, cross=False)
+    if cfg.has_decoder:
+      cross = cfg.family is Family.ENCODER_DECODER
+      self.decoder = Stack(cfg, num_layers=cfg.decoder_layers if cross else cfg.num_layers, causal=True,
+                           cross=cross)
+    dense_kw = dict(std=cfg.init_std, **kw)
+    if cfg.pooler:
+      self.pooler = dense(cfg.d_model, (P.EMBED, None), use_bias=True, name='pooler', **dense_kw)
+    if cfg.head is Head.LM:
+      if cfg.family is Family.ENCODER:  # BERT's MLM transform: dense -> act -> norm before the projection.
+        self.mlm_dense = dense(cfg.d_model, (P.EMBED, None), use_bias=cfg.use_bias, name='mlm_dense', **dense_kw)
+        self.mlm_norm = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, name='mlm_norm', **kw)
+      if not cfg.tie_embeddings:
+        self.lm_head = dense(cfg.vocab_size, (P.EMBED, P.VOCAB), use_bias=False, name='lm_head', **dense_kw)
+      if cfg.lm_head_bias:
+        self.lm_bias = self.param('lm_bias', partitioned(nn.initializers.zeros_init(), (P.VOCAB,)),
+                                  (cfg.vocab_size,), cfg.param_dtype)
+    if cfg.head is Head.CLASSIFIER:
+      self.classifier_dropout = nn.Dropout(cfg.dropout_rate)
+      self.classifier = dense(cfg.num_labels, (None, None), use_bias=True, name='classifier', **dense_kw)
+
+  def _embed_tokens(self, ids: jax.Array) -> jax.Array:
+    x = self.token_embed(ids)
+    if self.cfg.scale_embeddings:  # Vaswani et al. §3.4: embeddings times sqrt(d_model).
+      x = x * jnp.sqrt(jnp.asarray(self.cfg.d_model, x.dtype))
+    return x
+
+  def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+             token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None,
+             segment_ids: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+    """input_ids: (B, S) -> encoder hidden states (B, S, D)."""
+    return self.encoder(self._embed_tokens(input_ids), valid=masks.token_validity(attention_mask, segment_ids),
+                        segment_ids=segment_ids, positions=position_ids, token_type_ids=token_type_ids,
+                        deterministic=deterministic)
+
+  def decode(self, decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
+             encoder_hidden: jax.Array | None = None, attention_mask: jax.Array | None = None,
+             position_ids: jax.Array | None = None, segment_ids: jax.Array | None = None,
+             encoder_segment_ids: jax.Array | None = None, deterministic: bool = True,
+             decode: bool = False) -> jax.Array:
+    """decoder_input_ids: (B, T) -> decoder hidden states (B, T, D); with decode=True, T new tokens are
+    appended to the key/value cache (collection 'cache', pass mutable=['cache'])."""
+    return self.decoder(self._embed_tokens(decoder_input_ids),
+                        valid=masks.token_validity(decoder_attention_mask, segment_ids), segment_ids=segment_ids,
+                        positions=position_ids, memory=encoder_hidden,
+                        memory_valid=masks.token_validity(attention_mask, encoder_segment_ids),
+                        memory_segment_ids=encoder_segment_ids, deterministic=deterministic, decode=decode)
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """(B, T, D) -> (B, T, V) float32 vocabulary logits."""
+    cfg = self.cfg
+    if cfg.family is Family.ENCODER:
+      hidden = self.mlm_norm(activation_fn(cfg.activation)(self.mlm_dense(hidden)))
+    if cfg.tie_embeddings:
+      if cfg.scale_tied_logits:  # T5 v1.0: rescale before re-using the input embedding (Mesh TF).
+        hidden = hidden * cfg.d_model ** -0.5
+      logits = self.token_embed.attend(hidden)
+    else:
+      logits = self.lm_head(hidden)
+    if cfg.lm_head_bias:
+      logits = logits + self.lm_bias.astype(logits.dtype)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), (P.BATCH, P.LENGTH, P.VOCAB))
+
+  def __call__(self, input_ids: jax.Array | None = None, attention_mask: jax.Array | None = None,
+               token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, decoder_input_ids: jax.Array | None = None,
+               decoder_attention_mask: jax.Array | None = None, decoder_position_ids: jax.Array | None = None,
+               decoder_segment_ids: jax.Array | None = None, encoder_hidden: jax.Array | None = None,
+               deterministic: bool = True, decode: bool = False) -> dict[str, jax.Array]:
+    """Runs the family's path and head. The argument names follow HF transformers.
+
+    encoder: input_ids (B, S) [+ attention_mask, token_type_ids]. decoder: input_ids (B, T) [+ attention_mask].
+    encoder_decoder: input_ids (B, S) and decoder_input_ids (B, T) with their masks; pass encoder_hidden
+    instead of input_ids to reuse an encoding (incremental decoding).
+    """
+    cfg = self.cfg
+    out: dict[str, Any] = {}
+    match cfg.family:
+      case Family.ENCODER:
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+      case Family.DECODER:
+        hidden = self.decode(input_ids, attention_mask, position_ids=position_ids, segment_ids=segment_ids,
+                             deterministic=deterministic, decode=decode)
+      case Family.ENCODER_DECODER:
+        if decoder_input_ids is None:
+          raise ValueError('an encoder_decoder model needs decoder_input_ids')
+        if encoder_hidden is None:
+          encoder_hidden = self.encode(input_ids, attention_mask, position_ids=position_ids,
+                                       segment_ids=segment_ids, deterministic=deterministic)
+        out['encoder_hidden'] = encoder_hidden
+        hidden = self.decode(decoder_input_ids, decoder_attention_mask, encoder_hidden, attention_mask,
+                             decoder_position_ids, decoder_segment_ids, segment_ids, deterministic, decode)
+    out['hidden'] = hidden
+    if cfg.pooler:
+      out['pooled'] = jnp.tanh(self.pooler(hidden[:, 0]))
+    match cfg.head:
+      case Head.LM:
+        out['logits'] = self.lm_logits(hidden)
+      case Head.CLASSIFIER:
+        pooled = self.classifier_dropout(out['pooled'], deterministic=deterministic)
+        out['logits'] = self.classifier(pooled).astype(jnp.float32)
+      case Head.NONE:
+        pass
+    return out
