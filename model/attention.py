@@ -104,8 +104,8 @@ class MultiHeadAttention(nn.Module):
     The cache is created by the first call with the shape of that call's keys: initialise it with an
     input as long as the longest sequence to decode (see `model.init_cache`).
     """
-    cached_k = self.variable('cache', 'key', jnp.zeros, k.shape, k.dtype)
-    cached_v = self.variable('cache', 'value', jnp.zeros, v.shape, v.dtype)
+    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
     cached_k.value = lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype), (0, index, 0, 0))
     cached_v.value = lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype), (0, index, 0, 0))
     return cached_k.value, cached_v.value

@@ -1,0 +1,17 @@
+"""BERT-base (Devlin et al. 2019): 12 layers, d_model 768, MLM head tied to the embeddings.
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/bert_base.py
+Expected: 109,514,298 parameters (109,482,240 for HF BertModel: no MLM head, with pooler).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import bert, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(bert('base'), objective='mlm', seq_len=128, batch_size=256)

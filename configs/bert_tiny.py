@@ -1,0 +1,17 @@
+"""A 2-layer, 128-wide BERT for CPU runs and tests (MLM on the built-in corpus).
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/bert_tiny.py
+Expected: 1,478,592 parameters.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import bert, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(bert('tiny', vocab_size=8000, max_len=256), objective='mlm', seq_len=128, batch_size=32)

@@ -1,0 +1,17 @@
+"""GPT-2 small (Radford et al. 2019): 12 layers, d_model 768, 1024 positions, tied LM head.
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/gpt2_small.py
+Expected: 124,439,808 parameters (as HF GPT2LMHeadModel counts them).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import gpt2, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(gpt2('base'), objective='causal_lm', seq_len=1024, batch_size=16)

@@ -1,0 +1,17 @@
+"""A 2-layer, 128-wide GPT for CPU runs and tests (causal LM on the built-in corpus).
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/gpt_tiny.py
+Expected: 1,453,568 parameters.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import gpt2, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(gpt2('tiny', vocab_size=8000, max_len=256), objective='causal_lm', seq_len=128, batch_size=32)

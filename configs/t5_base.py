@@ -1,0 +1,20 @@
+"""T5-base v1.0 (Raffel et al. 2020): 12+12 layers, d_model 768. `:v1.1` gives the v1.1 variant (gated-GELU, untied head).
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/t5_base.py[:v1.1]
+Expected: 222,903,552 parameters (v1.0).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import t5, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: the T5 version, 'v1.0' (default) or 'v1.1'."""
+  version = (arg or 'v1.0').removeprefix('v')
+  # 512 input tokens with 15% noise in spans of mean length 3 give 114 target tokens (T5 paper, Sec. 3.1.4).
+  return make_config(t5('base', version=version), objective='span_corruption', seq_len=512, batch_size=32,
+                     decoder_seq_len=114)

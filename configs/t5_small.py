@@ -1,0 +1,20 @@
+"""T5-small (Raffel et al. 2020): 6+6 layers, d_model 512, relative positions; v1.0 (tied LM head) or `:v1.1`.
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/t5_small.py[:v1.1]
+Expected: 60,506,624 parameters (as HF T5ForConditionalGeneration counts them).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import t5, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: the T5 version, 'v1.0' (default) or 'v1.1'."""
+  version = (arg or 'v1.0').removeprefix('v')
+  # 512 input tokens with 15% noise in spans of mean length 3 give 114 target tokens (T5 paper, Sec. 3.1.4).
+  return make_config(t5('small', version=version), objective='span_corruption', seq_len=512, batch_size=32,
+                     decoder_seq_len=114)

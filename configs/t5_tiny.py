@@ -1,0 +1,17 @@
+"""A 2+2-layer, 128-wide T5 for CPU runs and tests (span corruption on the built-in corpus).
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/t5_tiny.py
+Expected: 1,943,296 parameters.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import t5, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(t5('tiny', vocab_size=8000, head_dim=32), objective='span_corruption', seq_len=128, batch_size=32)

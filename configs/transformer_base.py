@@ -1,0 +1,17 @@
+"""The base Transformer of Vaswani et al. (2017): 6+6 post-LN layers, d_model 512, 37k shared vocabulary.
+
+Command (until the training loop lands, the main job builds the model and runs a forward pass):
+  python describe.py --config configs/transformer_base.py
+Expected: 63,082,496 parameters (the paper rounds to 65M; see tests/test_configs.py).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.presets import vaswani, make_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  return make_config(vaswani('small'), objective='translation', seq_len=256, batch_size=64)

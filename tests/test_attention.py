@@ -1,0 +1,132 @@
+"""Attention against a naive einsum + softmax reference, with and without masks, bias and segment ids."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from model import masks
+from model.attention import MultiHeadAttention, attend
+from model.config import AttentionImpl
+
+
+def naive_attention(q, k, v, mask=None, bias=None, scale=1.0):
+  """softmax(scale q k^T + bias) v in float64 numpy, masked positions excluded from the softmax."""
+  q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+  logits = np.einsum('btnh,bsnh->bnts', q, k) * scale
+  if bias is not None:
+    logits = logits + np.asarray(bias, np.float64)
+  if mask is not None:
+    logits = np.where(np.broadcast_to(mask, logits.shape), logits, -np.inf)
+  logits = logits - logits.max(-1, keepdims=True)
+  probs = np.exp(logits)
+  probs /= probs.sum(-1, keepdims=True)
+  return np.einsum('bnts,bsnh->btnh', probs, v)
+
+
+B, T, S, N, H, D = 2, 5, 7, 3, 4, 10
+
+
+@pytest.fixture(scope='module')
+def qkv():
+  rng = np.random.default_rng(0)
+  return (rng.normal(size=(B, T, N, H)).astype(np.float32), rng.normal(size=(B, S, N, H)).astype(np.float32),
+          rng.normal(size=(B, S, N, H)).astype(np.float32))
+
+
+def _mask(kind: str):
+  rng = np.random.default_rng(1)
+  kv_valid = np.ones((B, S), bool)
+  kv_valid[0, 5:] = False  # padded keys
+  q_seg = np.array([[1, 1, 2, 2, 2], [1, 1, 1, 1, 1]])
+  kv_seg = np.array([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+  match kind:
+    case 'none':
+      return None
+    case 'padding':
+      return masks.attention_mask(kv_valid=jnp.asarray(kv_valid))
+    case 'segments':
+      return masks.attention_mask(kv_valid=jnp.asarray(kv_seg > 0), q_segment_ids=jnp.asarray(q_seg),
+                                  kv_segment_ids=jnp.asarray(kv_seg))
+    case 'causal':  # queries at slots 2..6 of a 7-slot sequence (as when decoding after a prefix)
+      return masks.attention_mask(kv_valid=jnp.asarray(kv_valid), q_slots=jnp.arange(2, 7), k_slots=jnp.arange(S))
+    case 'random':
+      m = rng.random((B, 1, T, S)) < 0.7
+      m[..., 0] = True  # every query sees at least one key
+      return jnp.asarray(m)
+
+
+@pytest.mark.parametrize('mask_kind', ['none', 'padding', 'segments', 'causal', 'random'])
+@pytest.mark.parametrize('with_bias', [False, True])
+@pytest.mark.parametrize('scale', [1.0, H ** -0.5])
+def test_attend_matches_naive(qkv, mask_kind, with_bias, scale):
+  q, k, v = qkv
+  mask = _mask(mask_kind)
+  bias = np.random.default_rng(2).normal(size=(1, N, T, S)).astype(np.float32) if with_bias else None
+  got = attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=mask, bias=bias, scale=scale,
+               impl=AttentionImpl.XLA)
+  want = naive_attention(q, k, v, None if mask is None else np.asarray(mask), bias, scale)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_dropout_is_unbiased(qkv):
+  """The dropout path (probabilities dropped and rescaled) averages to the deterministic output."""
+  q, k, v = (jnp.asarray(t) for t in qkv)
+  mask = _mask('padding')
+  deterministic = attend(q, k, v, mask=mask, bias=None, scale=H ** -0.5, impl=AttentionImpl.XLA)
+  rngs = jax.random.split(jax.random.key(0), 4000)
+  samples = jax.vmap(lambda r: attend(q, k, v, mask=mask, bias=None, scale=H ** -0.5, impl=AttentionImpl.XLA,
+                                      dropout_rate=0.3, dropout_rng=r))(rngs)
+  assert not np.allclose(samples[0], deterministic, atol=1e-3)  # dropout did something
+  np.testing.assert_allclose(samples.mean(0), deterministic, atol=0.05)
+
+
+def _module(**kw) -> MultiHeadAttention:
+  defaults = dict(num_heads=N, head_dim=H, use_bias=True, scale_logits=True, dropout_rate=0.0, init_std=0.5,
+                  impl=AttentionImpl.XLA, dtype=jnp.float32, param_dtype=jnp.float32)
+  return MultiHeadAttention(**(defaults | kw))
+
+
+def _project(params, x, memory):
+  """The module's projections written out by hand."""
+  p = jax.tree.map(np.asarray, params)
+  q = np.einsum('btd,dnh->btnh', x, p['query']['kernel']) + p['query']['bias']
+  k = np.einsum('bsd,dnh->bsnh', memory, p['key']['kernel']) + p['key']['bias']
+  v = np.einsum('bsd,dnh->bsnh', memory, p['value']['kernel']) + p['value']['bias']
+  return q, k, v
+
+
+@pytest.mark.parametrize('cross', [False, True])
+@pytest.mark.parametrize('mask_kind', ['none', 'segments'])
+def test_module_self_and_cross_attention_match_naive(cross, mask_kind):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(B, T, D)).astype(np.float32)
+  memory = rng.normal(size=(B, S, D)).astype(np.float32) if cross else None
+  mask = _mask(mask_kind)
+  if not cross and mask is not None:
+    mask = mask[..., :T]
+  bias = rng.normal(size=(1, N, T, S if cross else T)).astype(np.float32)
+  module = _module()
+  params = nn.unbox(module.init(jax.random.key(0), x, memory)['params'])
+  got = module.apply({'params': params}, x, memory, mask=mask, bias=bias)
+  q, k, v = _project(params, x, x if memory is None else memory)
+  ctx = naive_attention(q, k, v, None if mask is None else np.asarray(mask), bias, H ** -0.5)
+  want = np.einsum('btnh,nhd->btd', ctx, np.asarray(params['out']['kernel'])) + np.asarray(params['out']['bias'])
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
+
+
+def test_head_dim_independent_of_width_and_unscaled_logits():
+  """T5: head_dim * num_heads != d_model, no 1/sqrt(head_dim), no biases."""
+  x = np.random.default_rng(4).normal(size=(B, T, D)).astype(np.float32)
+  module = _module(head_dim=6, use_bias=False, scale_logits=False)
+  params = nn.unbox(module.init(jax.random.key(1), x)['params'])
+  assert params['query']['kernel'].shape == (D, N, 6) and params['out']['kernel'].shape == (N, 6, D)
+  assert 'bias' not in params['query']
+  got = module.apply({'params': params}, x)
+  p = jax.tree.map(np.asarray, params)
+  q, k, v = (np.einsum('btd,dnh->btnh', x, p[n]['kernel']) for n in ('query', 'key', 'value'))
+  want = np.einsum('btnh,nhd->btd', naive_attention(q, k, v, scale=1.0), p['out']['kernel'])
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
