@@ -217,6 +217,9 @@ class ModelConfig:
     for name in ('dtype', 'param_dtype'):
       if getattr(self, name) not in _DTYPES:
         fail(name, f'must be one of {_DTYPES}')
+    if self.attention_impl is AttentionImpl.CUDNN and self.dtype == 'float32':
+      fail('attention_impl', 'cuDNN flash attention runs in bfloat16 or float16: set model.dtype=bfloat16, '
+           'or use attention_impl=xla')
 
 
 def _to_enum(name: str, enum_type: type[enum.Enum], value: Any) -> enum.Enum:

@@ -41,6 +41,7 @@ def test_derived_sizes():
     (dict(family='decoder', head='classifier', num_labels=2, pooler=True), r"model.head=.*use family=encoder"),
     (dict(num_labels=3), r'model.num_labels=3: only used by head=classifier'),
     (dict(scale_tied_logits=True, head='none'), r'model.scale_tied_logits=True: only applies to a tied LM head'),
+    (dict(attention_impl='cudnn'), r"model.attention_impl=.*set model.dtype=bfloat16, or use attention_impl=xla"),
     (dict(dtype='float64'), r"model.dtype='float64': must be one of \('float32', 'bfloat16', 'float16'\)"),
 ])
 def test_bad_values_name_the_field_and_the_fix(fields, message):
