@@ -56,8 +56,8 @@ def t5(size: str, *, version: str = '1.0', vocab_size: int = 32128, **overrides:
   return dict(family='encoder_decoder', vocab_size=vocab_size, position='relative', relative_buckets=32,
               relative_max_distance=128, norm='rms', norm_placement='pre', norm_eps=1e-6, use_bias=False,
               scale_attention=False, activation='gelu_tanh' if v11 else 'relu', gated_ffn=v11, head='lm',
-              tie_embeddings=not v11, scale_tied_logits=not v11, dropout_rate=0.1, attention_dropout_rate=0.0,
-              ffn_dropout_rate=0.1, max_len=512, **sizes) | overrides
+              tie_embeddings=not v11, scale_tied_logits=not v11, dropout_rate=0.1, attention_dropout_rate=0.1,
+              ffn_dropout_rate=0.1, final_dropout=True, max_len=512, **sizes) | overrides
 
 
 def vaswani(size: str, *, vocab_size: int = 37000, **overrides: Any) -> dict[str, Any]:

@@ -116,6 +116,8 @@ class Stack(nn.Module):
     if cfg.norm_placement is NormPlacement.PRE:
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='final_norm')(x)
+    if cfg.final_dropout:
+      x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     return x
 
   def _advance_cache(self, valid: jax.Array | None, batch: int,

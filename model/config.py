@@ -119,6 +119,7 @@ class ModelConfig:
   dropout_rate: float = 0.1  # embeddings and the output of every sub-layer.
   attention_dropout_rate: float = 0.1  # attention probabilities.
   ffn_dropout_rate: float = 0.0  # inside the feed-forward, after the activation (T5).
+  final_dropout: bool = False  # dropout_rate after a stack's final norm too (T5; GPT-2 has none there).
   init_std: float = 0.02
 
   dtype: str = 'float32'  # compute dtype; parameters stay in param_dtype.

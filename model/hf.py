@@ -249,7 +249,7 @@ def _t5_fields(hf: Mapping[str, Any], head: Head, tied: bool) -> dict[str, Any]:
       relative_max_distance=hf.get('relative_attention_max_distance', 128), norm=Norm.RMS,
       norm_placement=NormPlacement.PRE, norm_eps=hf.get('layer_norm_epsilon', 1e-6), use_bias=False,
       scale_attention=False, activation=_activation(act), gated_ffn=gated, dropout_rate=rate,
-      attention_dropout_rate=rate, ffn_dropout_rate=rate, head=head, tie_embeddings=tied,
+      attention_dropout_rate=rate, ffn_dropout_rate=rate, final_dropout=True, head=head, tie_embeddings=tied,
       scale_tied_logits=tied and scale)
 
 
@@ -562,7 +562,7 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
 
 # Fields that do not change what a checkpoint computes: runtime choices and initialisation.
 _RUNTIME_FIELDS = ('dtype', 'param_dtype', 'attention_impl', 'scan_layers', 'remat', 'init_std')
-_DROPOUT_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate')
+_DROPOUT_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate', 'final_dropout')
 
 
 def _architecture(cfg: ModelConfig) -> dict[str, Any]:
