@@ -2,8 +2,8 @@
 
   stream = shuffle(source, seed, epoch) repeated      every process sees the same global order
   example i of the stream -> transform(i, example)    i is the stream position: random objectives (MLM,
-                                                      span corruption) seed from it, so a resumed run
-                                                      redraws exactly the same masks
+                                                      span corruption) seed from it (data/tasks.py), so a
+                                                      resumed run redraws exactly the same masks
   global batch b = stream[b*G : (b+1)*G]              G = global batch size
   process p feeds rows [p*G/P : (p+1)*G/P] of it      P processes; batch b is the same for any P
 
@@ -15,7 +15,7 @@ with the batch sharding of the mesh (`to_global`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import flax.linen as nn
@@ -127,8 +127,3 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
           for k, v in batch.items()}
 
-
-def example_rng(seed: int, index: int, stream: Sequence[int] = ()) -> np.random.Generator:
-  """A generator that depends only on (seed, stream position[, sub-stream]): reproducible after a resume,
-  different in every epoch (positions keep growing), independent of worker count and process count."""
-  return np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, index, *stream])))

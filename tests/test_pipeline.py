@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from data.pipeline import InputIterator, PipelineConfig, example_rng, make_dataset, to_global
+from data.objectives import Stream, example_rng
+from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
 from model import partitioning as P
 
 N = 24  # examples in the fake source
@@ -23,7 +24,7 @@ def source() -> list[dict[str, np.ndarray]]:
 
 def transform(index: int, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Like an objective: a per-position random draw on top of the example."""
-  noise = example_rng(7, index).integers(0, 1000, (3,))
+  noise = (example_rng(7, 0, index, Stream.MLM).random(3) * 1000).astype(np.int32)
   return {'id': example['id'], 'tokens': example['tokens'] + 1000 * noise, 'position': np.array(index)}
 
 

@@ -1,0 +1,239 @@
+"""From `config.data` to what the pipeline iterates: a random-access source and a per-example transform.
+
+  corpus objectives (causal_lm, mlm, span_corruption) on a text corpus ('builtin:sotu'):
+      documents -> token ids (once, at start-up: seconds for the built-in corpora)
+      -> fixed-length rows: documents joined by EOS/[SEP] and cut (GPT, RoBERTa FULL-SENTENCES, T5), or
+         with data.packing, documents packed first-fit with segment ids so none attends to another
+      -> the objective per row, its random draws seeded by (seed, epoch, position): exact after a resume
+  classification / regression on a task ('builtin:movie_sentiment/binary', 'tfds:glue/sst2', 'tsv:...'):
+      example -> [CLS] A [SEP] (B [SEP]) -> token ids, token types, attention mask, label
+
+Every feature has a fixed shape, so the train step compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data import objectives, packing, sources
+from data.tokenizers import Tokenizer, load_tokenizer
+
+Example = dict[str, np.ndarray]
+
+
+class Objective(enum.Enum):
+  CAUSAL_LM = 'causal_lm'
+  MLM = 'mlm'
+  SPAN_CORRUPTION = 'span_corruption'
+  CLASSIFICATION = 'classification'
+  REGRESSION = 'regression'
+
+
+CORPUS_OBJECTIVES = (Objective.CAUSAL_LM, Objective.MLM, Objective.SPAN_CORRUPTION)
+_STREAMS = {Objective.MLM: objectives.Stream.MLM, Objective.SPAN_CORRUPTION: objectives.Stream.SPAN_CORRUPTION}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  """`config.data`, typed. seq_len is the model's input length (the encoder's for T5)."""
+
+  source: str
+  objective: Objective
+  seq_len: int
+  decoder_seq_len: int | None = None  # span corruption targets; None: T5's length for seq_len (512 -> 114).
+  tokenizer: str = 'sentencepiece:auto,vocab_size=8000'
+  packing: bool = False  # corpus objectives: pack whole documents with segment ids instead of joining them.
+  data_dir: str | None = None  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  worker_count: int = 0  # grain worker processes.
+
+  def __post_init__(self) -> None:
+    if not isinstance(self.objective, Objective):
+      valid = [o.value for o in Objective]
+      try:
+        object.__setattr__(self, 'objective', Objective(self.objective))
+      except ValueError:
+        raise ValueError(f'data.objective={self.objective!r}: unknown objective; valid values are {valid}') from None
+    if self.seq_len < 4:
+      raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
+    if self.packing and self.objective not in (Objective.CAUSAL_LM, Objective.MLM):
+      raise ValueError(f'data.packing=True: only causal_lm and mlm pack documents, not {self.objective.value} '
+                       '(span corruption joins documents as T5 does); set data.packing=False')
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+  @property
+  def targets_len(self) -> int:
+    """Decoder length of span corruption."""
+    return self.decoder_seq_len or objectives.random_spans_helper(self.seq_len)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What the pipeline needs: `transform(position, source[i])` gives one example of fixed-shape features."""
+
+  source: Sequence[Any]
+  transform: Callable[[int, Any], Example]
+  tokenizer: Tokenizer
+  info: sources.TaskInfo
+  config: DataConfig
+
+
+def special_ids(tokenizer: Tokenizer) -> objectives.SpecialIds:
+  return objectives.SpecialIds(vocab_size=tokenizer.vocab_size, pad=tokenizer.pad_id, eos=tokenizer.eos_id,
+                               bos=tokenizer.bos_id, unk=tokenizer.unk_id, cls=tokenizer.cls_id,
+                               sep=tokenizer.sep_id, mask=tokenizer.mask_id, sentinels=tuple(tokenizer.sentinel_ids))
+
+
+def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenizer | None = None,
+               tokenizer_dir: str | Path | None = None) -> Task:
+  """The task of `split`. The tokenizer is loaded from `config.tokenizer` unless given; an 'auto'
+  SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`."""
+  source = sources.open_source(config.source, split, data_dir=config.data_dir)
+  kind = source.info.kind
+  wants_corpus = config.objective in CORPUS_OBJECTIVES
+  if wants_corpus != (kind is sources.TaskKind.CORPUS) or (
+      config.objective is Objective.REGRESSION) != (kind is sources.TaskKind.REGRESSION):
+    raise ValueError(f'data.objective={config.objective.value} does not fit data.source={config.source!r}, a '
+                     f'{kind.value} dataset; pick a matching objective or source')
+  if tokenizer is None:
+    corpus = None
+    if split == 'train':
+      corpus = _texts(source)
+    elif 'auto' in config.tokenizer:
+      corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir))
+    tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
+  specials = special_ids(tokenizer)
+  if wants_corpus:
+    rows, transform = _corpus_task(config, _tokenize(source, tokenizer), specials, seed)
+    return Task(rows, transform, tokenizer, source.info, config)
+  return Task(source, _classification_transform(config, source.info, tokenizer, specials), tokenizer,
+              source.info, config)
+
+
+def _texts(source: sources.Source) -> Iterator[str]:
+  for i in range(len(source)):
+    example = source[i]
+    for name in source.info.text_features:
+      yield example[name]
+
+
+def _tokenize(source: sources.Source, tokenizer: Tokenizer) -> list[np.ndarray]:
+  (name,) = source.info.text_features
+  texts = [source[i][name] for i in range(len(source))]
+  return [np.asarray(ids, np.int32) for ids in tokenizer.encode_batch(texts)]
+
+
+def _require(specials: objectives.SpecialIds, objective: Objective, *names: str) -> None:
+  missing = [n for n in names if getattr(specials, n) is None]
+  if missing:
+    raise ValueError(f'data.tokenizer has no {", ".join(missing)} token, which data.objective='
+                     f'{objective.value} needs; use one that has it (sentencepiece reserves every special token)')
+
+
+def _corpus_task(config: DataConfig, documents: list[np.ndarray], specials: objectives.SpecialIds,
+                 seed: int) -> tuple[Any, Callable[[int, Any], Example]]:
+  """Rows (a numpy array or a dict of them, indexed by row) and the objective's transform of a row."""
+  length, objective = config.seq_len, config.objective
+  if objective is Objective.CAUSAL_LM:
+    _require(specials, objective, 'eos')
+    if config.packing:
+      rows = _packed([np.append(d, specials.eos) for d in documents], length + 1, specials)
+      return rows, lambda i, row: objectives.causal_lm(row['tokens'], segment_ids=row['segment_ids'],
+                                                       position_ids=row['position_ids'], pad_id=specials.pad)
+    rows = _chunks(documents, length, specials.eos)
+    return rows, lambda i, row: objectives.causal_lm(row, pad_id=specials.pad)
+
+  if objective is Objective.MLM:
+    _require(specials, objective, 'cls', 'sep', 'mask', 'pad')
+    rng = _rng_of(seed, objective)
+    if config.packing:
+      pieces = [np.concatenate([[specials.cls], p, [specials.sep]])
+                for d in documents for p in _split(d, length - 2)]
+      rows = _packed(pieces, length, specials)
+
+      def mlm_packed(i: int, row: dict[str, np.ndarray]) -> Example:
+        out = objectives.mask_tokens(row['tokens'], specials, rng(i, len(rows)))
+        return out | {'segment_ids': row['segment_ids'], 'position_ids': row['position_ids'],
+                      'attention_mask': (row['segment_ids'] > 0).astype(np.int32),
+                      'token_type_ids': np.zeros(length, np.int32)}
+      return rows, mlm_packed
+    # RoBERTa's FULL-SENTENCES rows: documents joined by [SEP], then [CLS] row [SEP].
+    chunks = _chunks(documents, length - 3, specials.sep)
+
+    def mlm(i: int, row: np.ndarray) -> Example:
+      ids = np.concatenate([[specials.cls], row, [specials.sep]]).astype(np.int32)
+      out = objectives.mask_tokens(ids, specials, rng(i, len(chunks)))
+      return out | {'attention_mask': np.ones(length, np.int32), 'token_type_ids': np.zeros(length, np.int32)}
+    return chunks, mlm
+
+  _require(specials, objective, 'eos', 'pad')
+  if not specials.sentinels:
+    raise ValueError('data.tokenizer has no sentinel tokens, which span_corruption needs; use '
+                     "'sentencepiece:...' (it reserves 100 sentinels)")
+  raw_len, _ = objectives.random_spans_helper(length)
+  targets_len = config.targets_len
+  chunks = _chunks(documents, raw_len - 1, specials.eos)
+  rng = _rng_of(seed, objective)
+
+  def span(i: int, row: np.ndarray) -> Example:
+    out = objectives.span_corruption(row, specials, rng(i, len(chunks)))
+    inputs, targets = _pad(out['inputs'], length, specials.pad), _pad(out['targets'], targets_len, specials.pad)
+    return {'input_ids': inputs, 'attention_mask': (np.arange(length) < len(out['inputs'])).astype(np.int32),
+            'decoder_input_ids': objectives.decoder_inputs(targets, start_id=specials.pad),
+            'decoder_attention_mask': (np.arange(targets_len) < len(out['targets'])).astype(np.int32),
+            'targets': targets, 'loss_weights': (np.arange(targets_len) < len(out['targets'])).astype(np.float32)}
+  return chunks, span
+
+
+def _rng_of(seed: int, objective: Objective) -> Callable[[int, int], np.random.Generator]:
+  """position in the stream -> the generator of that example: epoch = position // rows, index = the rest."""
+  stream = _STREAMS[objective]
+  return lambda position, rows: objectives.example_rng(seed, position // rows, position % rows, stream)
+
+
+def _chunks(documents: list[np.ndarray], length: int, separator: int) -> np.ndarray:
+  rows, _ = objectives.chunk_documents(documents, length, eos_id=separator, drop_remainder=True)
+  if not len(rows):
+    raise ValueError(f'the corpus has fewer than {length + 1} tokens: lower data.seq_len or use a larger source')
+  return rows
+
+
+def _split(ids: np.ndarray, length: int) -> list[np.ndarray]:
+  return [ids[i:i + length] for i in range(0, max(len(ids), 1), length)]
+
+
+def _packed(pieces: list[np.ndarray], length: int, specials: objectives.SpecialIds) -> list[dict[str, np.ndarray]]:
+  """First-fit packing of all pieces at once (a fixed plan over the split: rows stay random-access)."""
+  packed = packing.pack_sequences([{'tokens': p} for p in pieces], length, overflow=packing.Overflow.SPLIT,
+                                  pad_values={'tokens': specials.pad})
+  rows = packed.rows
+  return [{k: v[r] for k, v in rows.items()} for r in range(packed.num_rows)]
+
+
+def _pad(ids: np.ndarray, length: int, pad: int) -> np.ndarray:
+  if len(ids) > length:
+    raise ValueError(f'{len(ids)} tokens do not fit in {length}: data.decoder_seq_len is too short')
+  return np.pad(np.asarray(ids, np.int32), (0, length - len(ids)), constant_values=pad)
+
+
+def _classification_transform(config: DataConfig, info: sources.TaskInfo, tokenizer: Tokenizer,
+                              specials: objectives.SpecialIds) -> Callable[[int, Any], Example]:
+  _require(specials, config.objective, 'cls', 'sep', 'pad')
+  regression = config.objective is Objective.REGRESSION
+
+  def transform(i: int, example: Mapping[str, Any]) -> Example:
+    del i  # deterministic: nothing is drawn
+    texts = [tokenizer.encode(example[name]) for name in info.text_features]
+    return objectives.classification_example(texts[0], texts[1] if len(texts) > 1 else None, specials,
+                                             config.seq_len, label=example[info.label_feature],
+                                             regression=regression)
+  return transform
