@@ -14,4 +14,5 @@ from configs.presets import bert, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(bert('base'), objective='mlm', seq_len=128, batch_size=256)
+  return make_config(bert('base'), source='tfds:wikipedia/20230601.en', tokenizer='wordpiece',
+                     objective='mlm', seq_len=128, batch_size=256)

@@ -14,4 +14,5 @@ from configs.presets import gpt2, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(gpt2('base'), objective='causal_lm', seq_len=1024, batch_size=16)
+  return make_config(gpt2('base'), source='tfds:c4/en', tokenizer='gpt2_bpe',
+                     objective='causal_lm', seq_len=1024, batch_size=16)

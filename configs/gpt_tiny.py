@@ -14,4 +14,5 @@ from configs.presets import gpt2, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(gpt2('tiny', vocab_size=8000, max_len=256), objective='causal_lm', seq_len=128, batch_size=32)
+  return make_config(gpt2('tiny', vocab_size=8000, max_len=256), source='builtin:sotu',
+                     tokenizer='sentencepiece:auto,vocab_size=8000', objective='causal_lm', seq_len=128, batch_size=32)

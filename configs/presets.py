@@ -68,14 +68,16 @@ def vaswani(size: str, *, vocab_size: int = 37000, **overrides: Any) -> dict[str
               tie_embeddings=True, dropout_rate=0.1, attention_dropout_rate=0.0, **SIZES[size]) | overrides
 
 
-def make_config(model: dict[str, Any], *, objective: str, seq_len: int, batch_size: int,
-                decoder_seq_len: int | None = None) -> ml_collections.ConfigDict:
+def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: int, batch_size: int,
+                tokenizer: str, decoder_seq_len: int | None = None) -> ml_collections.ConfigDict:
   """The config tree of a setup. `model` holds every ModelConfig field (validated here, so a typo in a
-  config file fails on load), which also lets any field be overridden from the command line."""
+  config file fails on load), which also lets any field be overridden from the command line. `data`
+  holds the fields of data.tasks.DataConfig."""
   full_model = ModelConfig.from_dict(model).to_dict()
   config = ml_collections.ConfigDict()
   config.model = full_model
-  config.data = ml_collections.ConfigDict({'objective': objective, 'seq_len': seq_len,
-                                           'decoder_seq_len': decoder_seq_len})
+  config.data = ml_collections.ConfigDict({
+      'source': source, 'objective': objective, 'seq_len': seq_len, 'decoder_seq_len': decoder_seq_len,
+      'tokenizer': tokenizer, 'packing': False, 'data_dir': None, 'worker_count': 0})
   config.train = ml_collections.ConfigDict({'batch_size': batch_size, 'seed': 0})
   return config

@@ -1,4 +1,5 @@
-"""T5-base v1.0 (Raffel et al. 2020): 12+12 layers, d_model 768. `:v1.1` gives the v1.1 variant (gated-GELU, untied head).
+"""T5-base v1.0 (Raffel et al. 2020): 12+12 layers, d_model 768. `:v1.1`: T5 v1.1
+(gated-GELU, untied head).
 
 Command (until the training loop lands, the main job builds the model and runs a forward pass):
   python describe.py --config configs/t5_base.py[:v1.1]
@@ -16,5 +17,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: the T5 version, 'v1.0' (default) or 'v1.1'."""
   version = (arg or 'v1.0').removeprefix('v')
   # 512 input tokens with 15% noise in spans of mean length 3 give 114 target tokens (T5 paper, Sec. 3.1.4).
-  return make_config(t5('base', version=version), objective='span_corruption', seq_len=512, batch_size=32,
-                     decoder_seq_len=114)
+  return make_config(t5('base', version=version), source='tfds:c4/en',
+                     tokenizer='sentencepiece:auto,vocab_size=32000', objective='span_corruption', seq_len=512,
+                     decoder_seq_len=114, batch_size=32)

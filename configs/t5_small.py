@@ -16,5 +16,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: the T5 version, 'v1.0' (default) or 'v1.1'."""
   version = (arg or 'v1.0').removeprefix('v')
   # 512 input tokens with 15% noise in spans of mean length 3 give 114 target tokens (T5 paper, Sec. 3.1.4).
-  return make_config(t5('small', version=version), objective='span_corruption', seq_len=512, batch_size=32,
-                     decoder_seq_len=114)
+  return make_config(t5('small', version=version), source='tfds:c4/en',
+                     tokenizer='sentencepiece:auto,vocab_size=32000', objective='span_corruption', seq_len=512,
+                     decoder_seq_len=114, batch_size=32)

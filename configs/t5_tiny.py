@@ -14,4 +14,6 @@ from configs.presets import t5, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(t5('tiny', vocab_size=8000, head_dim=32), objective='span_corruption', seq_len=128, batch_size=32)
+  return make_config(t5('tiny', vocab_size=8000, head_dim=32), source='builtin:sotu',
+                     tokenizer='sentencepiece:auto,vocab_size=8000', objective='span_corruption', seq_len=128,
+                     batch_size=32)

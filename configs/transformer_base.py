@@ -14,4 +14,6 @@ from configs.presets import vaswani, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(vaswani('small'), objective='translation', seq_len=256, batch_size=64)
+  return make_config(vaswani('small'), source='tfds:wmt14_translate/de-en',
+                     tokenizer='sentencepiece:auto,vocab_size=37000', objective='translation', seq_len=256,
+                     batch_size=64)

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import model
+from data import tasks
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 SETUPS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'presets'))
@@ -25,6 +26,8 @@ def test_every_setup_resolves_and_documents_its_command(name):
   config = module.get_config()
   assert set(config) >= {'model', 'data', 'train'}
   model.ModelConfig.from_dict(config.model)
+  if config.data.objective != 'translation':  # sequence-to-sequence data arrives with generation (issue 5)
+    tasks.DataConfig.from_dict(config.data)
   assert f'configs/{name}.py' in module.__doc__ and 'Expected:' in module.__doc__
 
 
