@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+from jax import lax
 
 from model import partitioning as P
 from model.config import Activation, Norm
@@ -22,14 +24,44 @@ def partitioned(init: Initializer, names: Sequence[str | None]) -> Initializer:
   return nn.with_logical_partitioning(init, tuple(names))
 
 
-def dense(features: int | tuple[int, ...], names: tuple[str, ...], *, axis: int | tuple[int, ...] = -1,
-          use_bias: bool, std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.DenseGeneral:
-  """A DenseGeneral whose kernel carries `names` (input axes first) and whose bias the output ones."""
-  n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=partitioned(nn.initializers.normal(std), names),
-      bias_init=partitioned(nn.initializers.zeros_init(), names[-n_out:]), name=name)
+class DenseGeneral(nn.Module):
+  """y = x . kernel (+ bias), contracting x's trailing `num_in` axes with the kernel's leading ones.
+
+  Unlike nn.DenseGeneral, the kernel is created at its full rank (e.g. (embed, heads, kv)), so its logical
+  names always match its shape: flax's DenseGeneral initialises a flat 2-D kernel and reshapes it, which
+  breaks logical partitioning under active mesh rules (flax issue 3676)."""
+
+  features: tuple[int, ...]
+  names: tuple[str | None, ...]  # kernel axes: input axes, then output axes
+  num_in: int
+  use_bias: bool
+  std: float
+  dtype: Dtype
+  param_dtype: Dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_shape = x.shape[x.ndim - self.num_in:]
+    kernel = self.param('kernel', partitioned(nn.initializers.normal(self.std), self.names),
+                        in_shape + self.features, self.param_dtype)
+    bias = None
+    if self.use_bias:
+      bias = self.param('bias', partitioned(nn.initializers.zeros_init(), self.names[self.num_in:]),
+                        self.features, self.param_dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+    contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
+    y = lax.dot_general(x, kernel, (contract, ((), ())))
+    return y if bias is None else y + bias
+
+
+def dense(features: int | tuple[int, ...], names: tuple[str | None, ...], *, axis: int | tuple[int, ...] = -1,
+          use_bias: bool, std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> DenseGeneral:
+  """A dense layer over x's trailing `axis` (-1, or (-2, -1)) whose kernel carries `names` (input axes
+  first) and whose bias the output ones."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  num_in = 1 if isinstance(axis, int) else len(axis)
+  return DenseGeneral(features=features, names=tuple(names), num_in=num_in, use_bias=use_bias, std=std,
+                      dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def norm(kind: Norm, *, eps: float, use_bias: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Module:

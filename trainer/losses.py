@@ -1,0 +1,103 @@
+"""Losses of every objective as *sums* with their weights, so that means over microbatches, devices and
+evaluation batches are exact: mean = sum of per-token losses / sum of weights, never a mean of means.
+
+  token objectives (causal_lm, mlm, span_corruption): cross-entropy of logits (B, T, V) against targets
+      (B, T), weighted by loss_weights (B, T) (0 at padding, at unmasked MLM tokens, across packed rows)
+  classification: cross-entropy of logits (B, C) against label (B,) int32; every example weighs 1
+  regression: squared error of logits[:, 0] against label (B,) float32; every example weighs 1
+
+Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
+normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do not drift.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from data.tasks import Objective
+
+Sums = dict[str, jax.Array]
+
+
+class LossKind(enum.Enum):
+  TOKENS = 'tokens'
+  CLASSIFICATION = 'classification'
+  REGRESSION = 'regression'
+
+
+_KINDS = {
+    Objective.CAUSAL_LM: LossKind.TOKENS,
+    Objective.MLM: LossKind.TOKENS,
+    Objective.SPAN_CORRUPTION: LossKind.TOKENS,
+    Objective.CLASSIFICATION: LossKind.CLASSIFICATION,
+    Objective.REGRESSION: LossKind.REGRESSION,
+}
+
+# Batch features that are targets, not model inputs (data/tasks.py); the rest go to Transformer.__call__.
+TARGET_FEATURES = ('targets', 'loss_weights', 'label')
+
+
+def to_objective(value: Objective | str) -> Objective:
+  """`data.objective` as the enum; an unknown string is an error naming the valid ones."""
+  if isinstance(value, Objective):
+    return value
+  try:
+    return Objective(value)
+  except ValueError:
+    raise ValueError(f'data.objective={value!r}: unknown objective; valid values are '
+                     f'{[o.value for o in Objective]}') from None
+
+
+def loss_kind(objective: Objective | str) -> LossKind:
+  """The loss of a `data.objective` (an Objective or its string)."""
+  return _KINDS[to_objective(objective)]
+
+
+def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """The denominator of the batch mean: sum of loss_weights (tokens) or the number of examples. () float32."""
+  if kind is LossKind.TOKENS:
+    return jnp.sum(batch['loss_weights'].astype(jnp.float32))
+  return jnp.asarray(batch['label'].shape[0], jnp.float32)
+
+
+def cross_entropy_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array, z_loss: float = 0.0) -> Sums:
+  """logits (..., V) float32; labels (...) int; weights (...) float. Returns sums over every position of
+  'loss' (weighted cross-entropy + z-loss), 'z_loss', 'correct' (weighted argmax hits) and 'weight'."""
+  logits = logits.astype(jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  # The label's logit through a one-hot product instead of a gather: it partitions cleanly when the
+  # vocabulary axis is sharded over `tensor`, and XLA fuses it without materialising the one-hot.
+  label_logit = jnp.sum(logits * jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), axis=-1)
+  weights = weights.astype(jnp.float32)
+  z_term = z_loss * jnp.square(log_z) if z_loss else jnp.zeros_like(log_z)
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return {'loss': jnp.sum((log_z - label_logit + z_term) * weights), 'z_loss': jnp.sum(z_term * weights),
+          'correct': jnp.sum(correct * weights), 'weight': jnp.sum(weights)}
+
+
+def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array], z_loss: float = 0.0) -> Sums:
+  """The objective's sums ('loss', 'z_loss', 'weight', and 'correct' except for regression).
+
+  logits: (B, T, V) for TOKENS, (B, C) for CLASSIFICATION, (B, 1) for REGRESSION (the model's 'logits').
+  """
+  match kind:
+    case LossKind.TOKENS:
+      return cross_entropy_sums(logits, batch['targets'], batch['loss_weights'], z_loss)
+    case LossKind.CLASSIFICATION:
+      labels = batch['label']
+      return cross_entropy_sums(logits, labels, jnp.ones(labels.shape, jnp.float32), z_loss)
+    case LossKind.REGRESSION:
+      error = logits[:, 0].astype(jnp.float32) - batch['label'].astype(jnp.float32)
+      return {'loss': jnp.sum(jnp.square(error)), 'z_loss': jnp.zeros((), jnp.float32),
+              'weight': jnp.asarray(error.shape[0], jnp.float32)}
+  raise ValueError(f'unknown loss kind {kind}')
+
+
+def safe_divide(total: jax.Array, weight: jax.Array) -> jax.Array:
+  """total / weight, 0 where weight is 0 (an all-padding batch) with a finite gradient: a jnp.where over
+  total / 0 would send inf * 0 = nan back through the unselected branch."""
+  return total / jnp.where(weight > 0, weight, 1.0)

@@ -1,0 +1,287 @@
+"""The train state, its sharded initialisation, and the pure train / eval steps, jitted once with shardings.
+
+  abstract = abstract_train_state(module, tx, mesh, rules)    # shapes + NamedShardings, nothing allocated
+  state = init_train_state(module, tx, rng, abstract)         # float32 params and opt state, sharded
+  step = compile_train_step(module, tx, schedule, step_cfg, mesh, rules, abstract, batch_shapes)
+  state, metrics = step(state, batch, rng)                    # state donated; batch from data.pipeline.to_global
+
+Sharding: every parameter carries logical axis names (model/); `nn.get_partition_spec` of the boxed init
+gives them, the rules table maps them onto the mesh, and each optimizer-state leaf takes the sharding of
+the parameter it mirrors (`optax.tree_map_params`), so Adam's moments are split exactly like the weights
+(ZeRO-3 with fsdp > 1). The logical-axis rules are activated (`nn.logical_axis_rules`) together with the
+mesh (`jax.set_mesh`) around tracing, which is when `nn.with_logical_constraint` reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
+
+import model
+from data.pipeline import batch_sharding
+from data.tasks import Objective
+from model import partitioning as P
+from trainer import losses
+from trainer.mesh import logical_shardings, replicated
+
+Params = Any
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+CompilerOptions = Mapping[str, Any]  # XLA DebugOptions for one compile, e.g. {'xla_backend_optimization_level': 0}
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. The module and optimizer are static (bound with functools.partial), so
+  the state is a plain pytree: checkpointable, shardable and donatable as it is."""
+
+  step: jax.Array  # () int32, number of updates applied so far
+  params: Params  # float32 master weights, the module's 'params' collection (unboxed)
+  opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StepConfig:
+  """What the step computes besides the model: the objective's loss, z-loss and microbatching."""
+
+  objective: Objective
+  microbatches: int = 1  # gradient accumulation: the batch is split into this many scanned microbatches.
+  z_loss: float = 0.0  # coefficient of log(Z)^2 per weighted token (0 = off).
+
+  def __post_init__(self) -> None:
+    object.__setattr__(self, 'objective', losses.to_objective(self.objective))
+    if not isinstance(self.microbatches, int) or self.microbatches < 1:
+      raise ValueError(f'train.microbatches={self.microbatches!r}: must be a positive integer')
+    if self.z_loss < 0:
+      raise ValueError(f'train.z_loss={self.z_loss!r}: must be >= 0 (0 = off)')
+
+  @classmethod
+  def from_config(cls, config: Any) -> StepConfig:
+    """From the config tree: data.objective, train.microbatches (default 1), train.z_loss (default 0)."""
+    train = config.train
+    return cls(objective=config.data.objective, microbatches=train.get('microbatches', 1),
+               z_loss=train.get('z_loss', 0.0))
+
+  @property
+  def loss_kind(self) -> losses.LossKind:
+    return losses.loss_kind(self.objective)
+
+
+# --- sharded initialisation ------------------------------------------------------------------------------
+
+def _boxed_params(module: model.Transformer, rng: jax.Array) -> Params:
+  """Parameters still wrapped in nn.Partitioned (their logical names)."""
+  return module.init({'params': rng, 'dropout': rng}, **model.dummy_inputs(module.cfg))['params']
+
+
+def _init_state(module: model.Transformer, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  params = nn.unbox(_boxed_params(module, rng))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def _mirrored_spec(leaf: jax.ShapeDtypeStruct, param: jax.ShapeDtypeStruct, spec: PartitionSpec) -> PartitionSpec:
+  """Logical spec of an optimizer-state leaf that mirrors `param` (logical spec `spec`).
+
+  Same shape (Adam's mu, nu; Adafactor's unfactored v): the parameter's spec. One axis fewer (Adafactor's
+  factored row/column statistics): the spec without that axis, if the removed axis is unambiguous or every
+  candidate gives the same spec. Anything else (Adafactor's (1,) placeholders): replicated.
+  """
+  names = tuple(spec) + (None,) * (len(param.shape) - len(spec))
+  if tuple(leaf.shape) == tuple(param.shape):
+    return PartitionSpec(*names)
+  if len(leaf.shape) == len(param.shape) - 1:
+    candidates = {names[:i] + names[i + 1:] for i in range(len(param.shape))
+                  if param.shape[:i] + param.shape[i + 1:] == tuple(leaf.shape)}
+    if len(candidates) == 1:
+      return PartitionSpec(*candidates.pop())
+  return PartitionSpec()
+
+
+def abstract_train_state(module: model.Transformer, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                         rules: P.Rules) -> TrainState:
+  """The state's shapes and dtypes with their NamedShardings (`ShapeDtypeStruct.sharding`): what the
+  sharded init produces, what the step is compiled for, and what a checkpoint restores onto."""
+  if module.cfg.param_dtype != 'float32':
+    raise ValueError(f'model.param_dtype={module.cfg.param_dtype!r}: training keeps float32 master weights; '
+                     "set model.param_dtype='float32' and model.dtype='bfloat16' for bf16 compute")
+  rng = jax.random.key(0)
+  with nn.logical_axis_rules(()):  # no activation constraints while tracing init (batch 1 fits no mesh)
+    param_specs = nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_params, module), rng))
+    shapes = jax.eval_shape(functools.partial(_init_state, module, tx), rng)
+  opt_specs = optax.tree_map_params(tx, _mirrored_spec, shapes.opt_state, shapes.params, param_specs,
+                                    transform_non_params=lambda _: PartitionSpec(),
+                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
+  specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
+  shardings = logical_shardings(specs, shapes, mesh, rules)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+
+def shardings_of(tree: Any) -> Any:
+  """The `.sharding` of every leaf (of an abstract or a concrete state)."""
+  return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def init_train_state(module: model.Transformer, tx: optax.GradientTransformation, rng: jax.Array,
+                     abstract: TrainState, compiler_options: CompilerOptions | None = None) -> TrainState:
+  """Initialises directly into the shardings of `abstract`: no device ever holds the whole model."""
+  init = jax.jit(functools.partial(_init_state, module, tx), out_shardings=shardings_of(abstract),
+                 compiler_options=compiler_options)
+  with nn.logical_axis_rules(()):
+    return init(rng)
+
+
+# --- the steps -------------------------------------------------------------------------------------------
+
+def apply_model(module: model.Transformer, params: Params, batch: Batch, *, deterministic: bool,
+                rng: jax.Array | None = None) -> dict[str, jax.Array]:
+  """module.apply on the batch's model inputs (every feature but the targets): the model's outputs."""
+  inputs = {k: v for k, v in batch.items() if k not in losses.TARGET_FEATURES}
+  rngs = None if rng is None else {'dropout': rng}
+  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs)
+
+
+def _loss_fn(params: Params, batch: Batch, rng: jax.Array, *, module: model.Transformer, cfg: StepConfig,
+             denominator: jax.Array) -> tuple[jax.Array, losses.Sums]:
+  """Sum of this (micro)batch's losses over the *whole* batch's weight: the gradients of the microbatches
+  then add up to the gradient of the batch mean."""
+  out = apply_model(module, params, batch, deterministic=False, rng=rng)
+  sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, cfg.z_loss)
+  return sums['loss'] / denominator, sums
+
+
+def split_microbatches(batch: Batch, k: int) -> Batch:
+  """(k*b, ...) -> (k, b, ...), microbatch j = rows j, k+j, 2k+j, ...
+
+  Strided rather than contiguous: the batch is sharded in contiguous row blocks, so each device's rows
+  stay on it in every microbatch and the split needs no communication.
+  """
+  def split(x: jax.Array) -> jax.Array:
+    if x.shape[0] % k:
+      raise ValueError(f'train.microbatches={k} must divide the batch of {x.shape[0]} rows')
+    x = jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+    return nn.with_logical_constraint(x, (None, P.BATCH) + (None,) * (x.ndim - 2))
+  return {name: split(x) for name, x in batch.items()}
+
+
+def accumulate_gradients(loss_fn: Any, params: Params, batch: Batch, rng: jax.Array,
+                         microbatches: int) -> tuple[Params, losses.Sums]:
+  """Gradients and loss sums of `loss_fn(params, batch, rng) -> (loss, sums)`, over `microbatches` scanned
+  microbatches (summed: loss_fn must already be normalised by the whole batch). Microbatch j uses
+  fold_in(rng, j) for dropout."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (_, sums), grads = grad_fn(params, batch, rng)
+    return grads, sums
+  micro = split_microbatches(batch, microbatches)
+
+  def body(carry: tuple[Params, losses.Sums], xs: tuple[Batch, jax.Array]) -> tuple[tuple[Params, losses.Sums], None]:
+    microbatch, j = xs
+    (_, sums), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, j))
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  (_, sum_shapes), grad_shapes = jax.eval_shape(grad_fn, params, first, rng)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (grad_shapes, sum_shapes))
+  (grads, sums), _ = lax.scan(body, zeros, (micro, jnp.arange(microbatches)))
+  return grads, sums
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, module: model.Transformer,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """One optimizer update on `batch` (the features of `cfg.objective`, leading axis B).
+
+  Dropout is on, with the key fold_in(rng, state.step). Metrics (float32 scalars): loss (mean over the
+  weighted tokens or examples, z-loss included), z_loss (its part of loss), weight (number of weighted
+  tokens / examples), accuracy (not for regression), grad_norm (before clipping), param_norm (after the
+  update), learning_rate (of this update).
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  weight = losses.total_weight(cfg.loss_kind, batch)
+  denominator = jnp.where(weight > 0, weight, 1.0)  # an all-padding batch gives loss 0, not nan
+  loss_fn = functools.partial(_loss_fn, module=module, cfg=cfg, denominator=denominator)
+  grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, cfg.microbatches)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {name: sums[name] / denominator for name in ('loss', 'z_loss')}
+  if 'correct' in sums:
+    metrics['accuracy'] = sums['correct'] / denominator
+  metrics |= {'weight': weight, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params),
+              'learning_rate': jnp.asarray(schedule(state.step), jnp.float32)}
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: StepConfig) -> losses.Sums:
+  """Deterministic forward pass -> sums over the batch ('loss': plain cross-entropy or squared error, no
+  z-loss, so runs compare; 'weight'; 'correct' except for regression). Divide after adding up batches."""
+  out = apply_model(module, params, batch, deterministic=True)
+  sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss=0.0)
+  del sums['z_loss']
+  return sums
+
+
+# --- compiling once, with shardings ----------------------------------------------------------------------
+
+def batch_shardings(batch_shapes: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: P.Rules,
+                    microbatches: int = 1) -> dict[str, NamedSharding]:
+  """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
+  that the rows (and each microbatch's rows) divide evenly over those devices."""
+  out = {}
+  for name, x in batch_shapes.items():
+    sharding = batch_sharding(mesh, rules, len(x.shape))
+    entry = sharding.spec[0] if len(sharding.spec) else None
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    devices = math.prod(mesh.shape[a] for a in axes)
+    rows = x.shape[0] // microbatches
+    if x.shape[0] % microbatches or rows % devices:
+      per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
+      raise ValueError(f'batch feature {name!r}: {x.shape[0]} rows{per} do not split over the {devices} devices '
+                       f'of mesh axes {axes} (the logical batch axis); use train.batch_size a multiple of '
+                       f'{devices * microbatches}')
+    out[name] = sharding
+  return out
+
+
+def compile_train_step(module: model.Transformer, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                       cfg: StepConfig, mesh: jax.sharding.Mesh, rules: P.Rules, abstract_state: TrainState,
+                       batch_shapes: Mapping[str, Any],
+                       compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
+  """`train_step` compiled ahead of time for these shapes: in/out shardings explicit, the state donated.
+
+  batch_shapes: feature -> anything with .shape and .dtype (a ShapeDtypeStruct or the first batch). Call
+  the result as step(state, batch, rng) with `rng` a new-style key (jax.random.key) that is replicated
+  or uncommitted; arrays placed otherwise are an error rather than a silent reshard.
+  """
+  state_shardings = shardings_of(abstract_state)
+  in_batch = batch_shardings(batch_shapes, mesh, rules, cfg.microbatches)
+  step = functools.partial(train_step, module=module, tx=tx, schedule=schedule, cfg=cfg)
+  jitted = jax.jit(step, in_shardings=(state_shardings, in_batch, replicated(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
+  rng = jax.eval_shape(lambda: jax.random.key(0))
+  # Tracing happens in lower(): this is where with_logical_constraint sees the mesh and the rules.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return jitted.lower(abstract_state, batch, rng).compile(compiler_options)
+
+
+def compile_eval_step(module: model.Transformer, cfg: StepConfig, mesh: jax.sharding.Mesh, rules: P.Rules,
+                      abstract_params: Params, batch_shapes: Mapping[str, Any],
+                      compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
+  """`eval_step` compiled ahead of time; abstract_params: `abstract_train_state(...).params`."""
+  in_batch = batch_shardings(batch_shapes, mesh, rules)
+  step = functools.partial(eval_step, module=module, cfg=cfg)
+  jitted = jax.jit(step, in_shardings=(shardings_of(abstract_params), in_batch), out_shardings=replicated(mesh))
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return jitted.lower(abstract_params, batch).compile(compiler_options)
