@@ -15,4 +15,5 @@ from configs.presets import bert, make_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   return make_config(bert('base'), source='tfds:wikipedia/20230601.en', tokenizer='wordpiece',
-                     objective='mlm', seq_len=128, batch_size=256)
+                     objective='mlm', seq_len=128, batch_size=256,
+                     num_steps=1_000_000, learning_rate=1e-4, warmup_steps=10_000)

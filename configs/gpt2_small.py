@@ -15,4 +15,5 @@ from configs.presets import gpt2, make_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   return make_config(gpt2('base'), source='tfds:c4/en', tokenizer='gpt2_bpe',
-                     objective='causal_lm', seq_len=1024, batch_size=16)
+                     objective='causal_lm', seq_len=1024, batch_size=16,
+                     num_steps=600_000, learning_rate=6e-4, warmup_steps=2000)

@@ -16,4 +16,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   return make_config(vaswani('small'), source='tfds:wmt14_translate/de-en',
                      tokenizer='sentencepiece:auto,vocab_size=37000', objective='translation', seq_len=256,
-                     batch_size=64)
+                     batch_size=64,
+                     num_steps=100_000, learning_rate=7e-4, warmup_steps=4000, schedule='warmup_rsqrt')

@@ -1,0 +1,338 @@
+"""Training: `train_and_evaluate(config, workdir)` and a short absl main.
+
+  python train.py --config configs/gpt_tiny.py --workdir runs/gpt_tiny [--config.train.num_steps=100]
+
+The same command runs on one CPU, one GPU or a multi-host mesh (`--config.mesh.*`). Every input is
+checked before anything compiles; a run resumes by itself from its workdir (state, data position, and
+the exact next batch); SIGTERM saves a checkpoint and exits 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import model
+from data import sources, tasks
+from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
+from model import hf
+from trainer import checkpoint, distributed, metrics
+from trainer.mesh import MeshConfig, make_mesh
+from trainer.optim import OptimConfig, make_optimizer
+from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
+                          init_train_state)
+
+
+class NanPolicy(enum.Enum):
+  HALT = 'halt'  # stop with the step number and the last good checkpoint
+  SKIP = 'skip'  # drop the update of a step whose gradients are not finite, and go on
+
+
+class TrainingHalted(RuntimeError):
+  """The loss stopped being finite; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+  """`config.train`, typed."""
+
+  num_steps: int
+  batch_size: int  # global, all processes together
+  microbatches: int = 1
+  seed: int = 0
+  z_loss: float = 0.0
+  log_every: int = 50
+  eval_every: int = 500
+  eval_batches: int = 20
+  checkpoint_every: int = 1000
+  keep: int = 3
+  init_from: str = ''  # one of our workdirs, or an HF checkpoint directory
+  nan_policy: NanPolicy = NanPolicy.HALT
+
+  def __post_init__(self) -> None:
+    if not isinstance(self.nan_policy, NanPolicy):
+      try:
+        object.__setattr__(self, 'nan_policy', NanPolicy(self.nan_policy))
+      except ValueError:
+        raise ValueError(f'train.nan_policy={self.nan_policy!r}: valid values are '
+                         f'{[p.value for p in NanPolicy]}') from None
+    for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'train.{name}={getattr(self, name)}: must be a positive integer')
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# Which model each objective trains: (family, head).
+_OBJECTIVE_MODELS = {
+    tasks.Objective.CAUSAL_LM: (model.Family.DECODER, model.Head.LM),
+    tasks.Objective.MLM: (model.Family.ENCODER, model.Head.LM),
+    tasks.Objective.SPAN_CORRUPTION: (model.Family.ENCODER_DECODER, model.Head.LM),
+    tasks.Objective.CLASSIFICATION: (model.Family.ENCODER, model.Head.CLASSIFIER),
+    tasks.Objective.REGRESSION: (model.Family.ENCODER, model.Head.CLASSIFIER),
+}
+
+
+def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo,
+                          vocab_size: int) -> None:
+  """Errors, before any compile, for a model that cannot train on this data."""
+  family, head = _OBJECTIVE_MODELS[data.objective]
+  if (cfg.family, cfg.head) != (family, head):
+    raise ValueError(f'data.objective={data.objective.value} trains family={family.value} with head={head.value}, '
+                     f'but model.family={cfg.family.value}, model.head={cfg.head.value}: change one of them')
+  if data.objective is tasks.Objective.CLASSIFICATION and cfg.num_labels != info.num_classes:
+    raise ValueError(f'model.num_labels={cfg.num_labels}, but data.source={data.source!r} has '
+                     f'{info.num_classes} classes: set --config.model.num_labels={info.num_classes}')
+  if data.objective is tasks.Objective.REGRESSION and cfg.num_labels != 1:
+    raise ValueError(f'model.num_labels={cfg.num_labels}: regression predicts one number; set model.num_labels=1')
+  if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
+    for name, length in (('data.seq_len', data.seq_len), ('data.decoder_seq_len', data.targets_len)):
+      if name == 'data.decoder_seq_len' and cfg.family is not model.Family.ENCODER_DECODER:
+        continue
+      if length > cfg.max_len:
+        raise ValueError(f'{name}={length} exceeds model.max_len={cfg.max_len}, the size of the position '
+                         f'table: shorten {name} or raise model.max_len')
+  if vocab_size > cfg.vocab_size:
+    raise ValueError(f'data.tokenizer has {vocab_size} ids but model.vocab_size={cfg.vocab_size}: set '
+                     f'--config.model.vocab_size={vocab_size} (or larger)')
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from the config before the loop: checked, compiled once."""
+
+  train: TrainConfig
+  model_cfg: model.ModelConfig
+  data: tasks.DataConfig
+  task: tasks.Task
+  eval_task: tasks.Task
+  mesh: jax.sharding.Mesh
+  rules: Any
+  abstract: TrainState
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  step_cfg: StepConfig
+  module: model.Transformer
+  workdir: Path
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+  train = TrainConfig.from_dict(config.train)
+  model_cfg = model.ModelConfig.from_dict(config.model)
+  data = tasks.DataConfig.from_dict(config.data)
+  optim_cfg = OptimConfig.from_dict(dict(config.optim) | {'num_steps': train.num_steps})
+  mesh_cfg = MeshConfig.from_dict(config.mesh)
+  mesh = make_mesh(mesh_cfg)  # a shape that does not fit the devices fails here
+  task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
+  eval_task = tasks.build_task(data, 'validation', seed=train.seed, tokenizer=task.tokenizer)
+  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
+  tx, schedule = make_optimizer(optim_cfg)
+  if train.nan_policy is NanPolicy.SKIP:
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
+  module = model.build(model_cfg)
+  abstract = abstract_train_state(module, tx, mesh, mesh_cfg.logical_rules)
+  step_cfg = StepConfig(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss)
+  return Run(train, model_cfg, data, task, eval_task, mesh, mesh_cfg.logical_rules, abstract, tx, schedule, step_cfg,
+             module, workdir)
+
+
+def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | None) -> InputIterator:
+  config = PipelineConfig(global_batch_size=run.train.batch_size, seed=run.train.seed, shuffle=shuffle,
+                          num_epochs=num_epochs, worker_count=run.data.worker_count)
+  return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
+                                    process_count=jax.process_count()))
+
+
+def _global_shapes(run: Run) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch's features: one example's (every feature has a fixed shape) under the batch axis."""
+  example = run.task.transform(0, run.task.source[0])
+  return {k: jax.ShapeDtypeStruct((run.train.batch_size,) + np.shape(v), np.asarray(v).dtype)
+          for k, v in example.items()}
+
+
+def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
+  """Mean loss over up to `train.eval_batches` validation batches (same batches every time); perplexity
+  for language models, accuracy for classification."""
+  batches = _batches(run, run.eval_task, shuffle=False, num_epochs=1)
+  totals = None
+  for _, batch in zip(range(run.train.eval_batches), batches):
+    sums = eval_step(params, to_global(batch, run.mesh, run.rules))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  batches.close()
+  if totals is None:
+    raise ValueError(f'the validation split of data.source={run.data.source!r} has fewer examples than one batch '
+                     f'of train.batch_size={run.train.batch_size}')
+  totals = jax.device_get(totals)
+  weight = max(float(totals['weight']), 1.0)
+  out = {'loss': float(totals['loss']) / weight}
+  if run.data.objective in tasks.CORPUS_OBJECTIVES:
+    out['perplexity'] = math.exp(min(out['loss'], 700.0))
+  if 'correct' in totals and run.data.objective is not tasks.Objective.REGRESSION:
+    out['accuracy'] = float(totals['correct']) / weight
+  return out
+
+
+def _initial_params(run: Run, init_from: str, params: Any) -> Any:
+  """Parameters of another run or an HF directory, onto this model: matching tensors are taken, heads that
+  this model lacks are dropped and heads it adds keep their fresh initialisation (both listed in the log)."""
+  path = Path(init_from).expanduser()
+  if (path / 'config.json').is_file():
+    _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
+  else:
+    saved = checkpoint.Checkpointer(path, read_only=True).saved_config()
+    if saved is None:
+      raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
+                       'a workdir of ours with a checkpoint')
+    saved_module = model.build(model.ModelConfig.from_dict(saved.model))
+    target = abstract_train_state(saved_module, optax.identity(), run.mesh, run.rules).params
+    loaded = checkpoint.restore_params(path, target)
+  flat_init = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  flat_loaded = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  kept, fresh = 0, []
+  leaves = []
+  for key, value in flat_init.items():
+    name = jax.tree_util.keystr(key)
+    if name in flat_loaded:
+      source = flat_loaded.pop(name)
+      if tuple(source.shape) != tuple(value.shape):
+        raise ValueError(f'train.init_from: {name} has shape {tuple(source.shape)} there but {tuple(value.shape)} '
+                         'here: the architectures differ')
+      leaves.append(jax.device_put(jnp.asarray(source, value.dtype), value.sharding))
+      kept += 1
+    else:
+      leaves.append(value)
+      fresh.append(name)
+  _say(f'init_from {init_from}: {kept} tensors loaded; newly initialised: {fresh or "none"}; dropped: '
+       f'{sorted(flat_loaded) or "none"}')
+  return jax.tree.unflatten(jax.tree.structure(params), leaves)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
+  workdir = Path(workdir).expanduser()
+  run = build_run(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
+                                 keep=run.train.keep, best_metric='loss', best_mode='min')
+  ckpt.check_config(config)  # a workdir of another config is an error naming the fields
+  train_batches = _batches(run, run.task, shuffle=True, num_epochs=None)
+  batch_shapes = _global_shapes(run)
+  train_step = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
+                                  run.abstract, batch_shapes)
+  eval_step = compile_eval_step(run.module, run.step_cfg, run.mesh, run.rules, run.abstract.params, batch_shapes)
+
+  start = ckpt.latest_step()
+  if start is not None:
+    restored = ckpt.restore(run.abstract)
+    state = restored.state
+    train_batches.set_state(restored.data_iterator)
+    _say(f'resumed from step {start} in {workdir}')
+  else:
+    start = 0
+    state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
+    if run.train.init_from:
+      state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
+
+  stop = {'signal': None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  seq = run.data.seq_len
+  dec = run.data.targets_len if run.model_cfg.family is model.Family.ENCODER_DECODER else None
+  meter = metrics.Throughput(run.train.num_steps, run.train.batch_size * metrics.tokens_per_example(
+      run.model_cfg, seq, dec), flops_per_token=metrics.flops_per_token(run.model_cfg, seq, dec),
+      peak_flops=metrics.total_peak_flops())
+  rng = jax.random.key(run.train.seed)
+  eval_metrics: dict[str, float] = {}
+  pending: tuple[int, Any] | None = None  # the previous step's metrics, checked once the next step is queued
+  with metrics.MetricWriter(workdir, resume_step=start or None) as writer:
+    try:
+      for step in range(start + 1, run.train.num_steps + 1):
+        state, step_metrics = train_step(state, to_global(next(train_batches), run.mesh, run.rules), rng)
+        if pending is not None:
+          _check_finite(run, ckpt, *pending)
+        pending = (step, step_metrics)
+        if step == start + 1 or step % run.train.log_every == 0:
+          values = writer.write(step, metrics.Split.TRAIN, step_metrics)
+          meter.tick(step)
+          if step % run.train.log_every == 0:
+            rates = meter.rates()
+            if rates is not None:
+              writer.write(step, metrics.Split.TRAIN, rates.as_metrics())
+            writer.print_progress(step, run.train.num_steps, values, rates)
+        evaluated = None
+        if step % run.train.eval_every == 0 or step == run.train.num_steps:
+          with meter.paused():
+            evaluated = eval_metrics = evaluate(run, eval_step, state.params)
+            writer.write(step, metrics.Split.EVAL, evaluated)
+            _say(f'step {step} eval: ' + '  '.join(f'{k} {v:.4f}' for k, v in evaluated.items()))
+        last = step == run.train.num_steps or stop['signal'] is not None
+        if last or ckpt.should_save(step):
+          _check_finite(run, ckpt, *pending)  # never save a state whose loss went bad
+          with meter.paused():
+            ckpt.save(step, state, data_iterator=train_batches.get_state(), metrics=evaluated, force=True)
+        if stop['signal'] is not None:
+          _say(f'signal {stop["signal"]}: saved step {step} in {workdir}; exiting')
+          break
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      ckpt.close()  # waits for the write in flight
+      train_batches.close()
+  if stop['signal'] is None and not eval_metrics:  # resumed at the last step: evaluate what was restored
+    eval_metrics = evaluate(run, eval_step, state.params)
+  return eval_metrics
+
+
+def _say(line: str) -> None:
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
+def _check_finite(run: Run, ckpt: checkpoint.Checkpointer, step: int, step_metrics: Mapping[str, Any]) -> None:
+  loss = float(step_metrics['loss'])
+  if math.isfinite(loss):
+    return
+  if run.train.nan_policy is NanPolicy.SKIP:
+    logging.warning('step %d: loss %s, update skipped (train.nan_policy=skip)', step, loss)
+    return
+  ckpt.wait_until_finished()
+  raise TrainingHalted(f'loss is {loss} at step {step}; the last good checkpoint is step {ckpt.latest_step()} '
+                       f'in {checkpoint.checkpoint_dir(run.workdir)}. Lower optim.learning_rate, or set train.nan_policy=skip to drop '
+                       'such updates')
+
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (optionally :arg).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and the tokenizer go.')
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if not flags.FLAGS['verbosity'].present:  # orbax and grain log every file they touch at INFO
+    logging.set_verbosity(logging.WARNING)
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError('give --config configs/<name>.py and --workdir <dir>')
+  distributed.maybe_initialize(_CONFIG.value.get('distributed'))  # before anything touches a device
+  try:
+    final = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except TrainingHalted as e:
+    sys.exit(f'training halted: {e}')
+  if final:
+    _say('final evaluation: ' + '  '.join(f'{k} {v:.4f}' for k, v in final.items()))
+
+
+if __name__ == '__main__':
+  app.run(main)
