@@ -1,7 +1,8 @@
 """BERT-base (Devlin et al. 2019): 12 layers, d_model 768, MLM head tied to the embeddings.
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/bert_base.py
+Command:
+  python train.py --config configs/bert_base.py --workdir runs/bert_base
+  python describe.py --config configs/bert_base.py   # parameters and a timed forward pass
 Expected: 109,514,298 parameters (109,482,240 for HF BertModel: no MLM head, with pooler).
 """
 

@@ -1,7 +1,8 @@
 """GPT-2 small (Radford et al. 2019): 12 layers, d_model 768, 1024 positions, tied LM head.
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/gpt2_small.py
+Command:
+  python train.py --config configs/gpt2_small.py --workdir runs/gpt2_small
+  python describe.py --config configs/gpt2_small.py   # parameters and a timed forward pass
 Expected: 124,439,808 parameters (as HF GPT2LMHeadModel counts them).
 """
 

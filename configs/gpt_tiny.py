@@ -1,8 +1,10 @@
 """A 2-layer, 128-wide GPT for CPU runs and tests (causal LM on the built-in corpus).
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/gpt_tiny.py
-Expected: 1,453,568 parameters.
+Command:
+  python train.py --config configs/gpt_tiny.py --workdir runs/gpt_tiny
+  python describe.py --config configs/gpt_tiny.py   # parameters and a timed forward pass
+Expected: 1,453,568 parameters; validation loss 5.39 (perplexity 219) after the 300 steps, from
+ln 8000 = 8.99 at initialisation (2-core CPU, a few minutes).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """T5-base v1.0 (Raffel et al. 2020): 12+12 layers, d_model 768. `:v1.1`: T5 v1.1
 (gated-GELU, untied head).
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/t5_base.py[:v1.1]
+Command:
+  python train.py --config configs/t5_base.py[:v1.1] --workdir runs/t5_base
+  python describe.py --config configs/t5_base.py[:v1.1]   # parameters and a timed forward pass
 Expected: 222,903,552 parameters (v1.0).
 """
 

@@ -1,7 +1,8 @@
 """T5-small (Raffel et al. 2020): 6+6 layers, d_model 512, relative positions; v1.0 (tied LM head) or `:v1.1`.
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/t5_small.py[:v1.1]
+Command:
+  python train.py --config configs/t5_small.py[:v1.1] --workdir runs/t5_small
+  python describe.py --config configs/t5_small.py[:v1.1]   # parameters and a timed forward pass
 Expected: 60,506,624 parameters (as HF T5ForConditionalGeneration counts them).
 """
 

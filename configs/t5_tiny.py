@@ -1,7 +1,8 @@
 """A 2+2-layer, 128-wide T5 for CPU runs and tests (span corruption on the built-in corpus).
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/t5_tiny.py
+Command:
+  python train.py --config configs/t5_tiny.py --workdir runs/t5_tiny
+  python describe.py --config configs/t5_tiny.py   # parameters and a timed forward pass
 Expected: 1,943,296 parameters.
 """
 

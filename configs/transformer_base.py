@@ -1,7 +1,8 @@
 """The base Transformer of Vaswani et al. (2017): 6+6 post-LN layers, d_model 512, 37k shared vocabulary.
 
-Command (until the training loop lands, the main job builds the model and runs a forward pass):
-  python describe.py --config configs/transformer_base.py
+Command:
+  python train.py --config configs/transformer_base.py --workdir runs/transformer_base
+  python describe.py --config configs/transformer_base.py   # parameters and a timed forward pass
 Expected: 63,082,496 parameters (the paper rounds to 65M; see tests/test_configs.py).
 """
 
