@@ -196,7 +196,8 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
   if (path / 'config.json').is_file():
     _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
   else:
-    saved = checkpoint.Checkpointer(path, read_only=True).saved_config()
+    reader = checkpoint.Checkpointer(path, read_only=True)
+    saved = reader.saved_config() if reader.latest_step() is not None else None
     if saved is None:
       raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
                        'a workdir of ours with a checkpoint')
@@ -230,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   run = build_run(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
-  ckpt.check_config(config)  # a workdir of another config is an error naming the fields
+  # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
+  # differs between the processes of one run (process_id) and between launches (the coordinator's port).
+  ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',))
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None)
   batch_shapes = _global_shapes(run)
   train_step = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
@@ -303,14 +306,18 @@ def _say(line: str) -> None:
 
 
 def _check_finite(run: Run, ckpt: checkpoint.Checkpointer, step: int, step_metrics: Mapping[str, Any]) -> None:
-  loss = float(step_metrics['loss'])
-  if math.isfinite(loss):
+  # The loss is that of the parameters before this step's update; param_norm is of those after it, which a
+  # checkpoint of this step would hold (a non-finite gradient makes them NaN while the loss is still finite).
+  loss, param_norm = float(step_metrics['loss']), float(step_metrics['param_norm'])
+  if math.isfinite(loss) and math.isfinite(param_norm):
     return
   if run.train.nan_policy is NanPolicy.SKIP:
-    logging.warning('step %d: loss %s, update skipped (train.nan_policy=skip)', step, loss)
+    logging.warning('step %d: loss %s, param_norm %s, update skipped (train.nan_policy=skip)', step, loss,
+                    param_norm)
     return
   ckpt.wait_until_finished()
-  raise TrainingHalted(f'loss is {loss} at step {step}; the last good checkpoint is step {ckpt.latest_step()} '
+  what = f'loss is {loss}' if not math.isfinite(loss) else f'param_norm is {param_norm} after the update'
+  raise TrainingHalted(f'{what} at step {step}; the last good checkpoint is step {ckpt.latest_step()} '
                        f'in {checkpoint.checkpoint_dir(run.workdir)}. Lower optim.learning_rate, or set train.nan_policy=skip to drop '
                        'such updates')
 

@@ -1,0 +1,75 @@
+"""train.init_from: fine-tuning starts from an HF checkpoint directory or one of our workdirs, keeping the
+tensors both models have, dropping heads this model lacks and initialising heads it adds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import train
+from configs import bert_tiny
+from model import hf
+from trainer.step import init_train_state
+
+_TINY = dict(d_model=32, num_heads=2, d_ff=64, num_layers=1, max_len=64, vocab_size=30522)
+
+
+def classifier_config():
+  config = bert_tiny.get_config()
+  config.model.update(_TINY | dict(head='classifier', num_labels=2, pooler=True, lm_head_bias=False))
+  config.data.update(source='builtin:movie_sentiment/binary', objective='classification', seq_len=32,
+                     tokenizer='wordpiece')
+  config.train.update(batch_size=8, num_steps=2, eval_batches=1)
+  config.optim.warmup_steps = 1
+  return config
+
+
+@pytest.fixture(scope='module')
+def hf_mlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A random HF BertForMaskedLM of the tiny shape (MiniLM's vocabulary size)."""
+  torch.manual_seed(0)
+  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64)
+  path = tmp_path_factory.mktemp('hf_mlm')
+  transformers.BertForMaskedLM(config).eval().save_pretrained(path)
+  return path
+
+
+def test_init_from_an_hf_mlm_checkpoint_into_a_classifier(hf_mlm_dir: Path, tmp_path: Path):
+  run = train.build_run(classifier_config(), tmp_path)
+  state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
+  fresh = jax.tree.map(np.asarray, state.params)
+  loaded = train._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
+  _, reference = hf.from_pretrained(hf_mlm_dir)
+  np.testing.assert_array_equal(loaded['token_embed']['embedding'], reference['token_embed']['embedding'])
+  jax.tree.map(np.testing.assert_array_equal, loaded['encoder'], jax.tree.map(np.asarray, reference['encoder']))
+  # The classifier and the pooler are new (BertForMaskedLM has neither): they keep their initialisation;
+  # the MLM head's tensors are dropped.
+  np.testing.assert_array_equal(loaded['classifier']['kernel'], fresh['classifier']['kernel'])
+  np.testing.assert_array_equal(loaded['pooler']['kernel'], fresh['pooler']['kernel'])
+  assert 'mlm_dense' not in loaded and 'mlm_dense' in reference
+  shardings = jax.tree.map(lambda x: x.sharding, state.params)
+  assert jax.tree.map(lambda x: x.sharding, loaded) == shardings
+
+
+def test_init_from_a_shape_mismatch_names_the_tensor(hf_mlm_dir: Path, tmp_path: Path):
+  config = classifier_config()
+  config.model.d_ff = 128
+  run = train.build_run(config, tmp_path)
+  state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
+  with pytest.raises(ValueError, match=r"train.init_from: \['encoder'\]\['layers'\]\['ffn'\]\['wi'\]\['bias'\] has "
+                                       r'shape \(1, 64\) there but \(1, 128\) here'):
+    train._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
+
+
+def test_init_from_something_else_is_an_error(tmp_path: Path):
+  run = train.build_run(classifier_config(), tmp_path / 'run')
+  state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='neither an HF checkpoint directory'):
+    train._initial_params(run, str(tmp_path / 'empty'), state.params)  # pylint: disable=protected-access
