@@ -283,13 +283,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             evaluated = eval_metrics = evaluate(run, eval_step, state.params)
             writer.write(step, metrics.Split.EVAL, evaluated)
             _say(f'step {step} eval: ' + '  '.join(f'{k} {v:.4f}' for k, v in evaluated.items()))
-        last = step == run.train.num_steps or stop['signal'] is not None
-        if last or ckpt.should_save(step):
+        # Read the flag once: a signal landing between the save decision and the exit must not skip the save.
+        stopping = stop['signal'] is not None
+        if step == run.train.num_steps or stopping or ckpt.should_save(step):
           _check_finite(run, ckpt, *pending)  # never save a state whose loss went bad
           with meter.paused():
             ckpt.save(step, state, data_iterator=train_batches.get_state(), metrics=evaluated, force=True)
-        if stop['signal'] is not None:
-          _say(f'signal {stop["signal"]}: saved step {step} in {workdir}; exiting')
+        if stopping:
+          ckpt.wait_until_finished()
+          _say(f'signal {stop["signal"]}: saved step {ckpt.latest_step()} in {workdir}; exiting')
           break
     finally:
       signal.signal(signal.SIGTERM, previous)
