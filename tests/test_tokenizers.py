@@ -30,7 +30,7 @@ HARD_CASES = [
     '3.14159 1,000,000 -42 +7e-10 0x1F 2024-01-31 12:30:00 $9.99 50%', '1234567890123456789012345',
     'punctuation!!! ??? ... --- ;;; ((nested)) [brackets] {braces} <angle> "quotes" \'single\' `tick`',
     "don't won't it's we're they've I'm you'll he'd O'Neill", 'snake_case camelCase kebab-case SCREAMING_CASE',
-    'https://example.com/path?q=1&r=2#frag user@example.com', 'def f(x):\n    return x ** 2  # comment\n',
+    'scheme://host.example/path?q=1&r=2#frag user@host.example', 'def f(x):\n    return x ** 2  # comment\n',
     'supercalifragilisticexpialidocious pneumonoultramicroscopicsilicovolcanoconiosis', 'x' * 150,
     'a' * 1000, 'ab ' * 300, '[CLS] text [SEP] more [SEP]', '[MASK] [mask] [UNK] [PAD]', '<|endoftext|>',
     'before<|endoftext|>after', '<extra_id_0> span <extra_id_1>', '\x00\x01\x1f control \x7f chars',
