@@ -23,6 +23,7 @@ import numpy as np
 
 from data import objectives, packing, sources
 from data.tokenizers import Tokenizer, load_tokenizer
+from model.config import parse_enum
 
 Example = dict[str, np.ndarray]
 
@@ -33,6 +34,11 @@ class Objective(enum.Enum):
   SPAN_CORRUPTION = 'span_corruption'
   CLASSIFICATION = 'classification'
   REGRESSION = 'regression'
+
+
+def to_objective(value: Objective | str) -> Objective:
+  """`data.objective` as the enum; an unknown string is an error naming the valid ones."""
+  return parse_enum(Objective, value, field='data.objective', what='objective', error=ValueError)
 
 
 CORPUS_OBJECTIVES = (Objective.CAUSAL_LM, Objective.MLM, Objective.SPAN_CORRUPTION)
@@ -53,12 +59,7 @@ class DataConfig:
   worker_count: int = 0  # grain worker processes.
 
   def __post_init__(self) -> None:
-    if not isinstance(self.objective, Objective):
-      valid = [o.value for o in Objective]
-      try:
-        object.__setattr__(self, 'objective', Objective(self.objective))
-      except ValueError:
-        raise ValueError(f'data.objective={self.objective!r}: unknown objective; valid values are {valid}') from None
+    object.__setattr__(self, 'objective', to_objective(self.objective))
     if self.seq_len < 4:
       raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
     if self.packing and self.objective not in (Objective.CAUSAL_LM, Objective.MLM):

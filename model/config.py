@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+E = TypeVar('E', bound=enum.Enum)
 
 
 class Family(enum.Enum):
@@ -132,7 +134,8 @@ class ModelConfig:
     for name, enum_type in _ENUM_FIELDS.items():
       value = getattr(self, name)
       if not isinstance(value, enum_type):
-        object.__setattr__(self, name, _to_enum(name, enum_type, value))
+        object.__setattr__(self, name, parse_enum(enum_type, value, field=f'model.{name}',
+                                                 what=enum_type.__name__.lower()))
     self._validate()
 
   @classmethod
@@ -223,11 +226,15 @@ class ModelConfig:
            'or use attention_impl=xla')
 
 
-def _to_enum(name: str, enum_type: type[enum.Enum], value: Any) -> enum.Enum:
-  valid = [m.value for m in enum_type]
+def parse_enum(enum_type: type[E], value: Any, *, field: str, what: str,
+               error: type[Exception] = ConfigError) -> E:
+  """`value` (an enum member or its case-insensitive string) as `enum_type`; anything else raises `error`
+  naming the config `field` and listing the valid values. Shared by every typed config section."""
+  if isinstance(value, enum_type):
+    return value
   if isinstance(value, str):
     try:
       return enum_type(value.lower())
     except ValueError:
       pass
-  raise ConfigError(f'model.{name}={value!r}: unknown {enum_type.__name__.lower()}; valid values are {valid}')
+  raise error(f'{field}={value!r}: unknown {what}; valid values are {[m.value for m in enum_type]}')

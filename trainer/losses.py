@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from data.tasks import Objective
+from data.tasks import Objective, to_objective
 
 Sums = dict[str, jax.Array]
 
@@ -39,17 +39,6 @@ _KINDS = {
 
 # Batch features that are targets, not model inputs (data/tasks.py); the rest go to Transformer.__call__.
 TARGET_FEATURES = ('targets', 'loss_weights', 'label')
-
-
-def to_objective(value: Objective | str) -> Objective:
-  """`data.objective` as the enum; an unknown string is an error naming the valid ones."""
-  if isinstance(value, Objective):
-    return value
-  try:
-    return Objective(value)
-  except ValueError:
-    raise ValueError(f'data.objective={value!r}: unknown objective; valid values are '
-                     f'{[o.value for o in Objective]}') from None
 
 
 def loss_kind(objective: Objective | str) -> LossKind:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from model.config import parse_enum
+
 
 class OptimizerName(enum.Enum):
   ADAMW = 'adamw'
@@ -73,7 +75,8 @@ class OptimConfig:
     for name, enum_type in (('name', OptimizerName), ('schedule', Schedule)):
       value = getattr(self, name)
       if not isinstance(value, enum_type):
-        object.__setattr__(self, name, _to_enum(name, enum_type, value))
+        object.__setattr__(self, name, parse_enum(enum_type, value, field=f'optim.{name}', what=name,
+                                                 error=OptimConfigError))
     self._validate()
 
   @classmethod
@@ -110,16 +113,6 @@ class OptimConfig:
         fail(name, 'must be in [0, 1)')
     if not self.eps > 0:
       fail('eps', 'must be > 0')
-
-
-def _to_enum(name: str, enum_type: type[enum.Enum], value: Any) -> enum.Enum:
-  valid = [m.value for m in enum_type]
-  if isinstance(value, str):
-    try:
-      return enum_type(value.lower())
-    except ValueError:
-      pass
-  raise OptimConfigError(f'optim.{name}={value!r}: unknown {name}; valid values are {valid}')
 
 
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:

@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import model
 from data.pipeline import batch_sharding
-from data.tasks import Objective
+from data.tasks import Objective, to_objective
 from model import partitioning as P
 from trainer import losses
 from trainer.mesh import logical_shardings, replicated
@@ -60,7 +60,7 @@ class StepConfig:
   z_loss: float = 0.0  # coefficient of log(Z)^2 per weighted token (0 = off).
 
   def __post_init__(self) -> None:
-    object.__setattr__(self, 'objective', losses.to_objective(self.objective))
+    object.__setattr__(self, 'objective', to_objective(self.objective))
     if not isinstance(self.microbatches, int) or self.microbatches < 1:
       raise ValueError(f'train.microbatches={self.microbatches!r}: must be a positive integer')
     if self.z_loss < 0:
