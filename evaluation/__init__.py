@@ -1,0 +1,11 @@
+"""Evaluation: task metrics (numpy), generation metrics (sacrebleu, rouge-score), GLUE submission files.
+
+  metrics         Metric enum; accuracy, f1, matthews_corr, pearson, spearman, compute; perplexity,
+                  bits_per_byte
+"""
+
+from evaluation.metrics import (Metric, accuracy, bits_per_byte, compute, f1, matthews_corr, pearson,
+                                perplexity, spearman)
+
+__all__ = ['Metric', 'accuracy', 'f1', 'matthews_corr', 'pearson', 'spearman', 'compute', 'perplexity',
+           'bits_per_byte']

