@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from evaluation import metrics
+from evaluation import metrics, text_metrics
 from evaluation.metrics import Metric
 
 SEEDS = (0, 1, 2)
@@ -170,3 +170,63 @@ def test_perplexity_and_bits_per_byte_closed_forms() -> None:
   assert metrics.perplexity(1e6, 1) == pytest.approx(math.exp(700))
   assert math.isfinite(metrics.perplexity(math.inf, 1))
   assert math.isnan(metrics.perplexity(math.nan, 1))
+
+
+# --- BLEU and ROUGE ----------------------------------------------------------------------------------
+
+
+def test_bleu_hand_checked() -> None:
+  # n-gram precisions 5/6, 3/5, 2/4, 1/3 at equal lengths (no brevity penalty): (1/12) ** (1/4).
+  assert text_metrics.bleu(['the cat sat on the mat'], ['the cat sat on a mat']) == pytest.approx(
+      100 * (1 / 12) ** 0.25, abs=1e-9)
+  # Corpus level: counts summed over sentences (7/8, 4/6, 2/4, 1/3), brevity penalty exp(1 - 9/8).
+  expected = 100 * math.exp(1 - 9 / 8) * (7 / 8 * 4 / 6 * 2 / 4 * 1 / 3) ** 0.25
+  assert text_metrics.bleu(['the cat sat on the mat', 'a dog'],
+                           ['the cat sat on a mat', 'a dog barks']) == pytest.approx(expected, abs=1e-9)
+  assert text_metrics.bleu(['same words here .'], ['same words here .']) == pytest.approx(100.0)
+  assert text_metrics.bleu(['alpha beta gamma delta'], ['one two three four']) == 0.0
+
+
+def test_bleu_multiple_references() -> None:
+  # Two references each: sacrebleu clips each n-gram to its largest count over the references.
+  one = text_metrics.bleu(['the cat sat on the mat'], [['the cat sat on a mat', 'on the mat the cat sat']])
+  assert one > text_metrics.bleu(['the cat sat on the mat'], ['the cat sat on a mat'])
+  with pytest.raises(ValueError, match='same length'):
+    text_metrics.bleu(['a', 'b'], [['a', 'x'], ['b']])
+
+
+def test_rouge_identical_disjoint_and_known() -> None:
+  assert text_metrics.rouge(['the cat sat on the mat'], ['the cat sat on the mat']) == {
+      'rouge1': 100.0, 'rouge2': 100.0, 'rougeL': 100.0}
+  assert text_metrics.rouge(['alpha beta gamma'], ['one two three']) == {
+      'rouge1': 0.0, 'rouge2': 0.0, 'rougeL': 0.0}
+  # Prediction 3 tokens, all in the 6-token reference: P = 1, R = 1/2, F = 2/3; bigrams P = 1, R = 2/5,
+  # F = 4/7; the LCS is the 3 tokens.
+  got = text_metrics.rouge(['the cat sat'], ['the cat sat on the mat'])
+  assert got == pytest.approx({'rouge1': 200 / 3, 'rouge2': 400 / 7, 'rougeL': 200 / 3})
+  # Porter stemming (cats -> cat, running -> run), then the mean over examples: (100 + 0) / 2.
+  assert text_metrics.rouge(['Cats running', 'x y'], ['cat run', 'z w'], rouge_types=['rouge1']) == {
+      'rouge1': 50.0}
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: text_metrics.bleu([], []), 'no examples'),
+    (lambda: text_metrics.bleu(['a', 'b'], ['a']), '2 predictions but 1 references'),
+    (lambda: text_metrics.bleu('a b', 'a b'), 'not a single string'),
+    (lambda: text_metrics.rouge([[1, 2]], ['a']), 'must be a str'),
+    (lambda: text_metrics.rouge(['a'], [['a', 'b']]), 'single str'),
+    (lambda: text_metrics.rouge(['a'], ['a'], rouge_types=['rougeLsum']), "unknown rouge type 'rougeLsum'"),
+])
+def test_text_metric_errors(call, message: str) -> None:
+  with pytest.raises(ValueError, match=message):
+    call()
+
+
+def test_package_import_is_cheap() -> None:
+  # eval.py imports evaluation on every run; the heavy packages load only when a metric needs them.
+  code = ('import sys, evaluation; '
+          "print(sorted(m for m in ('sacrebleu', 'rouge_score', 'nltk', 'sklearn', 'scipy', 'jax') "
+          'if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.stdout.strip() == '[]'
