@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from evaluation import metrics, text_metrics
+from evaluation import metrics, submission, text_metrics
 from evaluation.metrics import Metric
 
 SEEDS = (0, 1, 2)
@@ -230,3 +230,111 @@ def test_package_import_is_cheap() -> None:
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert out.stdout.strip() == '[]'
+
+
+# --- GLUE submission files ---------------------------------------------------------------------------
+
+# The names the leaderboard expects, spelled out again here so a typo in the table fails a test.
+EXPECTED_FILES = {
+    'cola': 'CoLA.tsv', 'sst2': 'SST-2.tsv', 'mrpc': 'MRPC.tsv', 'stsb': 'STS-B.tsv', 'qqp': 'QQP.tsv',
+    'mnli_matched': 'MNLI-m.tsv', 'mnli_mismatched': 'MNLI-mm.tsv', 'qnli': 'QNLI.tsv', 'rte': 'RTE.tsv',
+    'wnli': 'WNLI.tsv', 'ax': 'AX.tsv',
+}
+
+
+@pytest.mark.parametrize('task', sorted(EXPECTED_FILES))
+def test_submission_round_trip(task: str, tmp_path) -> None:
+  spec = submission.submission_spec(task)
+  assert submission.submission_filename(task) == spec.filename == EXPECTED_FILES[task]
+  rng = np.random.default_rng(len(task))
+  path = tmp_path / 'glue' / spec.filename  # the directory does not exist yet
+  if spec.regression:
+    predictions = rng.uniform(-0.5, 5.5, 50).astype(np.float32)
+    expected = np.round(np.clip(predictions.astype(np.float64), 0, 5), 3)
+  else:
+    predictions = rng.integers(0, len(spec.label_names), 50)
+    expected = predictions
+  submission.write_predictions(path, predictions, spec.label_names, spec.regression)
+  lines = path.read_text().split('\n')
+  assert lines[0] == 'index\tprediction' and lines[-1] == '' and len(lines) == 52
+  assert [line.split('\t')[0] for line in lines[1:-1]] == [str(i) for i in range(50)]
+  got = submission.read_predictions(path, spec.label_names, spec.regression)
+  np.testing.assert_array_equal(got, expected)
+  assert os.listdir(path.parent) == [spec.filename]  # no temporary file left behind
+
+
+@pytest.mark.parametrize('task, predictions, rows', [
+    ('mnli_matched', [0, 2, 1], ['entailment', 'contradiction', 'neutral']),
+    ('ax', [1], ['neutral']),
+    ('qnli', [1, 0], ['not_entailment', 'entailment']),
+    ('rte', np.array([0, 1], np.int32), ['entailment', 'not_entailment']),
+    ('cola', np.array([True, False]), ['1', '0']),
+    ('wnli', [0, 1], ['0', '1']),
+    ('stsb', [5.2, -0.1, 2.34567, 3.0], ['5.000', '0.000', '2.346', '3.000']),
+])
+def test_submission_rows_exact(task: str, predictions, rows: list[str], tmp_path) -> None:
+  spec = submission.submission_spec(task)
+  path = tmp_path / spec.filename
+  submission.write_predictions(path, predictions, spec.label_names, spec.regression)
+  assert path.read_bytes().decode() == ''.join(
+      ['index\tprediction\n'] + [f'{i}\t{row}\n' for i, row in enumerate(rows)])
+
+
+def test_submission_overwrite_is_atomic(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+  path = tmp_path / 'CoLA.tsv'
+  submission.write_predictions(path, [1, 0])
+  submission.write_predictions(path, [0, 0, 1])  # a rewrite replaces the file whole
+  np.testing.assert_array_equal(submission.read_predictions(path), [0, 0, 1])
+
+  def failing_replace(src: str, dst: str) -> None:
+    raise OSError('disk full')
+
+  monkeypatch.setattr(os, 'replace', failing_replace)
+  with pytest.raises(OSError, match='disk full'):
+    submission.write_predictions(path, [1, 1, 1, 1])
+  np.testing.assert_array_equal(submission.read_predictions(path), [0, 0, 1])  # the old file, untouched
+  assert os.listdir(tmp_path) == ['CoLA.tsv']
+
+
+def test_submission_errors(tmp_path) -> None:
+  with pytest.raises(ValueError, match="unknown GLUE task 'sst-2'"):
+    submission.submission_filename('sst-2')
+  with pytest.raises(ValueError, match="'mnli_matched' and 'mnli_mismatched'"):
+    submission.submission_spec('mnli')
+  path = tmp_path / 'x.tsv'
+  for kwargs, message in [
+      (dict(predictions=[0, 3], label_names=('entailment', 'neutral', 'contradiction')), r'outside \[0, 3\)'),
+      (dict(predictions=[-1, 0]), r'class id -1 at index 0'),
+      (dict(predictions=[1, 2], label_names=submission.submission_spec('cola').label_names), r'index 1'),
+      (dict(predictions=[0.3, 0.7]), 'integer ids'),
+      (dict(predictions=np.zeros((2, 3), np.int32)), r'must be \(N,\)'),
+      (dict(predictions=[]), 'no predictions'),
+      (dict(predictions=[1.0, math.nan], regression=True), 'non-finite'),
+      (dict(predictions=[1.0], regression=True, label_names=('a',)), 'label_names is for classification'),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      submission.write_predictions(path, **kwargs)
+  assert not path.exists()
+
+  path.write_text('idx\tprediction\n0\t1\n')
+  with pytest.raises(ValueError, match='header'):
+    submission.read_predictions(path)
+  path.write_text('index\tprediction\n0\t1\n2\t0\n')
+  with pytest.raises(ValueError, match='line 3'):
+    submission.read_predictions(path)
+  path.write_text('index\tprediction\n0\tentailment\n')
+  with pytest.raises(ValueError, match="'entailment' is not an integer class id"):
+    submission.read_predictions(path)
+  with pytest.raises(ValueError, match='is not one of'):
+    submission.read_predictions(path, label_names=('not_entailment', 'maybe'))
+
+
+def test_metrics_json(tmp_path) -> None:
+  path = tmp_path / 'eval' / 'metrics.json'
+  submission.write_metrics_json(path, {'pearson': np.float32(0.5), 'accuracy': 0.75, 'count': np.int64(3),
+                                       'spearman': math.nan, 'nested': {'b': 1, 'a': [np.float64(2.0)]}})
+  text = path.read_text()
+  assert text.endswith('}\n') and text.index('"accuracy"') < text.index('"count"') < text.index('"pearson"')
+  assert json.loads(text) == {'accuracy': 0.75, 'count': 3, 'nested': {'a': [2.0], 'b': 1}, 'pearson': 0.5,
+                              'spearman': 'NaN'}
+  assert os.listdir(path.parent) == ['metrics.json']
