@@ -22,9 +22,9 @@ Followed: jiant's GLUE submission formatter (nyu-mll/jiant, jiant/scripts/postpr
 glue_submission_formatter.py: the file names above and the `index, prediction` header; its CoLA/SST/MRPC/
 QQP/WNLI tasks carry LABELS ["0", "1"], its STS-B writes str(round(pred, 3)), AX reuses the MNLI task) and
 the `do_predict` branch of HF transformers' examples run_glue.py (`index\\tprediction`, enumerate order,
-`{item:3.3f}` for regression, label names otherwise). HF writes the dataset's label names for every task
-(unacceptable/acceptable for CoLA), which the leaderboard does not take for the 0/1 tasks; a public fork of
-it writes those tasks' ids and clips STS-B to [0, 5], as done here.
+`{item:3.3f}` for regression, label names otherwise). Where they differ we follow jiant: HF writes the
+dataset's label names for every task (unacceptable/acceptable for CoLA) where jiant, like the GLUE files'
+own labels, has 0/1; HF's regression rows are not clipped, and scores outside STS-B's [0, 5] can only lose.
 
 The class ids here are the data pipeline's (data/datasets/glue_tsv.py, the TFDS order): MNLI/AX
 0 entailment, 1 neutral, 2 contradiction; QNLI/RTE 0 entailment, 1 not_entailment; the 0/1 tasks' id is
