@@ -7,6 +7,13 @@
   global batch b = stream[b*G : (b+1)*G]              G = global batch size
   process p feeds rows [p*G/P : (p+1)*G/P] of it      P processes; batch b is the same for any P
 
+With data.length_buckets (opt-in, for classification / regression / seq2seq fine-tuning; data/bucketing.py),
+each epoch of the stream is reordered so that a global batch holds examples of similar length: windows of
+data.bucket_window global batches are sorted by length and their batches put in a seeded order. Batch b is then
+cut to the smallest bucket that holds its longest example (known from `lengths`, so every process agrees),
+along axis 1 of data.length_features; the other features keep their shapes. Everything above still holds:
+each epoch is a permutation of the source, batch b is the same for any P, and a resume is exact.
+
 The iterator's state is a small JSON-able dict (grain's), saved with every checkpoint; restoring it makes
 the next batch exactly the one that would have come. Host-local numpy batches become global `jax.Array`s
 with the batch sharding of the mesh (`to_global`).
@@ -24,6 +31,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from data import bucketing
 from model import partitioning as P
 
 Batch = dict[str, np.ndarray]
@@ -44,8 +52,20 @@ class PipelineConfig:
   num_epochs: int | None = None  # None: repeat forever (training); 1: one pass (evaluation).
   worker_count: int = 0  # grain worker processes; 0 runs the transforms in the main process.
   drop_remainder: bool = True  # a last partial batch is dropped (fixed shapes: one compiled step).
+  # Length bucketing (data/bucketing.py), off when empty: strictly increasing lengths, the last the padded
+  # length (data.seq_len), e.g. (16, 32, 64); one compiled step per bucket (`bucketing.bucket_shapes`).
+  length_buckets: tuple[int, ...] = ()
+  # Global batches sorted by length together: more, less padding but batches less random in length.
+  bucket_window: int = 32
+  # Features cut to the bucket along their length axis; named, not found by shape, because a seq2seq
+  # decoder feature may have the encoder's length without being measured by `lengths`.
+  length_features: tuple[str, ...] = bucketing.LENGTH_FEATURES
 
   def __post_init__(self) -> None:
+    # Config trees hold lists; the dataclass is frozen and compared, so store tuples.
+    object.__setattr__(self, 'length_buckets', tuple(self.length_buckets))
+    object.__setattr__(self, 'length_features', tuple(self.length_features))
+    bucketing.check_config(self.length_buckets, self.bucket_window, self.length_features)
     if self.global_batch_size < 1:
       raise ValueError(f'train.batch_size={self.global_batch_size}: must be a positive integer')
     if self.num_epochs is not None and self.num_epochs < 1:
@@ -62,13 +82,20 @@ def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def make_dataset(source: RandomAccessSource, transform: Callable[[int, Any], Mapping[str, np.ndarray]],
-                 config: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """Batches of this process: dicts of numpy arrays with a leading (global_batch_size / process_count) axis."""
+                 config: PipelineConfig, *, process_index: int = 0, process_count: int = 1,
+                 lengths: np.ndarray | None = None) -> grain.IterDataset:
+  """Batches of this process: dicts of numpy arrays with a leading (global_batch_size / process_count) axis.
+
+  lengths: (N,) ints, the real token count of each source example (e.g. its attention mask's sum,
+  `bucketing.example_lengths`); required with config.length_buckets, unused without.
+  """
   if len(source) == 0:
     raise ValueError('the data source is empty: check data.source and the split')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} is not in [0, {process_count})')
   local = per_process_batch_size(config.global_batch_size, process_count)
+  if config.length_buckets:
+    return _prefetched(_bucketed(source, transform, config, lengths, local, process_index, process_count), config)
   ds = grain.MapDataset.source(source)
   if config.shuffle:
     ds = ds.shuffle(seed=config.seed)  # reshuffled for every epoch by repeat(), from the same seed
@@ -77,6 +104,29 @@ def make_dataset(source: RandomAccessSource, transform: Callable[[int, Any], Map
   # Consecutive local batches of the stream, dealt round-robin: process p takes local batch b*P + p, which
   # are rows p*local .. (p+1)*local-1 of global batch b.
   ds = ds.batch(local, drop_remainder=config.drop_remainder)[process_index::process_count]
+  return _prefetched(ds, config)
+
+
+def _bucketed(source: RandomAccessSource, transform: Callable[[int, Any], Mapping[str, np.ndarray]],
+              config: PipelineConfig, lengths: np.ndarray | None, local: int, process_index: int,
+              process_count: int) -> grain.MapDataset:
+  """The bucketed stream's batches of this process (module docstring), each trimmed to its bucket."""
+  buckets, features = config.length_buckets, config.length_features
+  order = bucketing.BucketedOrder(bucketing.check_lengths(lengths, len(source), buckets),
+                                  global_batch_size=config.global_batch_size, buckets=buckets,
+                                  window=config.bucket_window, seed=config.seed, shuffle=config.shuffle,
+                                  num_epochs=config.num_epochs)
+  # One example now, so that a wrong bucket or feature name fails here rather than in a worker process.
+  bucketing.check_example(transform(0, source[order.source_index(0)]), buckets, features)
+  ds = grain.MapDataset.range(order.stream_length).map(lambda position: source[order.source_index(position)])
+  ds = ds.map_with_index(lambda i, example: dict(transform(i, example)))
+  # As unbucketed: local batch b*P + p is process p's rows of global batch b, so after the slice the index
+  # of a batch is that of its global batch, whose bucket every process computes alike.
+  ds = ds.batch(local, drop_remainder=config.drop_remainder)[process_index::process_count]
+  return ds.map_with_index(lambda b, batch: bucketing.trim_batch(batch, order.batch_length(b), features))
+
+
+def _prefetched(ds: grain.MapDataset, config: PipelineConfig) -> grain.IterDataset:
   it = ds.to_iter_dataset()
   if config.worker_count:
     _absl_flags_for_grain()
