@@ -3,6 +3,7 @@
   open_source('builtin:movie_sentiment/binary', 'train')  # our builders (data/datasets); built on first use
   open_source('tfds:glue/sst2', 'validation')              # the TFDS catalog, prepared as array_record
   open_source('tsv:my_task/{split}.tsv', 'train')          # a user's own TSV/CSV with a header row
+  open_source('tfds:wmt14_translate/de-en', 'train', seq2seq_features=('en', 'de'))  # English -> German
 
 A source has `len()` and `source[i]` -> dict of the example's features (text features as `str`, the rest
 as numpy values), so grain (`grain.MapDataset.source(source)`) or a plain index loop can read it;
@@ -10,6 +11,13 @@ as numpy values), so grain (`grain.MapDataset.source(source)`) or a plain index 
 see data/prepare.py); in a multi-process launch run `python -m data.prepare` first, so that the processes
 do not build the same dataset at once. `tfds:` datasets are never built here: most TFDS catalog builders
 need TensorFlow to generate (requirements-tf.txt) and the network; reading array_record needs neither.
+
+Sequence-to-sequence sources (TaskKind.SEQ2SEQ) name a source text and a target text: a `tsv:` file with the
+columns source and target (or inputs and targets), a built-in builder that declares TARGET_FEATURE, or a
+`tfds:` dataset whose `supervised_keys` are two Text features: translation (`wmt14_translate/de-en`: de ->
+en, the config name's order) and summarisation (`cnn_dailymail`: article -> highlights, `xsum` and
+`gigaword`: document -> summary). `seq2seq_features=(source, target)` (data.source_feature and
+data.target_feature) picks any two text features instead, e.g. the other direction of a translation.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class TaskKind(enum.Enum):
   CLASSIFICATION = 'classification'
   REGRESSION = 'regression'
   CORPUS = 'corpus'  # text only: for language-model pretraining.
+  SEQ2SEQ = 'seq2seq'  # a source text and a target text: translation, summarisation.
 
 
 class SourceError(ValueError):
@@ -52,8 +61,8 @@ def valid_forms() -> str:
     builtins.append(f'{name}/{{{",".join(configs)}}}' if configs else name)
   return ("valid forms: 'builtin:<name>[/<config>]' with " + '; '.join(builtins) +
           " | 'tfds:<name>[/<config>]', a TFDS catalog dataset prepared as array_record (e.g. 'tfds:glue/sst2') "
-          "| 'tsv:<path>', a .tsv/.csv file with a header naming text[, text_b][, label] ('{split}' in the "
-          "path, or a folder of <split>.tsv files, gives one file per split)")
+          "| 'tsv:<path>', a .tsv/.csv file with a header naming text[, text_b][, label] (or source, target for "
+          "seq2seq) ('{split}' in the path, or a folder of <split>.tsv files, gives one file per split)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +90,40 @@ class SourceSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
-  """What a source holds: which features are text, which is the label, how many classes.
+  """What a source holds: which features are text, which is the label or the target text, how many classes.
 
-  num_classes = 0 means regression (a float label) or, with label_feature None, a text corpus."""
+  The kind follows from the fields: target_feature set -> seq2seq (text_features is then the source text
+  alone, and `source[i][target_feature]` the reference target text, kept raw for BLEU/ROUGE); else
+  label_feature None -> a text corpus; else num_classes > 0 -> classification, 0 -> regression (a float)."""
   source: str
-  text_features: tuple[str, ...]  # 1 (single text, or the corpus text) or 2 (a sentence pair), in order.
+  text_features: tuple[str, ...]  # 1 (single text, the corpus text, the seq2seq source) or 2 (a pair), in order.
   label_feature: str | None
   num_classes: int
   label_names: tuple[str, ...] = ()
+  target_feature: str | None = None  # seq2seq: the target text (the decoder's side).
 
   def __post_init__(self) -> None:
     if len(self.text_features) not in (1, 2):
       raise SourceError(f'data.source={self.source!r}: expected 1 or 2 text features, found '
                         f'{list(self.text_features)}; use a source with a single text or a sentence pair')
+    if self.target_feature is not None and (len(self.text_features) != 1 or self.label_feature is not None or
+                                            self.target_feature in self.text_features):
+      raise SourceError(f'data.source={self.source!r}: a seq2seq source has one source text and a different '
+                        f'target text and no label; found text {list(self.text_features)}, target '
+                        f'{self.target_feature!r}, label {self.label_feature!r}')
 
   @property
   def kind(self) -> TaskKind:
+    if self.target_feature is not None:
+      return TaskKind.SEQ2SEQ
     if self.label_feature is None:
       return TaskKind.CORPUS
     return TaskKind.CLASSIFICATION if self.num_classes else TaskKind.REGRESSION
+
+  @property
+  def tokenized_features(self) -> tuple[str, ...]:
+    """Every text the tokenizer reads (and an 'auto' vocabulary is trained on): text_features, then the target."""
+    return self.text_features + ((self.target_feature,) if self.target_feature else ())
 
 
 class Source(Sequence[dict[str, Any]]):
@@ -133,34 +157,58 @@ class Source(Sequence[dict[str, Any]]):
 
 
 def open_source(spec: str, split: str, *, data_dir: str | Path | None = None, glue_dir: str | Path | None = None,
-                build: bool = True) -> Source:
+                build: bool = True, seq2seq_features: tuple[str, str] | None = None) -> Source:
   """The examples of `split` of `config.data.source` = `spec` (see the module docstring).
 
   data_dir: the TFDS data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets). glue_dir: the GLUE TSV
   folder for builtin:glue_tsv (default $GLUE_DIR). build=False: a built-in dataset that is not prepared is
-  an error naming the prepare command instead of being built."""
+  an error naming the prepare command instead of being built. seq2seq_features: (source, target), two text
+  features of the dataset that make it a seq2seq task whatever it declares (data.source_feature,
+  data.target_feature)."""
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
-    return _open_tsv(spec, parsed.target, split)
+    return _open_tsv(spec, parsed.target, split, seq2seq_features)
   builder = _builder(spec, parsed, data_dir, glue_dir, build)
-  info = _builder_task_info(spec, builder)
+  info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
   try:
     records = builder.as_data_source(split=split)
   except Exception as e:  # pylint: disable=broad-except
     if not builder.is_prepared():
       raise _not_prepared(spec, parsed, data_dir) from e
     raise SourceError(f'data.source={spec!r}, split {split!r}: {e}') from e
-  decode = [k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text)]
-  return Source(records, info, split, decode)
+  return Source(records, info, split, _text_features(builder))
 
 
-def task_info(spec: str, *, data_dir: str | Path | None = None) -> TaskInfo:
+def task_info(spec: str, *, data_dir: str | Path | None = None,
+              seq2seq_features: tuple[str, str] | None = None) -> TaskInfo:
   """The `TaskInfo` of a source without opening a split (nor building a built-in dataset: the builder's
   code declares its features)."""
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
-    return _tsv_task(spec, parsed.target)[0]
-  return _builder_task_info(spec, _builder(spec, parsed, data_dir, None, build=False))
+    return _tsv_task(spec, parsed.target, seq2seq_features)[0]
+  builder = _builder(spec, parsed, data_dir, None, build=False)
+  return _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
+
+
+def _text_features(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
+  """The top-level Text features of a builder (stored as bytes, read back as str)."""
+  return tuple(k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text))
+
+
+def _seq2seq_override(spec: str, info: TaskInfo, available: Sequence[str],
+                      features: tuple[str, str] | None) -> TaskInfo:
+  """`info`, or with `features` = (source, target) given, the seq2seq task between those two text features."""
+  if features is None:
+    return info
+  source, target = features
+  for field, name in (('data.source_feature', source), ('data.target_feature', target)):
+    if name not in available:
+      raise SourceError(f'{field}={name!r} is not a text feature of data.source={spec!r}; its text features '
+                        f'are {list(available)}')
+  if source == target:
+    raise SourceError(f'data.source_feature and data.target_feature are both {source!r}: name two different '
+                      f'text features of data.source={spec!r}')
+  return TaskInfo(spec, (source,), None, 0, target_feature=target)
 
 
 def _builder(spec: str, parsed: SourceSpec, data_dir: str | Path | None, glue_dir: str | Path | None,
@@ -214,11 +262,16 @@ def _not_prepared(spec: str, parsed: SourceSpec, data_dir: str | Path | None) ->
 
 def _builder_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo:
   """TaskInfo from the features a builder declares (ours, TFDS glue) or, for other catalog datasets, from
-  its feature types: the Text features (just 'text' for a corpus) and the 'label' (or only ClassLabel)."""
+  its `supervised_keys` when they are two Text features (a seq2seq task: translation, summarisation), else
+  from its feature types: the Text features (just 'text' for a corpus) and the 'label' (or only ClassLabel)."""
   features = builder.info.features
   declared = datasets.task_features(builder)
   if declared:
-    text, label = declared
+    text, label, target = declared
+    if target is not None:
+      return TaskInfo(spec, text, None, 0, target_feature=target)
+  elif (pair := _supervised_text_pair(builder)) is not None:
+    return TaskInfo(spec, (pair[0],), None, 0, target_feature=pair[1])
   else:
     text = tuple(k for k, f in features.items() if isinstance(f, tfds.features.Text))
     class_labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
@@ -233,6 +286,21 @@ def _builder_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo
   if np.issubdtype(np.dtype(feature.np_dtype), np.floating):
     return TaskInfo(spec, text, label, 0)
   raise SourceError(f'data.source={spec!r}: label feature {label!r} is {feature}, neither a ClassLabel nor a float')
+
+
+def _supervised_text_pair(builder: tfds.core.DatasetBuilder) -> tuple[str, str] | None:
+  """(source, target) when the builder's supervised_keys are two different Text features, else None.
+
+  TFDS sets them for its translation datasets in the config name's order (wmt14_translate/de-en: ('de',
+  'en'), ted_hrlr_translate/pt_to_en, para_crawl, opus, ...) and for its summarisation datasets (cnn_dailymail:
+  ('article', 'highlights'); xsum, gigaword, billsum, ...: ('document', 'summary')). ('text', 'text') of
+  the LM corpora (lm1b) and (text, label) of the classification sets are not pairs of two texts."""
+  keys = builder.info.supervised_keys
+  text = _text_features(builder)
+  if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) and k in text for k in keys):
+    if keys[0] != keys[1]:
+      return keys[0], keys[1]
+  return None
 
 
 _TSV_DELIMITERS = {'.tsv': '\t', '.csv': ','}
@@ -259,30 +327,48 @@ def _tsv_files(spec: str, path: str) -> dict[str, Path]:
   return found
 
 
+# The column pairs of a seq2seq file: (source, target), ours and T5's (seqio's 'inputs'/'targets') names.
+_TSV_SEQ2SEQ_COLUMNS = (('source', 'target'), ('inputs', 'targets'))
+
+
 def _read_table(spec: str, path: Path) -> tuple[list[str], list[dict[str, str]]]:
   """(columns, rows) of one file: TSV as GLUE writes it (no quoting), CSV with standard quoting."""
   with path.open(encoding='utf-8-sig', newline='') as f:
     quoting = csv.QUOTE_NONE if path.suffix == '.tsv' else csv.QUOTE_MINIMAL
     reader = csv.DictReader(f, delimiter=_TSV_DELIMITERS[path.suffix], quoting=quoting)
     columns = list(reader.fieldnames or [])
-    if 'text' not in columns or not set(columns) <= {'text', 'text_b', 'label'}:
+    seq2seq = any(set(columns) == set(pair) for pair in _TSV_SEQ2SEQ_COLUMNS)
+    if not seq2seq and ('text' not in columns or not set(columns) <= {'text', 'text_b', 'label'}):
       raise SourceError(f'data.source={spec!r}: {path} has the columns {columns}; the header must name text, '
-                        f'optionally text_b and label (and no others)')
+                        f'optionally text_b and label (and no others), or for seq2seq source and target (or '
+                        f'inputs and targets)')
     return columns, list(reader)
 
 
-def _tsv_task(spec: str, path: str) -> tuple[TaskInfo, dict[str, Path], dict[str, int] | None]:
+def _tsv_task(spec: str, path: str, seq2seq_features: tuple[str, str] | None = None
+              ) -> tuple[TaskInfo, dict[str, Path], dict[str, int] | None]:
   """TaskInfo, split files and the label vocabulary (None: int or float labels) of a tsv: source.
 
-  Labels, over all the split files (a file without a label column, or an empty or -1 label, is unlabeled):
-  all integers -> classes 0..max; else all numbers -> regression; else strings -> classes in sorted order."""
+  Columns source and target (or inputs and targets) in every split file make a seq2seq task. Labels, over
+  all the split files (a file without a label column, or an empty or -1 label, is unlabeled): all integers
+  -> classes 0..max; else all numbers -> regression; else strings -> classes in sorted order."""
   files = _tsv_files(spec, path)
   tables = {split: _read_table(spec, p) for split, p in files.items()}
+  pairs = {next((p for p in _TSV_SEQ2SEQ_COLUMNS if set(columns) == set(p)), None) for columns, _ in tables.values()}
+  if len(pairs) > 1:
+    raise SourceError(f'data.source={spec!r}: the columns of {", ".join(map(str, files.values()))} differ; every '
+                      f'split needs the same text columns (source and target for seq2seq)')
+  pair = pairs.pop()
+  if pair is not None:
+    return _seq2seq_override(spec, TaskInfo(spec, (pair[0],), None, 0, target_feature=pair[1]), pair,
+                             seq2seq_features), files, None
   has_pair = {'text_b' in columns for columns, _ in tables.values()}
   if len(has_pair) > 1:
     raise SourceError(f'data.source={spec!r}: some of {", ".join(map(str, files.values()))} have a text_b column '
                       f'and some do not; every split needs the same text columns')
   text = ('text', 'text_b') if has_pair.pop() else ('text',)
+  if seq2seq_features is not None:  # two text columns made a seq2seq task: the labels are not read.
+    return _seq2seq_override(spec, TaskInfo(spec, text, None, 0), text, seq2seq_features), files, None
   if not any('label' in columns for columns, _ in tables.values()):
     return TaskInfo(spec, text, None, 0), files, None
   labels = {row['label'] for _, rows in tables.values() for row in rows if row.get('label') not in _UNLABELED}
@@ -305,14 +391,14 @@ def _is_number(value: str, kind: type) -> bool:
   return True
 
 
-def _open_tsv(spec: str, path: str, split: str) -> Source:
-  info, files, vocabulary = _tsv_task(spec, path)
+def _open_tsv(spec: str, path: str, split: str, seq2seq_features: tuple[str, str] | None = None) -> Source:
+  info, files, vocabulary = _tsv_task(spec, path, seq2seq_features)
   if split not in files:
     raise SourceError(f'data.source={spec!r} has no {split!r} file (found: {", ".join(files)}); put '
                       f"'{{split}}' in the path (e.g. 'tsv:data/{{split}}.tsv') or use a folder of <split>.tsv files")
   records = []
   for idx, row in enumerate(_read_table(spec, files[split])[1]):
-    record: dict[str, Any] = {name: row[name] or '' for name in info.text_features}
+    record: dict[str, Any] = {name: row[name] or '' for name in info.tokenized_features}
     if info.label_feature:
       value = row.get('label')
       if info.kind is TaskKind.REGRESSION:

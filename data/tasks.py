@@ -7,6 +7,11 @@
       -> the objective per row, its random draws seeded by (seed, epoch, position): exact after a resume
   classification / regression on a task ('builtin:movie_sentiment/binary', 'tfds:glue/sst2', 'tsv:...'):
       example -> [CLS] A [SEP] (B [SEP]) -> token ids, token types, attention mask, label
+  seq2seq on a source/target task ('tfds:wmt14_translate/de-en', 'tfds:cnn_dailymail', 'builtin:sentence_reversal',
+  'tsv:...' with source and target columns):
+      example -> source ids + EOS (data.seq_len), target ids + EOS (data.decoder_seq_len, default seq_len)
+      -> encoder inputs, teacher-forced decoder inputs, targets; the raw target text stays in
+      `task.source[i][task.info.target_feature]`, the reference for BLEU / ROUGE of generated text
 
 Every feature has a fixed shape, so the train step compiles once.
 """
@@ -34,6 +39,7 @@ class Objective(enum.Enum):
   SPAN_CORRUPTION = 'span_corruption'
   CLASSIFICATION = 'classification'
   REGRESSION = 'regression'
+  SEQ2SEQ = 'seq2seq'  # source text -> target text (translation, summarisation) on an encoder-decoder.
 
 
 def to_objective(value: Objective | str) -> Objective:
@@ -42,6 +48,10 @@ def to_objective(value: Objective | str) -> Objective:
 
 
 CORPUS_OBJECTIVES = (Objective.CAUSAL_LM, Objective.MLM, Objective.SPAN_CORRUPTION)
+# The kind of source each objective reads.
+_SOURCE_KINDS = {**{o: sources.TaskKind.CORPUS for o in CORPUS_OBJECTIVES},
+                 Objective.CLASSIFICATION: sources.TaskKind.CLASSIFICATION,
+                 Objective.REGRESSION: sources.TaskKind.REGRESSION, Objective.SEQ2SEQ: sources.TaskKind.SEQ2SEQ}
 _STREAMS = {Objective.MLM: objectives.Stream.MLM, Objective.SPAN_CORRUPTION: objectives.Stream.SPAN_CORRUPTION}
 
 
@@ -52,16 +62,33 @@ class DataConfig:
   source: str
   objective: Objective
   seq_len: int
-  decoder_seq_len: int | None = None  # span corruption targets; None: T5's length for seq_len (512 -> 114).
+  # Decoder length. span_corruption: None = T5's targets length for seq_len (512 -> 114). seq2seq: None =
+  # seq_len, as translation setups use one length for both sides (Vaswani et al., Flax's wmt); summaries
+  # are much shorter than their documents, so set it there (e.g. cnn_dailymail 512 -> 128).
+  decoder_seq_len: int | None = None
   tokenizer: str = 'sentencepiece:auto,vocab_size=8000'
   packing: bool = False  # corpus objectives: pack whole documents with segment ids instead of joining them.
   data_dir: str | None = None  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
   worker_count: int = 0  # grain worker processes.
+  # seq2seq: two text features of the source to read as (source, target) instead of those it declares,
+  # e.g. 'en' and 'de' for English -> German on 'tfds:wmt14_translate/de-en' (German -> English by default).
+  source_feature: str | None = None
+  target_feature: str | None = None
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
     if self.seq_len < 4:
       raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
+    if self.decoder_seq_len is not None and self.decoder_seq_len < 2:
+      raise ValueError(f'data.decoder_seq_len={self.decoder_seq_len}: must be at least 2 (a token and EOS), or '
+                       'None for the default')
+    if (self.source_feature is None) != (self.target_feature is None):
+      raise ValueError(f'data.source_feature={self.source_feature!r}, data.target_feature={self.target_feature!r}: '
+                       'set both (the source text and the target text) or neither')
+    if self.source_feature is not None and self.objective is not Objective.SEQ2SEQ:
+      raise ValueError(f'data.source_feature={self.source_feature!r}: only data.objective=seq2seq reads a source '
+                       f'and a target feature, not {self.objective.value}; unset data.source_feature and '
+                       'data.target_feature')
     if self.packing and self.objective not in (Objective.CAUSAL_LM, Objective.MLM):
       raise ValueError(f'data.packing=True: only causal_lm and mlm pack documents, not {self.objective.value} '
                        '(span corruption joins documents as T5 does); set data.packing=False')
@@ -73,8 +100,17 @@ class DataConfig:
 
   @property
   def targets_len(self) -> int:
-    """Decoder length of span corruption."""
-    return self.decoder_seq_len or objectives.random_spans_helper(self.seq_len)[1]
+    """Decoder length: data.decoder_seq_len, else seq_len for seq2seq and T5's for span corruption."""
+    if self.decoder_seq_len:
+      return self.decoder_seq_len
+    if self.objective is Objective.SEQ2SEQ:
+      return self.seq_len
+    return objectives.random_spans_helper(self.seq_len)[1]
+
+  @property
+  def seq2seq_features(self) -> tuple[str, str] | None:
+    """(data.source_feature, data.target_feature), or None: the source's own."""
+    return None if self.source_feature is None else (self.source_feature, self.target_feature)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,32 +134,41 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
                tokenizer_dir: str | Path | None = None) -> Task:
   """The task of `split`. The tokenizer is loaded from `config.tokenizer` unless given; an 'auto'
   SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`."""
-  source = sources.open_source(config.source, split, data_dir=config.data_dir)
+  source = sources.open_source(config.source, split, data_dir=config.data_dir,
+                               seq2seq_features=config.seq2seq_features)
   kind = source.info.kind
-  wants_corpus = config.objective in CORPUS_OBJECTIVES
-  if wants_corpus != (kind is sources.TaskKind.CORPUS) or (
-      config.objective is Objective.REGRESSION) != (kind is sources.TaskKind.REGRESSION):
+  if kind is not _SOURCE_KINDS[config.objective]:
+    hint = ''
+    if sources.TaskKind.SEQ2SEQ in (kind, _SOURCE_KINDS[config.objective]):
+      hint = (" (seq2seq needs a source text and a target text: a 'tsv:' file with source and target columns, a "
+              "translation or summarisation 'tfds:' dataset, 'builtin:sentence_reversal', or two text features "
+              'named by data.source_feature and data.target_feature)')
     raise ValueError(f'data.objective={config.objective.value} does not fit data.source={config.source!r}, a '
-                     f'{kind.value} dataset; pick a matching objective or source')
+                     f'{kind.value} dataset; pick a matching objective or source{hint}')
   if tokenizer is None:
     corpus = None
     if split == 'train':
       corpus = _texts(source)
     elif 'auto' in config.tokenizer:
-      corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir))
+      corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir,
+                                          seq2seq_features=config.seq2seq_features))
     tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
   specials = special_ids(tokenizer)
-  if wants_corpus:
+  if config.objective in CORPUS_OBJECTIVES:
     rows, transform = _corpus_task(config, _tokenize(source, tokenizer), specials, seed)
     return Task(rows, transform, tokenizer, source.info, config)
+  if config.objective is Objective.SEQ2SEQ:
+    return Task(source, _seq2seq_transform(config, source.info, tokenizer, specials), tokenizer, source.info,
+                config)
   return Task(source, _classification_transform(config, source.info, tokenizer, specials), tokenizer,
               source.info, config)
 
 
 def _texts(source: sources.Source) -> Iterator[str]:
+  """Every text of the split, for training a vocabulary: a seq2seq task's source and target sides both."""
   for i in range(len(source)):
     example = source[i]
-    for name in source.info.text_features:
+    for name in source.info.tokenized_features:
       yield example[name]
 
 
@@ -224,6 +269,20 @@ def _pad(ids: np.ndarray, length: int, pad: int) -> np.ndarray:
   if len(ids) > length:
     raise ValueError(f'{len(ids)} tokens do not fit in {length}: data.decoder_seq_len is too short')
   return np.pad(np.asarray(ids, np.int32), (0, length - len(ids)), constant_values=pad)
+
+
+def _seq2seq_transform(config: DataConfig, info: sources.TaskInfo, tokenizer: Tokenizer,
+                       specials: objectives.SpecialIds) -> Callable[[int, Any], Example]:
+  """example -> `objectives.seq2seq_example` of its source and target texts (seq_len, targets_len)."""
+  _require(specials, config.objective, 'eos', 'pad')
+  (source_name,), target_name = info.text_features, info.target_feature
+  inputs_len, targets_len = config.seq_len, config.targets_len
+
+  def transform(i: int, example: Mapping[str, Any]) -> Example:
+    del i  # deterministic: nothing is drawn
+    return objectives.seq2seq_example(tokenizer.encode(example[source_name]), tokenizer.encode(example[target_name]),
+                                      specials, inputs_len, targets_len)
+  return transform
 
 
 def _classification_transform(config: DataConfig, info: sources.TaskInfo, tokenizer: Tokenizer,

@@ -4,6 +4,7 @@ fixtures (compared row by row with TFDS's own glue reader), and once from the re
 from __future__ import annotations
 
 import csv
+import html
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data import prepare, raw
-from data.datasets import common, hutto, next_sentence
+from data.datasets import common, hutto, next_sentence, sentence_reversal
 from tests.fixtures import raw_packages
 
 GLUE_FIXTURES = Path(__file__).parent / 'fixtures' / 'glue'
@@ -48,7 +49,7 @@ def built(raw_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 def test_prepare_builds_every_builtin_config(built: tuple[Path, list[prepare.Report]]) -> None:
   data_dir, reports = built
   assert [r.name for r in reports] == prepare.expand(['sotu', 'moby_dick', 'next_sentence', 'movie_sentiment',
-                                                      'sentiment_snippets'])
+                                                      'sentiment_snippets', 'sentence_reversal'])
   assert all(r.outcome is prepare.Outcome.BUILT for r in reports), [r.line() for r in reports]
   totals = {r.name: sum(n for _, n in r.counts) for r in reports}
   assert totals['sotu'] == len(raw_packages.SPEECH_STEMS)
@@ -56,6 +57,7 @@ def test_prepare_builds_every_builtin_config(built: tuple[Path, list[prepare.Rep
   assert totals['movie_sentiment/binary'] == totals['movie_sentiment/regression'] == 12
   assert totals['sentiment_snippets/amazon_binary'] == 6
   assert totals['sentiment_snippets/corpus'] == 12 + 6 + 3 + 4  # movies, tweets, amazon and nyt documents.
+  assert totals['sentence_reversal'] == 9  # the movie sentences of 4 to 16 words.
 
 
 def test_prepare_is_idempotent(built: tuple[Path, list[prepare.Report]], raw_cache: Path) -> None:
@@ -101,6 +103,21 @@ def test_movie_sentiment_labels(built: tuple[Path, list[prepare.Report]], config
       assert r['label'] == expected
       seen += 1
   assert seen == len(rows)
+
+
+def test_sentence_reversal_targets_and_splits(built: tuple[Path, list[prepare.Report]]) -> None:
+  rows = raw_packages.GROUND_TRUTH['movieReviewSnippets']
+  texts = [hutto.common.normalize_space(html.unescape(text)) for _, _, text in rows]
+  seen = []
+  for split, records in _all_splits(built[0], 'sentence_reversal').items():
+    for r in records:
+      source, target = r['source'].decode(), r['target'].decode()
+      assert source == texts[r['idx']] and 4 <= len(source.split()) <= 16
+      assert target.split() == source.split()[::-1]
+      assert common.split_of(f'movies/{rows[r["idx"]][0]}', common.SPLITS_80_10_10) == split  # as movie_sentiment
+      seen.append(int(r['idx']))
+  assert sorted(seen) == [i for i, t in enumerate(texts) if 4 <= len(t.split()) <= 16]
+  assert sentence_reversal.reverse_words('A dull,  dreary mess.') == 'mess. dreary dull, A'
 
 
 def test_ground_truth_parsing(raw_cache: Path) -> None:
@@ -304,6 +321,7 @@ def test_real_packages(tmp_path: Path) -> None:
   assert sum(counts['sentiment_snippets/tweets_binary'].values()) == 4200
   assert sum(counts['sentiment_snippets/amazon_regression'].values()) == 3708
   assert sum(counts['sentiment_snippets/nyt_binary'].values()) == 5190
+  assert counts['sentence_reversal'] == {'train': 3400, 'validation': 415, 'test': 450}
   labels = np.array([int(r['label']) for r in _records(tmp_path / 'a', 'movie_sentiment/binary', 'train')])
   assert 0.45 < labels.mean() < 0.55
   # Every speech in exactly one split; next_sentence draws both sentences of a pair from one split.

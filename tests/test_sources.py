@@ -64,6 +64,8 @@ BUILTIN_TASKS = [
                                                     0), TaskKind.REGRESSION),
     ('builtin:sentiment_snippets/corpus', TaskInfo('builtin:sentiment_snippets/corpus', ('text',), None, 0),
      TaskKind.CORPUS),
+    ('builtin:sentence_reversal', TaskInfo('builtin:sentence_reversal', ('source',), None, 0,
+                                           target_feature='target'), TaskKind.SEQ2SEQ),
 ]
 
 
@@ -72,7 +74,7 @@ def test_builtin_is_built_on_first_use(env: dict[str, Path], spec: str, info: Ta
   source = sources.open_source(spec, 'train', data_dir=env['data_dir'])
   assert source.info == info and source.info.kind is kind
   record = source[0]
-  assert all(isinstance(record[name], str) and record[name] for name in info.text_features)
+  assert all(isinstance(record[name], str) and record[name] for name in info.tokenized_features)
   if kind is TaskKind.CLASSIFICATION:
     assert 0 <= record['label'] < info.num_classes
   assert source[-1] == source[len(source) - 1]
@@ -128,6 +130,43 @@ def test_tfds_catalog_with_mock_data(tmp_path: Path, name: str, info: TaskInfo) 
     assert all(isinstance(record[f], str) for f in info.text_features) and 'idx' in record
 
 
+@pytest.mark.parametrize('name, source, target', [
+    ('wmt14_translate/de-en', 'de', 'en'),  # translation: the config name's direction
+    ('wmt_t2t_translate/de-en', 'de', 'en'),
+    ('cnn_dailymail', 'article', 'highlights'),  # summarisation (also has id and publisher texts)
+    ('xsum', 'document', 'summary'),
+    ('gigaword', 'document', 'summary'),
+])
+def test_tfds_seq2seq_with_mock_data(tmp_path: Path, name: str, source: str, target: str) -> None:
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    data = sources.open_source(f'tfds:{name}', 'validation', data_dir=tmp_path)
+    assert data.info == TaskInfo(f'tfds:{name}', (source,), None, 0, target_feature=target)
+    assert data.info.kind is TaskKind.SEQ2SEQ and data.info.tokenized_features == (source, target)
+    assert len(data) == 4 and all(isinstance(data[2][f], str) for f in (source, target))
+    assert sources.task_info(f'tfds:{name}', data_dir=tmp_path) == data.info
+
+
+def test_tfds_seq2seq_direction_and_features_by_config(tmp_path: Path) -> None:
+  """data.source_feature / data.target_feature: English -> German as Vaswani et al. trained on WMT14, and any
+  two text features of another dataset; names that are not its text features are errors naming the field."""
+  with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+    spec = 'tfds:wmt14_translate/de-en'
+    en_de = sources.open_source(spec, 'train', data_dir=tmp_path, seq2seq_features=('en', 'de'))
+    assert en_de.info == TaskInfo(spec, ('en',), None, 0, target_feature='de')
+    assert sources.task_info(spec, data_dir=tmp_path, seq2seq_features=('en', 'de')) == en_de.info
+    mnli = sources.open_source('tfds:glue/mnli', 'train', data_dir=tmp_path,
+                               seq2seq_features=('premise', 'hypothesis'))
+    assert mnli.info == TaskInfo('tfds:glue/mnli', ('premise',), None, 0, target_feature='hypothesis')
+    with pytest.raises(SourceError, match=r"data.source_feature='fr' is not a text feature of "
+                                          r"data.source='tfds:wmt14_translate/de-en'; its text features are "
+                                          r"\['de', 'en'\]"):
+      sources.open_source(spec, 'train', data_dir=tmp_path, seq2seq_features=('fr', 'en'))
+    with pytest.raises(SourceError, match=r"data.target_feature='label' is not a text feature"):
+      sources.open_source('tfds:glue/sst2', 'train', data_dir=tmp_path, seq2seq_features=('sentence', 'label'))
+    with pytest.raises(SourceError, match=r"data.source_feature and data.target_feature are both 'en'"):
+      sources.open_source(spec, 'train', data_dir=tmp_path, seq2seq_features=('en', 'en'))
+
+
 def test_tfds_not_prepared_says_how(tmp_path: Path) -> None:
   with pytest.raises(SourceError, match=r'requirements-tf.txt.*tfds build glue/rte .*array_record.*glue_tsv/rte'):
     sources.open_source('tfds:glue/rte', 'train', data_dir=tmp_path)
@@ -173,9 +212,42 @@ def test_tsv_folder_with_dev_file_regression_and_corpus(tmp_path: Path) -> None:
   assert sources.open_source(f'tsv:{corpus}', 'train')[1] == {'text': 'second document', 'idx': 1}
 
 
+def test_tsv_seq2seq(tmp_path: Path) -> None:
+  _write(tmp_path / 'mt' / 'train.tsv', 'source\ttarget\nein Haus\ta house\nzwei "Katzen"\ttwo cats\n')
+  _write(tmp_path / 'mt' / 'dev.tsv', 'source\ttarget\nrot\t\n')  # an empty target is an empty string.
+  spec = f'tsv:{tmp_path / "mt"}'
+  train = sources.open_source(spec, 'train')
+  assert train.info == TaskInfo(spec, ('source',), None, 0, target_feature='target')
+  assert train.info.kind is TaskKind.SEQ2SEQ
+  assert list(train) == [{'source': 'ein Haus', 'target': 'a house', 'idx': 0},
+                         {'source': 'zwei "Katzen"', 'target': 'two cats', 'idx': 1}]
+  assert sources.open_source(spec, 'validation')[0] == {'source': 'rot', 'target': '', 'idx': 0}
+  # The other direction, by config.
+  back = sources.open_source(spec, 'train', seq2seq_features=('target', 'source'))
+  assert back.info == TaskInfo(spec, ('target',), None, 0, target_feature='source') and back[0]['source'] == 'ein Haus'
+  # T5's column names (seqio's 'inputs'/'targets'), in either order, in a CSV.
+  csv_file = _write(tmp_path / 't5.csv', 'targets,inputs\n"a, b",summarize: x\n')
+  t5 = sources.open_source(f'tsv:{csv_file}', 'train')
+  assert t5.info == TaskInfo(f'tsv:{csv_file}', ('inputs',), None, 0, target_feature='targets')
+  assert t5[0] == {'inputs': 'summarize: x', 'targets': 'a, b', 'idx': 0}
+  # Two text columns of a classification file, read as seq2seq: the label is not read.
+  pairs = _write(tmp_path / 'pairs.tsv', 'text\ttext_b\tlabel\nq\ta\tyes\n')
+  qa = sources.open_source(f'tsv:{pairs}', 'train', seq2seq_features=('text', 'text_b'))
+  assert qa.info.kind is TaskKind.SEQ2SEQ and qa[0] == {'text': 'q', 'text_b': 'a', 'idx': 0}
+
+
+def test_tsv_seq2seq_splits_need_the_same_columns(tmp_path: Path) -> None:
+  _write(tmp_path / 'train.tsv', 'source\ttarget\na\tb\n')
+  _write(tmp_path / 'test.tsv', 'text\na\n')
+  with pytest.raises(SourceError, match=r'the columns of .* differ; every split needs the same text columns'):
+    sources.open_source(f'tsv:{tmp_path}/{{split}}.tsv', 'train')
+
+
 @pytest.mark.parametrize('name, text, message', [
     ('bad.tsv', 'sentence\tlabel\nx\t1\n', r"columns \['sentence', 'label'\]; the header must name text"),
     ('bad.txt', 'text\nx\n', r'must end in .tsv \(tab\) or .csv'),
+    ('mixed.tsv', 'source\ttarget\tlabel\nx\ty\t1\n', r'or for seq2seq source and target \(or inputs and targets\)'),
+    ('half.tsv', 'inputs\ttarget\nx\ty\n', r"columns \['inputs', 'target'\]"),
 ])
 def test_tsv_errors(tmp_path: Path, name: str, text: str, message: str) -> None:
   path = _write(tmp_path / name, text)
@@ -186,3 +258,9 @@ def test_tsv_errors(tmp_path: Path, name: str, text: str, message: str) -> None:
 def test_task_info_needs_one_or_two_text_features() -> None:
   with pytest.raises(SourceError, match=r"expected 1 or 2 text features, found \['a', 'b', 'c'\]"):
     TaskInfo('tfds:x', ('a', 'b', 'c'), 'label', 2)
+
+
+@pytest.mark.parametrize('text, label, target', [(('a', 'b'), None, 'c'), (('a',), 'label', 'c'), (('a',), None, 'a')])
+def test_task_info_seq2seq_has_one_source_and_another_target(text, label, target) -> None:
+  with pytest.raises(SourceError, match=r'a seq2seq source has one source text and a different target text'):
+    TaskInfo('tfds:x', text, label, 0, target_feature=target)

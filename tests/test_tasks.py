@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import prepare, tasks, tokenizers
+from data import prepare, sources, tasks, tokenizers
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from tests.fixtures import raw_packages
 
@@ -134,3 +134,143 @@ def test_objectives_name_the_special_tokens_they_miss(data_dir):
   gpt2 = tokenizers.load_tokenizer('gpt2_bpe')  # no [CLS]/[SEP]/[MASK]/pad
   with pytest.raises(ValueError, match=r'data.tokenizer has no cls, sep, mask, pad token, which data.objective=mlm'):
     task(data_dir, gpt2, 'builtin:sotu', 'mlm')
+
+
+# --- seq2seq -------------------------------------------------------------------------------------------------
+
+class WordTokenizer:
+  """Whitespace words -> ids in the order given (from 3), T5's pad 0 / eos 1 / unk 2: ids a reader can check."""
+
+  def __init__(self, words: str) -> None:
+    self.ids = {w: i + 3 for i, w in enumerate(words.split())}
+    self.vocab_size = len(self.ids) + 3
+    self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
+    self.bos_id = self.cls_id = self.sep_id = self.mask_id = None
+    self.sentinel_ids: tuple[int, ...] = ()
+
+  def encode(self, text: str) -> list[int]:
+    return [self.ids.get(w, self.unk_id) for w in text.split()]
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids: list[int]) -> str:
+    words = {i: w for w, i in self.ids.items()}
+    return ' '.join(words[i] for i in ids if i in words)
+
+
+# the=3 cat=4 sat=5 a=6 very=7 long=8 sentence=9 with=10 many=11 words=12 die=13 Katze=14 sass=15 ein=16 langer=17
+# Satz=18 hi=19
+WORDS = WordTokenizer('the cat sat a very long sentence with many words die Katze sass ein langer Satz hi')
+SEQ2SEQ_TSV = ('source\ttarget\n'
+               'the cat sat\tdie Katze sass\n'
+               'a very long sentence with many words\tein langer Satz\n'
+               'hi\t\n')
+
+
+@pytest.fixture
+def seq2seq_tsv(tmp_path: Path) -> str:
+  for split in ('train', 'dev'):
+    (tmp_path / f'{split}.tsv').write_text(SEQ2SEQ_TSV, encoding='utf-8')
+  return f'tsv:{tmp_path}'
+
+
+def seq2seq_task(source: str, split: str = 'train', tokenizer=WORDS, **kw) -> tasks.Task:
+  config = tasks.DataConfig(source=source, objective='seq2seq', **({'seq_len': 6, 'decoder_seq_len': 4} | kw))
+  return tasks.build_task(config, split, seed=0, tokenizer=tokenizer)
+
+
+def test_seq2seq_features_exactly(seq2seq_tsv):
+  """Source + EOS in seq_len 6, target + EOS in decoder_seq_len 4, cut before EOS (row 1), padded with 0, the
+  decoder reading pad then the targets shifted right; the raw target text stays in the source."""
+  t = seq2seq_task(seq2seq_tsv)
+  assert t.info.kind is sources.TaskKind.SEQ2SEQ and t.info.target_feature == 'target'
+  want = [
+      dict(input_ids=[3, 4, 5, 1, 0, 0], attention_mask=[1, 1, 1, 1, 0, 0], targets=[13, 14, 15, 1],
+           loss_weights=[1, 1, 1, 1], decoder_input_ids=[0, 13, 14, 15], decoder_attention_mask=[1, 1, 1, 1]),
+      dict(input_ids=[6, 7, 8, 9, 10, 1], attention_mask=[1, 1, 1, 1, 1, 1], targets=[16, 17, 18, 1],
+           loss_weights=[1, 1, 1, 1], decoder_input_ids=[0, 16, 17, 18], decoder_attention_mask=[1, 1, 1, 1]),
+      dict(input_ids=[19, 1, 0, 0, 0, 0], attention_mask=[1, 1, 0, 0, 0, 0], targets=[1, 0, 0, 0],
+           loss_weights=[1, 0, 0, 0], decoder_input_ids=[0, 1, 0, 0], decoder_attention_mask=[1, 0, 0, 0]),
+  ]
+  for i, expected in enumerate(want):
+    example = t.transform(i, t.source[i])
+    assert {k: v.tolist() for k, v in example.items()} == expected, i
+    assert example['loss_weights'].dtype == np.float32 and example['input_ids'].dtype == np.int32
+    assert t.transform(i + 3, t.source[i]).keys() == example.keys()  # same in every epoch: nothing is drawn
+  # The reference for BLEU / ROUGE of generated text: the untokenized target, read from the source.
+  assert [t.source[i][t.info.target_feature] for i in range(3)] == ['die Katze sass', 'ein langer Satz', '']
+  validation = seq2seq_task(seq2seq_tsv, 'validation')
+  assert validation.transform(0, validation.source[0])['targets'].tolist() == [13, 14, 15, 1]
+  for batch in first_batches(t, n=2, batch=2):
+    assert batch['input_ids'].shape == (2, 6) and batch['decoder_input_ids'].shape == (2, 4)
+    assert set(batch) == set(want[0])  # model inputs and targets only: the batch goes to the model as it is
+
+
+def test_seq2seq_decoder_len_defaults_to_seq_len(seq2seq_tsv):
+  config = tasks.DataConfig(source=seq2seq_tsv, objective='seq2seq', seq_len=5)
+  assert config.targets_len == 5
+  t = seq2seq_task(seq2seq_tsv, seq_len=5, decoder_seq_len=None)
+  example = t.transform(0, t.source[0])
+  assert example['input_ids'].shape == example['targets'].shape == (5,)
+  assert example['targets'].tolist() == [13, 14, 15, 1, 0]
+
+
+def test_seq2seq_direction_from_config(seq2seq_tsv):
+  t = seq2seq_task(seq2seq_tsv, source_feature='target', target_feature='source')
+  example = t.transform(0, t.source[0])
+  assert example['input_ids'].tolist() == [13, 14, 15, 1, 0, 0] and example['targets'].tolist() == [3, 4, 5, 1]
+  assert t.source[0][t.info.target_feature] == 'the cat sat'
+
+
+def test_seq2seq_auto_vocabulary_reads_both_sides(seq2seq_tsv, monkeypatch):
+  seen: list[str] = []
+
+  def load(spec, *, corpus, auto_dir):
+    del spec, auto_dir
+    seen.extend(corpus)
+    return WORDS
+  monkeypatch.setattr(tasks, 'load_tokenizer', load)
+  for split in ('train', 'validation'):  # the validation task trains on the train split too
+    seen.clear()
+    config = tasks.DataConfig(source=seq2seq_tsv, objective='seq2seq', seq_len=6)
+    tasks.build_task(config, split, seed=0, tokenizer_dir='unused')
+    assert seen == ['the cat sat', 'die Katze sass', 'a very long sentence with many words', 'ein langer Satz',
+                    'hi', '']
+
+
+def test_seq2seq_on_tfds_summarisation_with_mock_data(tmp_path, tokenizer):
+  """cnn_dailymail as a user reads it (prepared as array_record; here TFDS's mock data): article -> highlights."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+    t = seq2seq_task('tfds:cnn_dailymail', 'validation', tokenizer=tokenizer, seq_len=LENGTH, decoder_seq_len=8,
+                     data_dir=str(tmp_path))
+    record = t.source[1]
+    example = t.transform(1, record)
+  assert (t.info.text_features, t.info.target_feature) == (('article',), 'highlights')
+  ids = tokenizer.encode(record['highlights'])[:7] + [tokenizer.eos_id]
+  assert example['targets'][:len(ids)].tolist() == ids and example['targets'].shape == (8,)
+  assert example['input_ids'].tolist()[:3] == tokenizer.encode(record['article'])[:3]
+
+
+def test_seq2seq_objective_must_fit_the_source(data_dir, tokenizer, seq2seq_tsv):
+  with pytest.raises(ValueError, match=r"data.objective=seq2seq does not fit data.source='builtin:sotu', a corpus "
+                                       r"dataset; pick a matching objective or source \(seq2seq needs a source text "
+                                       r"and a target text"):
+    task(data_dir, tokenizer, 'builtin:sotu', 'seq2seq')
+  with pytest.raises(ValueError, match=r'data.objective=classification does not fit .*, a seq2seq dataset'):
+    tasks.build_task(tasks.DataConfig(source=seq2seq_tsv, objective='classification', seq_len=LENGTH), 'train',
+                     seed=0, tokenizer=tokenizer)
+  with pytest.raises(ValueError, match=r'data.tokenizer has no eos token, which data.objective=seq2seq needs'):
+    seq2seq_task(seq2seq_tsv, tokenizer=tokenizers.load_tokenizer('wordpiece'))
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(objective='causal_lm', source_feature='a', target_feature='b'),
+     r"data.source_feature='a': only data.objective=seq2seq reads a source and a target feature, not causal_lm"),
+    (dict(objective='seq2seq', source_feature='a'), r'data.target_feature=None: set both .* or neither'),
+    (dict(objective='seq2seq', decoder_seq_len=1), r'data.decoder_seq_len=1: must be at least 2'),
+])
+def test_seq2seq_config_errors(fields, message):
+  with pytest.raises(ValueError, match=message):
+    tasks.DataConfig(source='tsv:x.tsv', seq_len=LENGTH, **fields)

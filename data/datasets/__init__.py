@@ -7,6 +7,7 @@
 | `next_sentence` | MRPC-like pairs from the speeches: is sentence2 the next sentence? | as sotu | npm |
 | `movie_sentiment/{binary,regression}` | 10,605 movie-review sentences, SST-2-like | ~80/10/10 | pip |
 | `sentiment_snippets/<domain>_<task>`, `/corpus` | tweets, amazon, nyt x binary, regression; corpus | ~80/10/10 | pip |
+| `sentence_reversal` | seq2seq: a 4-16 word movie-review sentence -> its words reversed | ~80/10/10 | pip |
 | `glue_tsv/<task>` | GLUE from the official TSV files, as TFDS glue/<task> | GLUE's | --glue_dir |
 
 All are written as array_record (`file_format='array_record'`), so neither building nor reading them needs
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.datasets import glue_tsv, moby_dick, next_sentence, sentiment, sotu
+from data.datasets import glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
 from data.datasets.common import RawPackage
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     cls.name: cls for cls in (sotu.Sotu, moby_dick.MobyDick, next_sentence.NextSentence,
-                              sentiment.MovieSentiment, sentiment.SentimentSnippets, glue_tsv.GlueTsv)
+                              sentiment.MovieSentiment, sentiment.SentimentSnippets,
+                              sentence_reversal.SentenceReversal, glue_tsv.GlueTsv)
 }
 
 
@@ -32,16 +34,17 @@ def raw_package(name: str) -> RawPackage | None:
   return BUILDERS[name].RAW_PACKAGE
 
 
-def task_features(builder: tfds.core.DatasetBuilder) -> tuple[tuple[str, ...], str | None] | None:
-  """(text features, label feature or None) declared by a builder or its config; None if it declares none.
+def task_features(builder: tfds.core.DatasetBuilder) -> tuple[tuple[str, ...], str | None, str | None] | None:
+  """(text features, label feature or None, target feature or None) declared by a builder or its config;
+  None if it declares none. A target feature makes a seq2seq task (text features: its source text).
 
   Builder configs with `text_features` (ours, and TFDS's GlueConfig) win over the builder's TEXT_FEATURES."""
   config = builder.builder_config
   if config is not None and hasattr(config, 'text_features'):
     label = getattr(config, 'label_feature', 'label')
-    return tuple(config.text_features), label
+    return tuple(config.text_features), label, getattr(config, 'target_feature', None)
   if hasattr(builder, 'TEXT_FEATURES'):
-    return tuple(builder.TEXT_FEATURES), builder.LABEL_FEATURE
+    return tuple(builder.TEXT_FEATURES), builder.LABEL_FEATURE, getattr(builder, 'TARGET_FEATURE', None)
   return None
 
 
