@@ -4,6 +4,7 @@ batch, in one run.
   python bench/train_throughput.py --config gpt_tiny --steps 5          # bert_tiny, t5_tiny: the CPU set
   python bench/train_throughput.py --config gpt_tiny --dropout 0        # first-step losses must agree
   python bench/train_throughput.py --all_gpu                            # the issue's GPU set, bf16
+        (a failing case does not stop the others; --case_timeout S, --gpu_cases t5_base,...; bench/gpu_session.sh)
   more: --batch_size, --seq_len, --decoder_seq_len (T5), --dtype float32|bfloat16, --mesh data,fsdp,tensor,
         --warmup, --no_hf, --json PATH, --model FIELD=VALUE (any ModelConfig field: attention_impl=cudnn, ...)
   taskset -c 1 python bench/train_throughput.py ...   # a shared CPU: pin both sides to the same free core(s);
@@ -34,6 +35,7 @@ import importlib
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -308,10 +310,51 @@ def print_result(r: dict[str, Any]) -> None:
           f'|first-step loss difference| {gap:.2e}{why}')
 
 
-def run_all_gpu(args: argparse.Namespace) -> None:
-  """The issue's GPU set, each config in its own process (so no library's memory pool outlives its case)."""
+def descendants(pid: int) -> list[int]:
+  """The process ids below `pid` (children, grandchildren, ...), read from /proc; [] where there is none."""
+  children: dict[int, list[int]] = {}
+  for stat in Path('/proc').glob('[0-9]*/stat'):
+    try:
+      ppid = int(stat.read_text().rsplit(')', 1)[1].split()[1])  # the field after the state
+    except (OSError, IndexError, ValueError):
+      continue  # gone meanwhile
+    children.setdefault(ppid, []).append(int(stat.parent.name))
+  out, todo = [], [pid]
+  while todo:
+    out += (found := children.get(todo.pop(), []))
+    todo += found
+  return out
+
+
+def run_case(command: list[str], timeout: float | None) -> str | None:
+  """Runs one case's process; None if it succeeded, else why not. On a timeout (or Ctrl-C) the case and its
+  HF child are killed, so nothing is left holding the GPU. They stay in this process's group, so a
+  `timeout` command around the whole run reaches them too."""
+  proc = subprocess.Popen(command)
+  try:
+    code = proc.wait(timeout=timeout)
+  except BaseException as e:
+    for pid in [proc.pid, *descendants(proc.pid)]:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    proc.wait()
+    if not isinstance(e, subprocess.TimeoutExpired):
+      raise
+    return f'timed out after {timeout:.0f} s'
+  return None if code == 0 else f'exit status {code}'
+
+
+def run_all_gpu(args: argparse.Namespace) -> int:
+  """The issue's GPU set, each config in its own process (so no library's memory pool outlives its case).
+  A case that fails or outlasts --case_timeout is reported and the others still run; --json is rewritten
+  after every case, so a run stopped from outside keeps the finished ones. Returns 1 if any case failed."""
+  cases = [c for c in GPU_CASES if not args.gpu_cases or c[0] in args.gpu_cases.split(',')]
+  if unknown := set(args.gpu_cases.split(',') if args.gpu_cases else ()) - {c[0] for c in GPU_CASES}:
+    raise SystemExit(f'--gpu_cases: unknown {sorted(unknown)}; the set is {[c[0] for c in GPU_CASES]}')
   results = []
-  for name, batch, seq_len, decoder_len in GPU_CASES:
+  for name, batch, seq_len, decoder_len in cases:
     with tempfile.NamedTemporaryFile(suffix='.json') as out:
       command = [sys.executable, __file__, '--config', name, '--batch_size', str(batch), '--seq_len', str(seq_len),
                  '--dtype', 'bfloat16', '--steps', str(args.steps), '--warmup', str(args.warmup), '--mesh', args.mesh,
@@ -319,18 +362,28 @@ def run_all_gpu(args: argparse.Namespace) -> None:
       command += ['--decoder_seq_len', str(decoder_len)] if decoder_len else []
       command += ['--dropout', str(args.dropout)] if args.dropout is not None else []
       command += ['--no_hf'] if args.no_hf else []
-      subprocess.run(command, check=True)
-      results.append(json.loads(Path(out.name).read_text()))
-  print(f'\n{"config":<12}{"tokens/step":>12}{"ours tok/s":>12}{"MFU":>7}{"HF tok/s":>12}{"MFU":>7}{"ours/HF":>9}')
+      start = time.perf_counter()
+      error = run_case(command, args.case_timeout)
+      if error is None:
+        results.append(json.loads(Path(out.name).read_text()) | {'wall_s': time.perf_counter() - start})
+      else:
+        print(f'\n{name}: FAILED ({error}); going on with the other cases', flush=True)
+        results.append({'config': name, 'error': error, 'wall_s': time.perf_counter() - start})
+    if args.json:
+      Path(args.json).write_text(json.dumps(results, indent=1))
+  print(f'\n{"config":<12}{"tokens/step":>12}{"ours tok/s":>12}{"MFU":>7}{"HF tok/s":>12}{"MFU":>7}{"ours/HF":>9}'
+        f'{"wall s":>8}')
   for r in results:
+    if 'error' in r:
+      print(f'{r["config"]:<12}  FAILED: {r["error"]}')
+      continue
     ours, theirs = r['ours'], r['hf'] or {}
     mfu = lambda s: f'{100 * s["mfu"]:.1f}%' if s.get('mfu') is not None else '-'
     hf_tps = f'{theirs["tokens_per_s"]:,.0f}' if theirs else '-'
     ratio = f'{ours["tokens_per_s"] / theirs["tokens_per_s"]:.2f}x' if theirs else '-'
     print(f'{r["config"]:<12}{r["tokens_per_step"]:>12,}{ours["tokens_per_s"]:>12,.0f}{mfu(ours):>7}'
-          f'{hf_tps:>12}{mfu(theirs):>7}{ratio:>9}')
-  if args.json:
-    Path(args.json).write_text(json.dumps(results, indent=1))
+          f'{hf_tps:>12}{mfu(theirs):>7}{ratio:>9}{r["wall_s"]:>8.0f}')
+  return int(any('error' in r for r in results))
 
 
 def main() -> None:
@@ -348,6 +401,8 @@ def main() -> None:
   parser.add_argument('--model', action='append', default=[], metavar='FIELD=VALUE', help='ModelConfig override')
   parser.add_argument('--no_hf', action='store_true', help='time our step only')
   parser.add_argument('--all_gpu', action='store_true', help='GPT-2 16x1024, BERT-base 32x512, T5-base 32x512->114')
+  parser.add_argument('--gpu_cases', help='with --all_gpu: only these configs (comma-separated, e.g. t5_base)')
+  parser.add_argument('--case_timeout', type=float, help='with --all_gpu: seconds a case may take before it is killed')
   parser.add_argument('--json', help='also write the figures here')
   parser.add_argument('--hf_worker', type=Path, help=argparse.SUPPRESS)  # the child process of the HF side
   args = parser.parse_args()
@@ -358,7 +413,7 @@ def main() -> None:
   if args.hf_worker:
     hf_worker(args.hf_worker)
   elif args.all_gpu:
-    run_all_gpu(args)
+    sys.exit(run_all_gpu(args))
   else:
     result = benchmark(args)
     print_result(result)
