@@ -94,15 +94,21 @@ def _generate(module: Transformer, cfg: GenerateConfig, params: Params, ids: jax
 
 @functools.lru_cache(maxsize=64)  # modules hash by their config; tracing the model for shapes is not free
 def _cache_layout(module: Transformer, max_length: int, encoder_length: int | None) -> tuple[Any, Axes]:
-  """The cache's leaf shapes for one row, and the batch axis of every leaf (None for the write index), found
-  by comparing the shapes of two batch sizes: scanned layers put a layer axis first, so it is not always 0."""
-  one, two = (jax.eval_shape(lambda b=b: init_cache(module, b, max_length, encoder_length)) for b in (1, 2))
+  """The cache's leaf shapes for a batch of 1, and the batch axis of every leaf (None for the write index),
+  found by tracing `init_cache` once with a symbolic batch size: scanned layers put a layer axis first, so the
+  batch axis is not always 0."""
+  (batch,) = jax.export.symbolic_shape('batch')
+  shapes = jax.eval_shape(lambda: init_cache(module, batch, max_length, encoder_length))
 
-  def axis(a: jax.ShapeDtypeStruct, b: jax.ShapeDtypeStruct) -> int | None:
-    differ = [i for i, (m, n) in enumerate(zip(a.shape, b.shape)) if m != n]
-    return differ[0] if differ else None
+  def axis(leaf: jax.ShapeDtypeStruct) -> int | None:
+    symbolic = [i for i, d in enumerate(leaf.shape) if not isinstance(d, int)]
+    if len(symbolic) > 1 or any(str(leaf.shape[i]) != 'batch' for i in symbolic):
+      raise ValueError(f'a cache leaf of shape {leaf.shape} has no single batch axis')
+    return symbolic[0] if symbolic else None
 
-  return one, jax.tree.map(axis, one, two)
+  one = jax.tree.map(lambda s: jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else 1 for d in s.shape),
+                                                     s.dtype), shapes)
+  return one, jax.tree.map(axis, shapes)
 
 
 def cache_batch_axes(module: Transformer, max_length: int, encoder_length: int | None = None) -> Axes:
@@ -113,7 +119,7 @@ def cache_batch_axes(module: Transformer, max_length: int, encoder_length: int |
 
 def _zero_cache(module: Transformer, batch: int, max_length: int,
                 encoder_length: int | None = None) -> tuple[Params, Axes]:
-  """`model.init_cache(module, batch, ...)` and its batch axes, from one cached layout (no tracing)."""
+  """`model.init_cache(module, batch, ...)` and its batch axes, from the cached layout (no tracing)."""
   one, axes = _cache_layout(module, max_length, encoder_length)
 
   def zeros(axis: int | None, leaf: jax.ShapeDtypeStruct) -> jax.Array:

@@ -116,6 +116,16 @@ def test_a_padded_row_decodes_as_it_does_alone(name):
   np.testing.assert_allclose(alone['scores'][0], batched['scores'][0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('scan', [True, False])
+def test_cache_batch_axes_follow_the_layer_stacking(scan):
+  """Beam search reorders the cache along these axes: a scanned stack puts its layer axis first."""
+  axes = decoding.cache_batch_axes(model.build(TINY['t5'].replace(scan_layers=scan)), 8, encoder_length=5)
+  kv = 1 if scan else 0
+  layers = {'layers': {'self_attn': {'cached_key': kv, 'cached_value': kv}}} if scan else {
+      f'layers_{i}': {'self_attn': {'cached_key': kv, 'cached_value': kv}} for i in range(2)}
+  assert axes == {'decoder': {'index': None, 'key_valid': 0, **layers}}
+
+
 # --- EOS -------------------------------------------------------------------------------------------------
 
 def test_generation_stops_at_eos_and_pads_after_it():
@@ -328,19 +338,20 @@ def expected_distribution(temperature: float, top_k: int, top_p: float) -> np.nd
 
 @pytest.mark.parametrize('temperature,top_k,top_p', [(0.6, 0, 1.0), (2.0, 3, 1.0), (1.0, 0, 0.7), (1.5, 6, 0.9)])
 def test_sampled_frequencies_match_the_truncated_distribution(temperature, top_k, top_p):
-  """4000 rngs x 2 rows x 3 steps of sample_loop on fixed logits: no token outside the top-k / nucleus set,
-  and a chi-square test (p = 0.001) of the frequencies against the renormalised distribution."""
-  cfg = GenerateConfig(strategy='sample', max_new_tokens=3, eos_id=None, temperature=temperature, top_k=top_k,
+  """sample_loop on fixed logits, 2 rngs x 4 steps (each its own key) x 1000 rows: no token outside the
+  top-k / nucleus set, and a chi-square test (p = 0.001) of the frequencies against the renormalised
+  distribution; the two rngs draw differently."""
+  cfg = GenerateConfig(strategy='sample', max_new_tokens=4, eos_id=None, temperature=temperature, top_k=top_k,
                        top_p=top_p)
   step = lambda tokens, state: (jnp.broadcast_to(jnp.asarray(LOGITS, jnp.float32), (len(tokens), 8)), state)
-  run = jax.jit(jax.vmap(lambda rng: decoding.sample_loop(step, jnp.zeros((2,), jnp.int32), (), cfg, rng)['tokens']))
-  tokens = np.asarray(run(jax.random.split(jax.random.key(0), 4000)))
+  run = jax.jit(lambda rng: decoding.sample_loop(step, jnp.zeros((1000,), jnp.int32), (), cfg, rng)['tokens'])
+  tokens = np.stack([run(jax.random.key(seed)) for seed in (0, 1)])  # (2, 1000, 4)
   counts = np.bincount(tokens.ravel(), minlength=8)
   want = expected_distribution(temperature, top_k, top_p)
   np.testing.assert_array_equal(counts[want == 0], 0)
   support = want > 0
-  if support.sum() > 1:
-    assert scipy.stats.chisquare(counts[support], want[support] * tokens.size).pvalue > 1e-3, counts
+  assert scipy.stats.chisquare(counts[support], want[support] * tokens.size).pvalue > 1e-3, counts
+  assert (tokens[0] != tokens[1]).mean() > 0.2 and (tokens[:, :, 0] != tokens[:, :, 1]).mean() > 0.2
 
 
 def test_truncate_logits_keeps_the_smallest_nucleus():
