@@ -66,6 +66,8 @@ def _step(step_fn: StepFn, c: dict, cfg: GenerateConfig, axes: Axes) -> dict:
   step = c['step']
   logits, state = step_fn(c['last'].reshape(batch * beams), c['state'])
   vocab = logits.shape[-1]
+  if vocab < 2:  # 2K candidates out of K * vocab
+    raise ValueError(f'beam search needs a vocabulary of at least 2 tokens, got {vocab}')
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, beams, vocab)
   candidates = (c['live_log_probs'][:, :, None] + log_probs).reshape(batch, beams * vocab)
   top_log_probs, top = lax.top_k(candidates, 2 * beams)  # (B, 2K)
