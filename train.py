@@ -87,6 +87,7 @@ _OBJECTIVE_MODELS = {
     tasks.Objective.SPAN_CORRUPTION: (model.Family.ENCODER_DECODER, model.Head.LM),
     tasks.Objective.CLASSIFICATION: (model.Family.ENCODER, model.Head.CLASSIFIER),
     tasks.Objective.REGRESSION: (model.Family.ENCODER, model.Head.CLASSIFIER),
+    tasks.Objective.SEQ2SEQ: (model.Family.ENCODER_DECODER, model.Head.LM),
 }
 
 

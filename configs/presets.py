@@ -70,20 +70,25 @@ def vaswani(size: str, *, vocab_size: int = 37000, **overrides: Any) -> dict[str
 
 def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: int, batch_size: int,
                 tokenizer: str, num_steps: int, learning_rate: float, warmup_steps: int,
-                decoder_seq_len: int | None = None, optimizer: str = 'adamw', schedule: str = 'warmup_cosine',
+                decoder_seq_len: int | None = None, source_feature: str | None = None,
+                target_feature: str | None = None, optimizer: str = 'adamw', schedule: str = 'warmup_cosine',
                 weight_decay: float = 0.01, log_every: int = 50, eval_every: int = 500, eval_batches: int = 20,
                 checkpoint_every: int = 1000) -> ml_collections.ConfigDict:
   """The config tree of a setup (sections model, data, optim, mesh, train, distributed).
 
   `model` holds every ModelConfig field (validated here, so a typo in a config file fails on load), which
   also lets any field be overridden from the command line; `data` the fields of data.tasks.DataConfig,
-  `optim` of trainer.optim.OptimConfig, `mesh` of trainer.mesh.MeshConfig."""
+  `optim` of trainer.optim.OptimConfig, `mesh` of trainer.mesh.MeshConfig. Data fields that default to None
+  are typed placeholders, so that `--config.data.decoder_seq_len=128` can set them (ml_collections refuses to
+  override a plain None)."""
   full_model = ModelConfig.from_dict(model).to_dict()
   config = ml_collections.ConfigDict()
   config.model = full_model
   config.data = ml_collections.ConfigDict({
-      'source': source, 'objective': objective, 'seq_len': seq_len, 'decoder_seq_len': decoder_seq_len,
-      'tokenizer': tokenizer, 'packing': False, 'data_dir': None, 'worker_count': 0})
+      'source': source, 'objective': objective, 'seq_len': seq_len,
+      'decoder_seq_len': _or_placeholder(decoder_seq_len, int), 'tokenizer': tokenizer, 'packing': False,
+      'data_dir': None, 'worker_count': 0, 'source_feature': _or_placeholder(source_feature, str),
+      'target_feature': _or_placeholder(target_feature, str)})
   config.optim = ml_collections.ConfigDict({
       'name': optimizer, 'learning_rate': learning_rate, 'schedule': schedule, 'warmup_steps': warmup_steps,
       'end_lr_ratio': 0.1, 'weight_decay': weight_decay, 'clip_norm': 1.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-8})
@@ -95,3 +100,8 @@ def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: 
   # Multi-host: empty means "ask JAX's cluster detection (SLURM, TPU pods, Open MPI) when it finds one".
   config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 0, 'process_id': -1})
   return config
+
+
+def _or_placeholder(value: Any, kind: type) -> Any:
+  """value, or for None a placeholder of type `kind` (None until set, and settable from the command line)."""
+  return ml_collections.config_dict.placeholder(kind) if value is None else value

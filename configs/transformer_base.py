@@ -1,4 +1,6 @@
-"""The base Transformer of Vaswani et al. (2017): 6+6 post-LN layers, d_model 512, 37k shared vocabulary.
+"""The base Transformer of Vaswani et al. (2017): 6+6 post-LN layers, d_model 512, 37k shared vocabulary,
+trained as in the paper on WMT14 English -> German (seq2seq; 'tfds:wmt14_translate/de-en' read from its 'en'
+feature to its 'de' feature, prepared as array_record: see data/sources.py).
 
 Command:
   python train.py --config configs/transformer_base.py --workdir runs/transformer_base
@@ -15,7 +17,8 @@ from configs.presets import vaswani, make_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(vaswani('small'), source='tfds:wmt14_translate/de-en',
-                     tokenizer='sentencepiece:auto,vocab_size=37000', objective='translation', seq_len=256,
-                     batch_size=64,
+  # One length for both sides, 256 tokens as in Flax's examples/wmt.
+  return make_config(vaswani('small'), source='tfds:wmt14_translate/de-en', source_feature='en', target_feature='de',
+                     tokenizer='sentencepiece:auto,vocab_size=37000', objective='seq2seq', seq_len=256,
+                     decoder_seq_len=256, batch_size=64,
                      num_steps=100_000, learning_rate=7e-4, warmup_steps=4000, schedule='warmup_rsqrt')

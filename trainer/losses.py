@@ -1,8 +1,8 @@
 """Losses of every objective as *sums* with their weights, so that means over microbatches, devices and
 evaluation batches are exact: mean = sum of per-token losses / sum of weights, never a mean of means.
 
-  token objectives (causal_lm, mlm, span_corruption): cross-entropy of logits (B, T, V) against targets
-      (B, T), weighted by loss_weights (B, T) (0 at padding, at unmasked MLM tokens, across packed rows)
+  token objectives (causal_lm, mlm, span_corruption, seq2seq): cross-entropy of logits (B, T, V) against
+      targets (B, T), weighted by loss_weights (B, T) (0 at padding, at unmasked MLM tokens, across packed rows)
   classification: cross-entropy of logits (B, C) against label (B,) int32; every example weighs 1
   regression: squared error of logits[:, 0] against label (B,) float32; every example weighs 1
 
@@ -33,6 +33,7 @@ _KINDS = {
     Objective.CAUSAL_LM: LossKind.TOKENS,
     Objective.MLM: LossKind.TOKENS,
     Objective.SPAN_CORRUPTION: LossKind.TOKENS,
+    Objective.SEQ2SEQ: LossKind.TOKENS,  # the decoder's logits (B, T, V) against the target tokens + EOS
     Objective.CLASSIFICATION: LossKind.CLASSIFICATION,
     Objective.REGRESSION: LossKind.REGRESSION,
 }
