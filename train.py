@@ -27,8 +27,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import model
-from data import sources, tasks
+from data import bucketing, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
+from data.tokenizers import TokenizerKind, TokenizerSpec, auto_model_path
+from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, distributed, metrics
 from trainer.mesh import MeshConfig, make_mesh
@@ -50,8 +52,9 @@ class TrainingHalted(RuntimeError):
 class TrainConfig:
   """`config.train`, typed."""
 
-  num_steps: int
+  num_steps: int  # ignored when num_epochs > 0
   batch_size: int  # global, all processes together
+  num_epochs: float = 0.0  # > 0: num_steps = ceil(num_epochs * training examples / batch_size) (fine-tuning)
   microbatches: int = 1
   seed: int = 0
   z_loss: float = 0.0
@@ -70,6 +73,8 @@ class TrainConfig:
       except ValueError:
         raise ValueError(f'train.nan_policy={self.nan_policy!r}: valid values are '
                          f'{[p.value for p in NanPolicy]}') from None
+    if self.num_epochs < 0:
+      raise ValueError(f'train.num_epochs={self.num_epochs}: must be >= 0 (0 = train.num_steps steps)')
     for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):
       if getattr(self, name) < 1:
         raise ValueError(f'train.{name}={getattr(self, name)}: must be a positive integer')
@@ -138,11 +143,18 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   train = TrainConfig.from_dict(config.train)
   model_cfg = model.ModelConfig.from_dict(config.model)
   data = tasks.DataConfig.from_dict(config.data)
-  optim_cfg = OptimConfig.from_dict(dict(config.optim) | {'num_steps': train.num_steps})
+  if data.tokenizer == INIT_FROM:
+    data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
+  eval_cfg = EvalConfig.from_config(config)
   mesh_cfg = MeshConfig.from_dict(config.mesh)
   mesh = make_mesh(mesh_cfg)  # a shape that does not fit the devices fails here
   task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
-  eval_task = tasks.build_task(data, 'validation', seed=train.seed, tokenizer=task.tokenizer)
+  if train.num_epochs:
+    train = dataclasses.replace(train, num_steps=max(1, math.ceil(train.num_epochs * len(task.source) /
+                                                                  train.batch_size)))
+  optim_cfg = OptimConfig.from_dict(dict(config.optim) | {'num_steps': train.num_steps})
+  eval_split = (eval_cfg.splits or ('validation',))[0]
+  eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
   check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
   tx, schedule = make_optimizer(optim_cfg)
   if train.nan_policy is NanPolicy.SKIP:
@@ -154,11 +166,62 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
              module, workdir)
 
 
-def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | None) -> InputIterator:
+INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint
+
+
+def tokenizer_of(init_from: str) -> str:
+  """The `data.tokenizer` spec of the checkpoint a fine-tune starts from: an HF directory's vocabulary file,
+  or the tokenizer our run trained (its 'auto' SentencePiece model lives in <workdir>/tokenizer)."""
+  if not init_from:
+    raise ValueError(f"data.tokenizer='{INIT_FROM}' takes the tokenizer of train.init_from, which is empty: "
+                     'set --config.train.init_from=<workdir or HF directory>, or name a tokenizer')
+  path = Path(init_from).expanduser()
+  if (path / 'config.json').is_file():
+    for name, kind in (('vocab.txt', 'wordpiece'), ('spiece.model', 'sentencepiece'), ('vocab.json', 'byte_bpe')):
+      if (path / name).is_file():
+        return f'{kind}:{path / name}'
+    raise ValueError(f'train.init_from={init_from!r} has no vocab.txt, spiece.model or vocab.json: set '
+                     'data.tokenizer to its tokenizer')
+  with checkpoint.Checkpointer(path, read_only=True) as reader:
+    saved = reader.saved_config() if reader.latest_step() is not None else None
+  if saved is None:
+    raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
+                     'a workdir of ours with a checkpoint')
+  spec = TokenizerSpec.parse(saved.data.tokenizer)
+  if spec.kind is TokenizerKind.SENTENCEPIECE and spec.path is None:
+    return f'sentencepiece:{auto_model_path(spec, path / "tokenizer")}'
+  return saved.data.tokenizer
+
+
+def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | None,
+             bucketed: bool = False) -> InputIterator:
+  """The task's batches; `bucketed` (training with data.length_buckets): of similar lengths, each cut to a
+  bucket (data/bucketing.py), which needs every example's length (computed here, once)."""
+  buckets = run.data.length_buckets if bucketed else ()
   config = PipelineConfig(global_batch_size=run.train.batch_size, seed=run.train.seed, shuffle=shuffle,
-                          num_epochs=num_epochs, worker_count=run.data.worker_count)
+                          num_epochs=num_epochs, worker_count=run.data.worker_count, length_buckets=buckets,
+                          bucket_window=run.data.bucket_window)
+  lengths = bucketing.example_lengths(task.source, task.transform) if buckets else None
   return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
-                                    process_count=jax.process_count()))
+                                    process_count=jax.process_count(), lengths=lengths))
+
+
+class TrainSteps:
+  """The train step compiled once per batch shape: one shape, or one per length bucket (compiled when a
+  bucket first comes, so a run pays only for the buckets its data uses)."""
+
+  def __init__(self, run: Run) -> None:
+    self._run = run
+    self._steps: dict[tuple[tuple[str, tuple[int, ...]], ...], jax.stages.Compiled] = {}
+
+  def __call__(self, state: TrainState, batch: Mapping[str, np.ndarray], rng: jax.Array) -> tuple[TrainState, Any]:
+    run = self._run
+    global_batch = to_global(batch, run.mesh, run.rules)
+    key = tuple(sorted((k, tuple(v.shape)) for k, v in global_batch.items()))
+    if key not in self._steps:
+      self._steps[key] = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
+                                            run.abstract, global_batch)
+    return self._steps[key](state, global_batch, rng)
 
 
 def _global_shapes(run: Run) -> dict[str, jax.ShapeDtypeStruct]:
@@ -235,10 +298,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
   # differs between the processes of one run (process_id) and between launches (the coordinator's port).
   ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',))
-  train_batches = _batches(run, run.task, shuffle=True, num_epochs=None)
+  train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   batch_shapes = _global_shapes(run)
-  train_step = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
-                                  run.abstract, batch_shapes)
+  train_step = TrainSteps(run)
   eval_step = compile_eval_step(run.module, run.step_cfg, run.mesh, run.rules, run.abstract.params, batch_shapes)
 
   start = ckpt.latest_step()
@@ -266,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   with metrics.MetricWriter(workdir, resume_step=start or None) as writer:
     try:
       for step in range(start + 1, run.train.num_steps + 1):
-        state, step_metrics = train_step(state, to_global(next(train_batches), run.mesh, run.rules), rng)
+        state, step_metrics = train_step(state, next(train_batches), rng)
         if pending is not None:
           _check_finite(run, ckpt, *pending)
         pending = (step, step_metrics)
@@ -325,19 +387,22 @@ def _check_finite(run: Run, ckpt: checkpoint.Checkpointer, step: int, step_metri
                        'such updates')
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (optionally :arg).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and the tokenizer go.')
+def define_flags() -> None:
+  """train.py's flags; defined only when it runs as a program, so that importing it (eval.py, tests,
+  bench/) leaves the flag namespace to the importer."""
+  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (optionally :arg).', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and the tokenizer go.')
 
 
 def main(argv: list[str]) -> None:
   del argv
   if not flags.FLAGS['verbosity'].present:  # orbax and grain log every file they touch at INFO
     logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None or not _WORKDIR.value:
+  if flags.FLAGS.config is None or not flags.FLAGS.workdir:
     raise app.UsageError('give --config configs/<name>.py and --workdir <dir>')
-  distributed.maybe_initialize(_CONFIG.value.get('distributed'))  # before anything touches a device
+  distributed.maybe_initialize(flags.FLAGS.config.get('distributed'))  # before anything touches a device
   try:
-    final = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    final = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except TrainingHalted as e:
     sys.exit(f'training halted: {e}')
   if final:
@@ -345,4 +410,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -70,6 +70,10 @@ class DataConfig:
   packing: bool = False  # corpus objectives: pack whole documents with segment ids instead of joining them.
   data_dir: str | None = None  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
   worker_count: int = 0  # grain worker processes.
+  # Fine-tuning speed: batches of similar lengths, each cut to the smallest of these lengths that holds its
+  # longest example (data/bucketing.py; the last must be seq_len); () = every batch padded to seq_len.
+  length_buckets: tuple[int, ...] = ()
+  bucket_window: int = 32  # global batches sorted by length together
   # seq2seq: two text features of the source to read as (source, target) instead of those it declares,
   # e.g. 'en' and 'de' for English -> German on 'tfds:wmt14_translate/de-en' (German -> English by default).
   source_feature: str | None = None
@@ -89,6 +93,15 @@ class DataConfig:
       raise ValueError(f'data.source_feature={self.source_feature!r}: only data.objective=seq2seq reads a source '
                        f'and a target feature, not {self.objective.value}; unset data.source_feature and '
                        'data.target_feature')
+    object.__setattr__(self, 'length_buckets', tuple(self.length_buckets))  # config trees hold lists
+    if self.length_buckets:
+      if self.objective in CORPUS_OBJECTIVES:
+        raise ValueError(f'data.length_buckets={self.length_buckets}: corpus objectives fill every row; bucketing is '
+                         'for classification, regression and seq2seq examples: set data.length_buckets=()')
+      if self.length_buckets[-1] != self.seq_len:
+        raise ValueError(f'data.length_buckets={self.length_buckets}: the last bucket must be data.seq_len='
+                         f'{self.seq_len}, the length examples are padded to; e.g. '
+                         f'{tuple(b for b in self.length_buckets if b < self.seq_len) + (self.seq_len,)}')
     if self.packing and self.objective not in (Objective.CAUSAL_LM, Objective.MLM):
       raise ValueError(f'data.packing=True: only causal_lm and mlm pack documents, not {self.objective.value} '
                        '(span corruption joins documents as T5 does); set data.packing=False')

@@ -146,3 +146,11 @@ def test_from_config_dict():
   assert cfg.name.value == 'adafactor' and cfg.learning_rate == 0.01
   with pytest.raises(OptimConfigError, match=r"unknown field\(s\) \['lr'\]"):
     OptimConfig.from_dict({'lr': 0.1})
+
+
+def test_warmup_ratio_sets_the_warmup_from_the_run_length():
+  assert OptimConfig(warmup_ratio=0.1, num_steps=528, schedule='warmup_linear').warmup_steps == 53
+  with pytest.raises(OptimConfigError, match=r'optim.warmup_ratio=0.1 and optim.warmup_steps=5 are both set'):
+    OptimConfig(warmup_ratio=0.1, warmup_steps=5, num_steps=100)
+  with pytest.raises(OptimConfigError, match=r'optim.warmup_ratio=1.5: must be in \[0, 1\)'):
+    OptimConfig(warmup_ratio=1.5, num_steps=100)

@@ -274,3 +274,12 @@ def test_seq2seq_objective_must_fit_the_source(data_dir, tokenizer, seq2seq_tsv)
 def test_seq2seq_config_errors(fields, message):
   with pytest.raises(ValueError, match=message):
     tasks.DataConfig(source='tsv:x.tsv', seq_len=LENGTH, **fields)
+
+
+def test_length_buckets_are_checked_before_anything_runs():
+  base = dict(source='builtin:movie_sentiment/binary', objective='classification', seq_len=64)
+  assert tasks.DataConfig(**base, length_buckets=[16, 32, 64]).length_buckets == (16, 32, 64)
+  with pytest.raises(ValueError, match=r'the last bucket must be data.seq_len=64.*\(16, 32, 64\)'):
+    tasks.DataConfig(**base, length_buckets=(16, 32))
+  with pytest.raises(ValueError, match='corpus objectives fill every row'):
+    tasks.DataConfig(source="builtin:sotu", objective="causal_lm", seq_len=64, length_buckets=(32, 64))

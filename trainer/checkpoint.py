@@ -406,6 +406,10 @@ class Checkpointer:
       raise FileNotFoundError(f'no checkpoint {what} in {self.directory}')
     return resolved
 
+  def resolve_step(self, step: StepSpec = 'latest') -> int:
+    """The step number that `step` ('latest', 'best' or a number) names, or an error naming what exists."""
+    return self._resolve(step)
+
   def _has_item(self, step: int, name: str) -> bool:
     return (self.directory / str(step) / name).exists()
 

@@ -55,6 +55,8 @@ class OptimConfig:
   learning_rate: float = 1e-4  # peak learning rate (after warmup).
   schedule: Schedule = Schedule.WARMUP_COSINE
   warmup_steps: int = 0
+  warmup_ratio: float = 0.0  # > 0: warmup_steps = round(warmup_ratio * num_steps) (HF's warmup_ratio), for
+  #                            runs whose length is set in epochs; warmup_steps must then be 0.
   num_steps: int = 10_000  # where cosine / linear decay ends (usually train.num_steps).
   end_lr_ratio: float = 0.0  # final lr = end_lr_ratio * learning_rate (cosine, linear).
   weight_decay: float = 0.0  # decoupled; AdamW multiplies it by the lr, Adafactor does not (as in T5X).
@@ -77,6 +79,14 @@ class OptimConfig:
       if not isinstance(value, enum_type):
         object.__setattr__(self, name, parse_enum(enum_type, value, field=f'optim.{name}', what=name,
                                                  error=OptimConfigError))
+    if not 0.0 <= self.warmup_ratio < 1.0:
+      raise OptimConfigError(f'optim.warmup_ratio={self.warmup_ratio!r}: must be in [0, 1) (0 = use warmup_steps)')
+    if self.warmup_ratio:
+      if self.warmup_steps:
+        raise OptimConfigError(f'optim.warmup_ratio={self.warmup_ratio} and optim.warmup_steps={self.warmup_steps} '
+                               'are both set: set one of them to 0')
+      object.__setattr__(self, 'warmup_steps', max(1, round(self.warmup_ratio * self.num_steps))
+                         if self.num_steps > 1 else 0)
     self._validate()
 
   @classmethod

