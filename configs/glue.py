@@ -102,6 +102,12 @@ def _backbone(name: str) -> tuple[dict, str, str, float]:
   raise ValueError(f'configs/glue.py: unknown backbone {name!r}; use minilm, bert_tiny or bert_base')
 
 
+def _buckets(seq_len: int) -> tuple[int, ...]:
+  """Length buckets for fine-tuning batches: quarters of seq_len, with an eighth at the short end (most
+  sentences are short); each is one more compiled step (data/bucketing.py)."""
+  return tuple(sorted({seq_len // 4, 3 * seq_len // 8, seq_len // 2, 3 * seq_len // 4, seq_len}))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   task_name, _, backbone = (arg or 'movie_binary').partition(',')  # no arg: the built-in movie sentiment
   if task_name not in TASKS:
@@ -116,8 +122,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                eval_batches=1000, checkpoint_every=1000)
   config.optim.update(end_lr_ratio=0.0, b2=0.999, warmup_ratio=0.1)  # HF Trainer's AdamW and linear schedule
   config.train.update(num_epochs=task.epochs, init_from=init_from, keep=1)
-  config.eval = ml_collections.ConfigDict({
-      'splits': task.splits, 'metrics': tuple(m.value for m in task.metrics),
-      'predict_splits': tuple(s for s, _ in task.predict), 'submission': tuple(k for _, k in task.predict),
-      'batch_size': 0, 'max_examples': 0, 'num_samples': 3})
+  config.eval.update(splits=task.splits, metrics=tuple(m.value for m in task.metrics),
+                     predict_splits=tuple(s for s, _ in task.predict), submission=tuple(k for _, k in task.predict))
+  config.data.length_buckets = _buckets(task.seq_len)
   return config

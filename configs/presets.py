@@ -74,7 +74,7 @@ def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: 
                 target_feature: str | None = None, optimizer: str = 'adamw', schedule: str = 'warmup_cosine',
                 weight_decay: float = 0.01, log_every: int = 50, eval_every: int = 500, eval_batches: int = 20,
                 checkpoint_every: int = 1000) -> ml_collections.ConfigDict:
-  """The config tree of a setup (sections model, data, optim, mesh, train, distributed).
+  """The config tree of a setup (sections model, data, optim, mesh, train, eval, distributed).
 
   `model` holds every ModelConfig field (validated here, so a typo in a config file fails on load), which
   also lets any field be overridden from the command line; `data` the fields of data.tasks.DataConfig,
@@ -97,6 +97,11 @@ def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: 
       'num_steps': num_steps, 'batch_size': batch_size, 'microbatches': 1, 'seed': 0, 'z_loss': 0.0,
       'log_every': log_every, 'eval_every': eval_every, 'eval_batches': eval_batches,
       'checkpoint_every': checkpoint_every, 'keep': 3, 'init_from': '', 'nan_policy': 'halt'})
+  # eval.py (evaluation/config.py): the splits scored, the metrics (empty: the objective's usual ones), GLUE
+  # submission files, generation settings (decoding.GenerateConfig fields over the task's defaults).
+  config.eval = ml_collections.ConfigDict({
+      'splits': ('validation',), 'metrics': (), 'predict_splits': (), 'submission': (), 'batch_size': 0,
+      'max_examples': 0, 'num_samples': 3, 'prompt_len': 16, 'generate': {}})
   # Multi-host: empty means "ask JAX's cluster detection (SLURM, TPU pods, Open MPI) when it finds one".
   config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 0, 'process_id': -1})
   return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -69,7 +71,7 @@ def test_glue_task_trains_and_evaluates_on_mock_data(name: str, tmp_path: Path):
   """Each GLUE config: two training steps and a full eval.py pass on TFDS mock data (random text and labels):
   the official metrics per split, a predictions TSV per split, and the leaderboard files."""
   config = tiny(glue.get_config(name), num_epochs=0.0, num_steps=2)
-  config.data.update(data_dir=str(tmp_path / 'tfds'), seq_len=16)
+  config.data.update(data_dir=str(tmp_path / 'tfds'), seq_len=16, length_buckets=(8, 16))
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
     train.train_and_evaluate(config, tmp_path / 'run')
     results = evaluation_main.evaluate_checkpoint(config, tmp_path / 'run')
@@ -263,3 +265,19 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   references = [task.source[i]['target'] for i in range(12)]
   assert results['bleu'] == pytest.approx(text_metrics.bleu(hypotheses, references))
   assert results['rougeL'] == pytest.approx(text_metrics.rouge(hypotheses, references)['rougeL'])
+
+
+def test_train_and_eval_command_lines(tmp_path: Path):
+  """The README's commands: train.py then eval.py on the same config and workdir, overrides as flags."""
+  root = Path(__file__).resolve().parents[1]
+  common = ['--config', 'configs/gpt_tiny.py', '--config.model.num_layers=1', '--config.model.d_model=32',
+            '--config.model.num_heads=2', '--config.model.d_ff=64', '--config.data.seq_len=32',
+            '--config.train.num_steps=2', '--config.train.batch_size=8', '--config.optim.warmup_steps=0',
+            '--workdir', str(tmp_path)]
+  for command in (['train.py', *common], ['eval.py', *common, '--config.eval.num_samples=1']):
+    result = subprocess.run([sys.executable, *command], cwd=root, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert 'perplexity' in result.stdout and 'bits_per_byte' in result.stdout and 'samples (sample)' in result.stdout
+  saved = json.loads((tmp_path / 'eval/step_2/metrics.json').read_text())
+  assert saved['validation']['perplexity'] == pytest.approx(math.exp(saved['validation']['loss']))
