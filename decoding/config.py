@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from model.config import ConfigError, parse_enum
+from model.config import ConfigError, known_fields, parse_enum
 
 
 class Strategy(enum.Enum):
@@ -43,12 +43,7 @@ class GenerateConfig:
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> GenerateConfig:
     """Builds from a mapping (e.g. a ConfigDict section); unknown keys are an error naming them."""
-    values = dict(values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ConfigError(f'generate config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
-    return cls(**values)
+    return cls(**known_fields(cls, values, section='generate'))
 
   def to_dict(self) -> dict[str, Any]:
     """Plain values (the strategy as its string), accepted by `from_dict`."""

@@ -22,6 +22,7 @@ from typing import Any
 from data.tasks import Objective, to_objective
 from evaluation.metrics import Metric
 from evaluation.submission import submission_spec
+from model.config import known_fields
 
 # The metrics eval.py reports when config.eval.metrics is empty.
 DEFAULT_METRICS: Mapping[Objective, tuple[Metric, ...]] = {
@@ -95,11 +96,8 @@ class EvalConfig:
   def from_config(cls, config: Any) -> EvalConfig:
     """From the config tree: `config.eval` (optional: every field has a default) and data.objective."""
     section = config.get('eval') or {}
-    values: dict[str, Any] = dict(section.to_dict() if hasattr(section, 'to_dict') else section)
-    known = {f.name for f in dataclasses.fields(cls)} - {'objective'}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f'eval config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
+    values = section.to_dict() if hasattr(section, 'to_dict') else section
+    values = known_fields(cls, values, section='eval', error=ValueError, exclude=('objective',))
     return cls(objective=to_objective(config.data.objective), **values)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -58,11 +57,6 @@ def split_batches(task: tasks.Task, global_batch_size: int, *, process_index: in
     mine = indices[process_index * local:(process_index + 1) * local]
     examples = [task.transform(int(i), task.source[int(i)]) for i in mine]
     yield SplitBatch({k: np.stack([e[k] for e in examples]) for k in examples[0]}, valid, indices)
-
-
-def num_batches(task: tasks.Task, global_batch_size: int, limit: int | None = None) -> int:
-  total = len(task.source) if limit is None else min(limit, len(task.source))
-  return math.ceil(total / global_batch_size)
 
 
 class Predictor:

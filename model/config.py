@@ -141,12 +141,7 @@ class ModelConfig:
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
     """Builds from a mapping (e.g. `config.model`); unknown keys are an error naming the valid ones."""
-    values = dict(values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ConfigError(f'model config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
-    return cls(**values)
+    return cls(**known_fields(cls, values, section='model'))
 
   def to_dict(self) -> dict[str, Any]:
     """Plain values (enums as their strings): JSON-serialisable and accepted by `from_dict`."""
@@ -224,6 +219,18 @@ class ModelConfig:
     if self.attention_impl is AttentionImpl.CUDNN and self.dtype == 'float32':
       fail('attention_impl', 'cuDNN flash attention runs in bfloat16 or float16: set model.dtype=bfloat16, '
            'or use attention_impl=xla')
+
+
+def known_fields(cls: type, values: Mapping[str, Any] | None, *, section: str,
+                 error: type[Exception] = ConfigError, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+  """`values` as a dict, or `error` naming the unknown keys of config `section` and the valid ones (the fields
+  of dataclass `cls` but `exclude`). Shared by every typed config section's constructor."""
+  values = dict(values or {})
+  known = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise error(f'{section} config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
+  return values
 
 
 def parse_enum(enum_type: type[E], value: Any, *, field: str, what: str,

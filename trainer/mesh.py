@@ -20,6 +20,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from model import partitioning as P
+from model.config import known_fields
 
 RuleTarget = str | tuple[str, ...] | None
 
@@ -57,12 +58,7 @@ class MeshConfig:
   @classmethod
   def from_dict(cls, values: Mapping[str, Any] | None) -> MeshConfig:
     """From `config.mesh` (a ConfigDict or mapping); unknown keys are an error naming the valid ones."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise MeshConfigError(f'mesh config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
-    return cls(**values)
+    return cls(**known_fields(cls, values, section='mesh', error=MeshConfigError))
 
   @property
   def logical_rules(self) -> P.Rules:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from model.config import parse_enum
+from model.config import known_fields, parse_enum
 
 
 class OptimizerName(enum.Enum):
@@ -92,12 +92,7 @@ class OptimConfig:
   @classmethod
   def from_dict(cls, values: Mapping[str, Any] | None) -> OptimConfig:
     """From `config.optim`; unknown keys are an error naming the valid ones."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise OptimConfigError(f'optim config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
-    return cls(**values)
+    return cls(**known_fields(cls, values, section='optim', error=OptimConfigError))
 
   def _validate(self) -> None:
     def fail(name: str, why: str) -> None:
