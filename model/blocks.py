@@ -24,8 +24,8 @@ _REMAT_POLICIES = {
     Remat.DOTS: jax.checkpoint_policies.checkpoint_dots,
     Remat.DOTS_NO_BATCH: jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
-# TransformerLayer.__call__ argument index of `deterministic`, counting self as 0 (for nn.remat).
-_DETERMINISTIC_ARGNUM = 7
+# TransformerLayer.__call__ argument indices of `deterministic` and `rows`, counting self as 0 (for nn.remat).
+_DETERMINISTIC_ARGNUM, _ROWS_ARGNUM = 7, 9
 
 
 class TransformerLayer(nn.Module):
@@ -37,25 +37,43 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, self_mask: jax.Array | None, self_bias: jax.Array | None,
                memory: jax.Array | None, cross_mask: jax.Array | None, positions: jax.Array,
-               deterministic: bool, decode_index: jax.Array | None) -> tuple[jax.Array, None]:
-    """x: (B, T, D); memory: (B, S, D) encoder output. Returns (x, None), the shape nn.scan expects."""
+               deterministic: bool, decode_index: jax.Array | None,
+               rows: int | None = None) -> tuple[jax.Array, None]:
+    """x: (B, T, D); memory: (B, S, D) encoder output. Returns (x, None), the shape nn.scan expects.
+
+    rows: compute the output of the first `rows` positions only, (B, rows, D): their queries attend over
+    the keys and values of every position, so the result is exactly those rows of the full output.
+    """
     cfg = self.cfg
+    if rows is not None and decode_index is not None:
+      raise ValueError('rows (the first positions only) is for a whole-sequence pass, not cached decoding')
     attn_kw = dict(num_heads=cfg.num_heads, head_dim=cfg.kv_dim, use_bias=cfg.use_bias,
                    scale_logits=cfg.scale_attention, dropout_rate=cfg.attention_dropout_rate,
                    init_std=cfg.init_std, impl=cfg.attention_impl, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     rope = cfg.rope_base if cfg.position is Position.ROPE else None
 
-    def sublayer(x: jax.Array, name: str, fn) -> jax.Array:
+    def sublayer(x: jax.Array, name: str, fn, residual_rows: int | None = None) -> jax.Array:
+      """x + fn(x), pre- or post-normed; fn may return the first `residual_rows` positions only."""
       norm_ = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype,
                    param_dtype=cfg.param_dtype, name=f'{name}_norm')
       drop = nn.Dropout(cfg.dropout_rate)
+      residual = x if residual_rows is None else x[:, :residual_rows]
       if cfg.norm_placement is NormPlacement.PRE:
-        return x + drop(fn(norm_(x)), deterministic=deterministic)
-      return norm_(x + drop(fn(x), deterministic=deterministic))
+        return residual + drop(fn(norm_(x)), deterministic=deterministic)
+      return norm_(residual + drop(fn(x), deterministic=deterministic))
 
-    x = sublayer(x, 'self_attn', lambda h: MultiHeadAttention(rope_base=rope, name='self_attn', **attn_kw)(
-        h, mask=self_mask, bias=self_bias, q_positions=positions, deterministic=deterministic,
-        decode_index=decode_index))
+    def self_attn(h: jax.Array) -> jax.Array:
+      attn = MultiHeadAttention(rope_base=rope, name='self_attn', **attn_kw)
+      if rows is None:
+        return attn(h, mask=self_mask, bias=self_bias, q_positions=positions, deterministic=deterministic,
+                    decode_index=decode_index)
+      # The first rows' queries over every position's keys and values: the same projections, read as
+      # attention with a separate key/value input.
+      return attn(h[:, :rows], h, mask=_first_query_rows(self_mask, rows), bias=_first_query_rows(self_bias, rows),
+                  q_positions=positions[:, :rows], kv_positions=positions, deterministic=deterministic)
+
+    # Everything after self-attention is per position, so it runs on the kept rows alone.
+    x = sublayer(x, 'self_attn', self_attn, rows)
     if self.cross:
       # Cross-attention has no position information of its own (T5, Vaswani et al.).
       x = sublayer(x, 'cross_attn', lambda h: MultiHeadAttention(name='cross_attn', **attn_kw)(
@@ -66,6 +84,11 @@ class TransformerLayer(nn.Module):
     x = sublayer(x, 'ffn', lambda h: ffn(h, deterministic))
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     return x, None
+
+
+def _first_query_rows(t: jax.Array | None, rows: int) -> jax.Array | None:
+  """A mask or bias broadcastable to (B, N, T, S), cut to its first `rows` queries (axis -2)."""
+  return t if t is None or t.shape[-2] == 1 else t[..., :rows, :]
 
 
 class Stack(nn.Module):
@@ -81,10 +104,16 @@ class Stack(nn.Module):
                positions: jax.Array | None = None, token_type_ids: jax.Array | None = None,
                memory: jax.Array | None = None, memory_valid: jax.Array | None = None,
                memory_segment_ids: jax.Array | None = None, deterministic: bool = True,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, first_rows: int | None = None) -> jax.Array:
     """x: (B, T, D) token embeddings; valid: (B, T) real tokens; segment_ids: (B, T) packed examples (0 =
     padding); positions: (B, T) per-token positions (default 0..T-1, or the cache slots when decoding);
-    memory: (B, S, D) encoder output with memory_valid / memory_segment_ids. Returns (B, T, D)."""
+    memory: (B, S, D) encoder output with memory_valid / memory_segment_ids. Returns (B, T, D).
+
+    first_rows: return only the first `first_rows` positions, (B, first_rows, D), exactly those rows of the
+    full output. Unscanned, the last layer then computes them alone (every earlier layer's keys and values
+    feed them): for a classifier reading [CLS], most of that layer's work is skipped. A scanned stack runs
+    every layer alike and cuts the output.
+    """
     cfg = self.cfg
     length = x.shape[1]
     slots = jnp.arange(length)
@@ -112,7 +141,7 @@ class Stack(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
-    x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index)
+    x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows)
     if cfg.norm_placement is NormPlacement.PRE:
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='final_norm')(x)
@@ -161,19 +190,21 @@ class Stack(nn.Module):
                                        num_buckets=cfg.relative_buckets, max_distance=cfg.relative_max_distance)
     return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(cfg.dtype)
 
-  def _layers(self, x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index):
+  def _layers(self, x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows):
     cfg = self.cfg
     layer_cls = TransformerLayer
     if cfg.remat is not Remat.NONE:
       layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
-                           static_argnums=(_DETERMINISTIC_ARGNUM,))
+                           # rows is passed (and static) in the unscanned stack only
+                           static_argnums=(_DETERMINISTIC_ARGNUM,) + (() if cfg.scan_layers else (_ROWS_ARGNUM,)))
     args = (self_mask, bias, memory, cross_mask, positions, deterministic, decode_index)
     if cfg.scan_layers:
       scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0},
                         split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
                         length=self.num_layers, metadata_params={nn.PARTITION_NAME: P.LAYERS})
       x, _ = scanned(self.cfg, self.cross, name='layers')(x, *args)
-    else:
-      for i in range(self.num_layers):
-        x, _ = layer_cls(self.cfg, self.cross, name=f'layers_{i}')(x, *args)
+      return x if first_rows is None else x[:, :first_rows]
+    for i in range(self.num_layers):
+      rows = first_rows if i == self.num_layers - 1 else None
+      x, _ = layer_cls(self.cfg, self.cross, name=f'layers_{i}')(x, *args, rows)
     return x

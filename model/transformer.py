@@ -62,11 +62,12 @@ class Transformer(nn.Module):
 
   def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
              token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None,
-             segment_ids: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
-    """input_ids: (B, S) -> encoder hidden states (B, S, D)."""
+             segment_ids: jax.Array | None = None, deterministic: bool = True,
+             first_rows: int | None = None) -> jax.Array:
+    """input_ids: (B, S) -> encoder hidden states (B, S, D), or (B, first_rows, D) (see `Stack`)."""
     return self.encoder(self._embed_tokens(input_ids), valid=masks.token_validity(attention_mask, segment_ids),
                         segment_ids=segment_ids, positions=position_ids, token_type_ids=token_type_ids,
-                        deterministic=deterministic)
+                        deterministic=deterministic, first_rows=first_rows)
 
   def decode(self, decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
              encoder_hidden: jax.Array | None = None, attention_mask: jax.Array | None = None,
@@ -101,18 +102,24 @@ class Transformer(nn.Module):
                segment_ids: jax.Array | None = None, decoder_input_ids: jax.Array | None = None,
                decoder_attention_mask: jax.Array | None = None, decoder_position_ids: jax.Array | None = None,
                decoder_segment_ids: jax.Array | None = None, encoder_hidden: jax.Array | None = None,
-               deterministic: bool = True, decode: bool = False) -> dict[str, jax.Array]:
+               deterministic: bool = True, decode: bool = False, head_only: bool = False) -> dict[str, jax.Array]:
     """Runs the family's path and head. The argument names follow HF transformers.
 
     encoder: input_ids (B, S) [+ attention_mask, token_type_ids]. decoder: input_ids (B, T) [+ attention_mask].
     encoder_decoder: input_ids (B, S) and decoder_input_ids (B, T) with their masks; pass encoder_hidden
     instead of input_ids to reuse an encoding (incremental decoding).
+
+    head_only: the caller reads only the head's output, so the model may skip the rest. An encoder
+    classifier's pooler reads position 0 alone: its last layer then computes that position only (same
+    logits; 'hidden' is (B, 1, D)). Other heads read every position and are unaffected.
     """
     cfg = self.cfg
     out: dict[str, Any] = {}
     match cfg.family:
       case Family.ENCODER:
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        first_rows = 1 if head_only and cfg.head is Head.CLASSIFIER else None
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic,
+                             first_rows)
       case Family.DECODER:
         hidden = self.decode(input_ids, attention_mask, position_ids=position_ids, segment_ids=segment_ids,
                              deterministic=deterministic, decode=decode)

@@ -160,6 +160,50 @@ def test_remat_changes_no_value_or_gradient(remat, scan):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5), grad, want_grad)
 
 
+# --- head_only: a classifier's last layer computes [CLS] alone ---------------------------------------------
+
+_CLASSIFIERS = {
+    'bert': TINY['bert'].replace(head=model.Head.CLASSIFIER, num_labels=3, pooler=True,
+                                 lm_head_bias=False),
+    # pre-norm, rotary positions (per-row query positions), rematerialised layers (rows is a static argument)
+    'pre_rope_remat': TINY['bert'].replace(head=model.Head.CLASSIFIER, num_labels=3, pooler=True, lm_head_bias=False,
+                                           norm_placement='pre', position='rope', remat='full'),
+}
+
+
+@pytest.mark.parametrize('scan', [False, True])
+@pytest.mark.parametrize('name', list(_CLASSIFIERS))
+def test_head_only_classifier_gives_the_same_logits_and_gradients(name, scan):
+  cfg = _CLASSIFIERS[name].replace(scan_layers=scan)
+  module = model.build(cfg)
+  params = model.init_params(module, jax.random.key(0))
+  rng = np.random.default_rng(0)  # perturb norms and biases too (numpy: no compile per leaf)
+  params = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(x.dtype), params)
+  mask = jnp.asarray([[1] * 7, [1] * 4 + [0] * 3], jnp.int32)  # a padded row: the mask is cut to row 0 too
+  kw = dict(input_ids=random_ids((2, 7), seed=3), attention_mask=mask)
+
+  def run(head_only, p):
+    out = module.apply({'params': p}, **kw, head_only=head_only)
+    return jnp.sum(out['logits'] * jnp.arange(1.0, 4.0)), out
+
+  grad_fn = jax.jit(jax.grad(run, argnums=1, has_aux=True), static_argnums=0)
+  (want_grad, want), (grad, got) = grad_fn(False, params), grad_fn(True, params)
+  assert want['hidden'].shape == (2, 7, 32) and got['hidden'].shape == (2, 1, 32)
+  np.testing.assert_allclose(got['logits'], want['logits'], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(got['hidden'][:, 0], want['hidden'][:, 0], atol=1e-5, rtol=1e-5)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4), grad, want_grad)
+
+
+def test_head_only_leaves_other_heads_alone():
+  for name in ('bert', 'gpt2'):
+    kw = inputs_for(TINY[name], random_ids((2, 5), seed=4))
+    module = model.build(TINY[name])
+    out = jax.jit(lambda p, kw, m=module: m.apply({'params': p}, **kw, head_only=True))(params_of(name), kw)
+    want = forward(TINY[name])(params_of(name), kw)
+    assert out['hidden'].shape == want['hidden'].shape
+    np.testing.assert_allclose(out['logits'], want['logits'], atol=1e-6, rtol=1e-6)
+
+
 # --- training mode ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('name', ['bert', 't5'])

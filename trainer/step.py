@@ -145,10 +145,12 @@ def init_train_state(module: model.Transformer, tx: optax.GradientTransformation
 
 def apply_model(module: model.Transformer, params: Params, batch: Batch, *, deterministic: bool,
                 rng: jax.Array | None = None) -> dict[str, jax.Array]:
-  """module.apply on the batch's model inputs (every feature but the targets): the model's outputs."""
+  """module.apply on the batch's model inputs (every feature but the targets): the model's outputs. The
+  steps and predictions read the logits alone, so the model may skip what its head does not read (head_only:
+  a classifier's last layer computes [CLS] only; 'hidden' is then not every position)."""
   inputs = {k: v for k, v in batch.items() if k not in losses.TARGET_FEATURES}
   rngs = None if rng is None else {'dropout': rng}
-  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs)
+  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=True)
 
 
 def _loss_fn(params: Params, batch: Batch, rng: jax.Array, *, module: model.Transformer, cfg: StepConfig,
