@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -113,6 +114,12 @@ def test_fine_tune_on_a_users_tsv_learns(tmp_path: Path):
   config.data.update(source=f'tsv:{tmp_path}', seq_len=16, length_buckets=(8, 12, 16))
   run = train.build_run(config, tmp_path / 'run')
   assert run.train.num_steps == math.ceil(3.0 * 512 / 8) and run.data.length_buckets == (8, 12, 16)
+  # train.py compiles a step per bucket up front: every batch of an epoch has one of those shapes.
+  foreseen = {train.TrainSteps.key(shapes) for shapes in train.train_batch_shapes(run)}
+  batches = train._batches(run, run.task, shuffle=True, num_epochs=1, bucketed=True)
+  seen = {train.TrainSteps.key(batch) for batch in batches}
+  batches.close()
+  assert len(foreseen) == 3 and seen and seen <= foreseen, (seen, foreseen)
   config.optim.learning_rate = 3e-3
   config.eval.splits = ('validation',)
   train.train_and_evaluate(config, tmp_path / 'run')
@@ -190,16 +197,26 @@ def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
 def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
   """configs/glue.py:<task>,bert_tiny starts from a bert_tiny workdir: its encoder and its tokenizer."""
   pre = bert_tiny.get_config()
-  pre.model.update(_TINY)
+  pre.model.update(_TINY | dict(num_layers=2))  # two layers: their order survives the change of layout
   pre.train.update(num_steps=1, batch_size=8, eval_batches=1)
   pre.optim.warmup_steps = 0
   train.train_and_evaluate(pre, tmp_path / 'pre')
   config = glue.get_config('movie_binary,bert_tiny')
-  config.model.update(_TINY)
+  config.model.update(_TINY | dict(num_layers=2))
   config.train.update(init_from=str(tmp_path / 'pre'), num_epochs=0.0, num_steps=1, batch_size=8, eval_batches=1)
   run = train.build_run(config, tmp_path / 'fine')
   assert run.data.tokenizer.startswith('sentencepiece:') and str(tmp_path / 'pre' / 'tokenizer') in run.data.tokenizer
   assert run.task.tokenizer.vocab_size == 8000
+  # The pretraining's scanned layers arrive in the fine-tune's unscanned layout, every tensor loaded.
+  assert pre.model.scan_layers and not run.model_cfg.scan_layers
+  pretrained = checkpoint.restore_params(tmp_path / 'pre', train.abstract_train_state(
+      model.build(model.ModelConfig.from_dict(pre.model)), optax.identity(), run.mesh, run.rules).params)
+  fresh = train.init_train_state(run.module, run.tx, jax.random.key(1), run.abstract).params
+  started = train._initial_params(run, str(tmp_path / 'pre'), fresh)
+  for i in range(2):
+    jax.tree.map(lambda a, b, i=i: np.testing.assert_array_equal(a[i], b), pretrained['encoder']['layers'],
+                 started['encoder'][f'layers_{i}'])
+  np.testing.assert_array_equal(started['token_embed']['embedding'], pretrained['token_embed']['embedding'])
   train.train_and_evaluate(config, tmp_path / 'fine')
 
 
