@@ -67,6 +67,9 @@ class TrainConfig:
   keep: int = 3
   init_from: str = ''  # one of our workdirs, or an HF checkpoint directory
   nan_policy: NanPolicy = NanPolicy.HALT
+  # Regression: the head predicts in units of the training labels' mean and std (model.target_mean /
+  # target_scale, from the training split), as it would on standardized labels; predictions stay in label units.
+  standardize_targets: bool = False
 
   def __post_init__(self) -> None:
     if not isinstance(self.nan_policy, NanPolicy):
@@ -158,6 +161,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   eval_split = (eval_cfg.splits or ('validation',))[0]
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
   check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
+  if train.standardize_targets:
+    model_cfg = _standardized(model_cfg, data, task)
   tx, schedule = make_optimizer(optim_cfg)
   if train.nan_policy is NanPolicy.SKIP:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
@@ -166,6 +171,21 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   step_cfg = StepConfig(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss)
   return Run(train, model_cfg, data, task, eval_task, mesh, mesh_cfg.logical_rules, abstract, tx, schedule, step_cfg,
              module, workdir)
+
+
+def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Task) -> model.ModelConfig:
+  """`cfg` with target_mean / target_scale = the mean and std of the training split's labels (recomputed
+  identically by eval.py, which builds the same run)."""
+  if data.objective is not tasks.Objective.REGRESSION:
+    raise ValueError(f'train.standardize_targets=True: only for data.objective=regression, not '
+                     f'{data.objective.value}; set it to False')
+  labels = np.array([float(task.source[i][task.info.label_feature]) for i in range(len(task.source))], np.float64)
+  mean, std = float(labels.mean()), float(labels.std())
+  if not std > 0:
+    raise ValueError(f'train.standardize_targets=True: every training label of {data.source!r} is {mean}; set it '
+                     'to False')
+  _say(f'regression targets: mean {mean:.4f}, std {std:.4f} of {len(labels)} training labels')
+  return cfg.replace(target_mean=mean, target_scale=std)
 
 
 INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint

@@ -128,7 +128,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                schedule='warmup_linear', weight_decay=0.01, log_every=50, eval_every=1000,
                                eval_batches=1000, checkpoint_every=1000)
   config.optim.update(end_lr_ratio=0.0, b2=0.999, warmup_ratio=0.1)  # HF Trainer's AdamW and linear schedule
-  config.train.update(num_epochs=task.epochs, init_from=init_from, keep=1)
+  # Regression heads fit standardized labels (movie_regression: Pearson 0.806 -> 0.813 in one run each).
+  config.train.update(num_epochs=task.epochs, init_from=init_from, keep=1,
+                      standardize_targets=task.objective == 'regression')
   config.eval.update(splits=task.splits, metrics=tuple(m.value for m in task.metrics),
                      predict_splits=tuple(s for s, _ in task.predict), submission=tuple(k for _, k in task.predict))
   config.data.length_buckets = _buckets(task.seq_len)

@@ -114,6 +114,10 @@ class ModelConfig:
   head: Head = Head.NONE
   num_labels: int = 0  # CLASSIFIER head outputs; 1 means regression.
   pooler: bool = False  # dense+tanh over the first token (BERT); required by the CLASSIFIER head.
+  # Regression (num_labels=1) predicts target_mean + target_scale * (the classifier's output): the head
+  # then fits labels of mean 0 and std 1 (train.standardize_targets sets them from the training labels).
+  target_mean: float = 0.0
+  target_scale: float = 1.0
   tie_embeddings: bool = True  # LM head reuses the token embedding matrix.
   scale_tied_logits: bool = False  # hidden * d_model**-0.5 before a tied LM head (T5 v1.0).
   lm_head_bias: bool = False  # a vocabulary bias on the LM head (BERT's MLM head).
@@ -207,6 +211,11 @@ class ModelConfig:
         fail('pooler', 'the classifier head reads the pooled first token: set model.pooler=True')
     elif self.num_labels:
       fail('num_labels', f'only used by head=classifier, but head={self.head.value}; set num_labels=0')
+    if (self.target_mean, self.target_scale) != (0.0, 1.0) and not (self.head is Head.CLASSIFIER and
+                                                                    self.num_labels == 1):
+      fail('target_mean', 'target_mean / target_scale only apply to regression (head=classifier, num_labels=1)')
+    if not self.target_scale > 0:
+      fail('target_scale', f'must be > 0, got {self.target_scale}')
     if self.pooler and self.family is not Family.ENCODER:
       fail('pooler', 'only an encoder-only model has a pooler')
     if self.scale_tied_logits and not (self.head is Head.LM and self.tie_embeddings):

