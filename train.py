@@ -318,6 +318,7 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
   """Parameters of another run or an HF directory, onto this model: matching tensors are taken, heads that
   this model lacks are dropped and heads it adds keep their fresh initialisation (both listed in the log)."""
   path = Path(init_from).expanduser()
+  source_standardized = False  # a regression head of the source predicts in label units unless it was standardized
   if (path / 'config.json').is_file():
     _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
   else:
@@ -327,6 +328,14 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
     loaded = checkpoint.restore_params(path, target)
     if saved_module.cfg.scan_layers != run.model_cfg.scan_layers:  # e.g. a scanned pretraining -> configs/glue.py
       loaded = (model.stack_layers if run.model_cfg.scan_layers else model.unstack_layers)(loaded)
+    source_standardized = bool(saved.train.get('standardize_targets', False))
+  mean, scale = run.model_cfg.target_mean, run.model_cfg.target_scale
+  if 'classifier' in loaded and (mean, scale) != (0.0, 1.0):
+    if source_standardized:
+      _say(f'init_from {init_from}: its regression head is in its own run\'s standardized units; loaded as is')
+    else:  # re-expressed in this run's standardized units, so it predicts the same values as in its source
+      head = loaded['classifier']
+      loaded = loaded | {'classifier': {'kernel': head['kernel'] / scale, 'bias': (head['bias'] - mean) / scale}}
   flat_init = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   flat_loaded = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
   kept, fresh = 0, []

@@ -57,6 +57,32 @@ def test_init_from_an_hf_mlm_checkpoint_into_a_classifier(hf_mlm_dir: Path, tmp_
   assert jax.tree.map(lambda x: x.sharding, loaded) == shardings
 
 
+def test_init_from_an_hf_regression_head_keeps_its_predictions(tmp_path: Path):
+  """An HF regression head (label units) loaded into a standardized head (train.standardize_targets)
+  is re-expressed so that the model predicts what it predicted in HF."""
+  torch.manual_seed(1)
+  hf_config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=64, num_labels=1,
+                                      problem_type='regression')
+  hf_model = transformers.BertForSequenceClassification(hf_config).eval()
+  with torch.no_grad():
+    hf_model.classifier.bias.fill_(1.5)  # a head far from HF's init: the re-expression must carry the bias
+  hf_model.save_pretrained(tmp_path / 'hf')
+  config = classifier_config()
+  config.model.num_labels = 1
+  config.data.update(source='builtin:movie_sentiment/regression', objective='regression')
+  config.train.standardize_targets = True
+  run = train.build_run(config, tmp_path / 'run')
+  assert run.model_cfg.target_scale > 1  # ratings in [-4, 4]
+  state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
+  params = train._initial_params(run, str(tmp_path / 'hf'), state.params)  # pylint: disable=protected-access
+  ids = np.random.default_rng(0).integers(1000, 30000, (2, 9)).astype(np.int32)
+  ours = run.module.apply({'params': params}, input_ids=ids, attention_mask=np.ones_like(ids))['logits']
+  with torch.no_grad():
+    want = hf_model(input_ids=torch.from_numpy(ids).long()).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4)
+
+
 def test_init_from_a_shape_mismatch_names_the_tensor(hf_mlm_dir: Path, tmp_path: Path):
   config = classifier_config()
   config.model.d_ff = 128
