@@ -278,8 +278,9 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
   # between the processes' compiles of the same program.
   workers = len(os.sched_getaffinity(0)) if jax.process_count() == 1 else 1
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    # The eval batches are never cut: the last shape, data.seq_len (the last bucket, or the only shape).
     eval_future = pool.submit(compile_eval_step, run.module, run.step_cfg, run.mesh, run.rules, run.abstract.params,
-                              _global_shapes(run))
+                              train_shapes[-1])
     train_compiled = list(pool.map(train_step, train_shapes))
     eval_step = eval_future.result()
   return TrainSteps(run, {TrainSteps.key(s): c for s, c in zip(train_shapes, train_compiled)}), eval_step

@@ -42,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # weights come from the package's directory, never a hub
 
 BATCH, MAX_LEN, LR, WARMUP_RATIO, WEIGHT_DECAY = 32, 64, 5e-5, 0.1, 0.01
-BUCKETS = (16, 24, 32, 48, 64)
 TASKS = {'movie_binary': 'builtin:movie_sentiment/binary', 'movie_regression': 'builtin:movie_sentiment/regression'}
 
 
@@ -72,8 +71,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
   config.train.eval_batches = 1  # the loop's end-of-training validation pass: one batch (HF's loop has none)
   if args.init == 'random':
     config.train.init_from = ''
-  if args.bucket:
-    config.data.length_buckets = BUCKETS
+  if not args.bucket:  # configs/glue.py buckets by default (16/24/32/48/64 at length 64)
+    config.data.length_buckets = ()
   config.eval.splits = ('test',)
   if args.max_train:  # a quick check: the first examples only, through a TSV copy of them
     config.data.source = _subset_tsv(args.task, args.max_train)
@@ -184,16 +183,18 @@ def main() -> None:
   parser.add_argument('--init', choices=('pretrained', 'random'), default='pretrained')
   parser.add_argument('--epochs', type=float, default=2.0)
   parser.add_argument('--max_train', type=int, default=0)
-  parser.add_argument('--bucket', action=argparse.BooleanOptionalAction, default=True)
+  # Explicit flags: argparse's BooleanOptionalAction would spell the negative --no-bucket.
+  parser.add_argument('--bucket', dest='bucket', action='store_true', default=True)
+  parser.add_argument('--no_bucket', dest='bucket', action='store_false')
   parser.add_argument('--sides', default='ours,hf')
   parser.add_argument('--json', default='')
   parser.add_argument('--side', choices=sorted(SIDES), help=argparse.SUPPRESS)
   parser.add_argument('--result', help=argparse.SUPPRESS)
-  args, _ = parser.parse_known_args()
+  args = parser.parse_args()  # a mistyped flag is an error, not a silent default
   if args.side:  # a child: run one side, write its result
     Path(args.result).write_text(json.dumps(SIDES[args.side](args)))
     return
-  argv = [a for a in sys.argv[1:]]
+  argv = sys.argv[1:]
   sides = [s.strip() for s in args.sides.split(',') if s.strip()]
   results = [_child(side, argv) for side in sides]
   print(f'\n{args.task}, init {args.init}, {args.epochs:g} epochs, batch {BATCH}, max length {MAX_LEN}, '

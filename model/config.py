@@ -213,7 +213,8 @@ class ModelConfig:
       fail('num_labels', f'only used by head=classifier, but head={self.head.value}; set num_labels=0')
     if (self.target_mean, self.target_scale) != (0.0, 1.0) and not (self.head is Head.CLASSIFIER and
                                                                     self.num_labels == 1):
-      fail('target_mean', 'target_mean / target_scale only apply to regression (head=classifier, num_labels=1)')
+      fail('target_mean' if self.target_mean != 0.0 else 'target_scale',
+           'target_mean / target_scale only apply to regression (head=classifier, num_labels=1)')
     if not self.target_scale > 0:
       fail('target_scale', f'must be > 0, got {self.target_scale}')
     if self.pooler and self.family is not Family.ENCODER:
