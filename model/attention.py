@@ -78,7 +78,11 @@ class MultiHeadAttention(nn.Module):
     qkv_names = (P.EMBED, P.HEADS, P.KV)
     kv_in = x if memory is None else memory
     q = dense(heads, qkv_names, std=q_std, name='query', **kw)(x)
-    k = dense(heads, qkv_names, std=self.init_std, name='key', **kw)(kv_in)
+    # A key bias adds q . b to every key's score of a query alike, which the softmax cancels: its exact
+    # gradient is zero, and the round-off it gets instead would be blown up by Adam's normalisation into a
+    # random walk that differs between machines. It stays (HF checkpoints have it) but takes no gradient;
+    # under RoPE the bias is rotated by the key's position, no longer cancels, and trains.
+    k = dense(heads, qkv_names, std=self.init_std, name='key', bias_grad=self.rope_base is not None, **kw)(kv_in)
     v = dense(heads, qkv_names, std=self.init_std, name='value', **kw)(kv_in)
     if self.rope_base is not None:
       q = apply_rope(q, q_positions, self.rope_base)

@@ -38,6 +38,7 @@ class DenseGeneral(nn.Module):
   std: float
   dtype: Dtype
   param_dtype: Dtype
+  bias_grad: bool = True  # False: the bias is applied but takes no gradient (a key bias, see attention.py)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -48,6 +49,8 @@ class DenseGeneral(nn.Module):
     if self.use_bias:
       bias = self.param('bias', partitioned(nn.initializers.zeros_init(), self.names[self.num_in:]),
                         self.features, self.param_dtype)
+      if not self.bias_grad:
+        bias = lax.stop_gradient(bias)
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
     y = lax.dot_general(x, kernel, (contract, ((), ())))
@@ -55,13 +58,14 @@ class DenseGeneral(nn.Module):
 
 
 def dense(features: int | tuple[int, ...], names: tuple[str | None, ...], *, axis: int | tuple[int, ...] = -1,
-          use_bias: bool, std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> DenseGeneral:
+          use_bias: bool, std: float, dtype: Dtype, param_dtype: Dtype, name: str,
+          bias_grad: bool = True) -> DenseGeneral:
   """A dense layer over x's trailing `axis` (-1, or (-2, -1)) whose kernel carries `names` (input axes
-  first) and whose bias the output ones."""
+  first) and whose bias the output ones; `bias_grad=False` stops the bias's gradient."""
   features = (features,) if isinstance(features, int) else tuple(features)
   num_in = 1 if isinstance(axis, int) else len(axis)
   return DenseGeneral(features=features, names=tuple(names), num_in=num_in, use_bias=use_bias, std=std,
-                      dtype=dtype, param_dtype=param_dtype, name=name)
+                      dtype=dtype, param_dtype=param_dtype, name=name, bias_grad=bias_grad)
 
 
 def norm(kind: Norm, *, eps: float, use_bias: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Module:

@@ -130,3 +130,31 @@ def test_head_dim_independent_of_width_and_unscaled_logits():
   q, k, v = (np.einsum('btd,dnh->btnh', x, p[n]['kernel']) for n in ('query', 'key', 'value'))
   want = np.einsum('btnh,nhd->btd', naive_attention(q, k, v, scale=1.0), p['out']['kernel'])
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('rope,cross', [(False, False), (False, True), (True, False)])  # RoPE: self-attention
+def test_key_bias_takes_no_gradient_unless_rotated(rope, cross):
+  """The softmax cancels a key bias (it adds q . b to every key's score of a query), so its exact gradient is
+  zero; it is held at exactly zero instead of round-off that Adam would amplify. Under RoPE it matters."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+  memory = jnp.asarray(rng.normal(size=(B, S, D)), jnp.float32) if cross else None
+  module = _module(rope_base=10_000.0 if rope else None)
+  positions = jnp.broadcast_to(jnp.arange(T), (B, T)) if rope else None
+  params = nn.unbox(module.init(jax.random.key(0), x, memory, q_positions=positions)['params'])
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero key bias, as an HF checkpoint has
+
+  def loss(p):
+    out = module.apply({'params': p}, x, memory, q_positions=positions)
+    return jnp.sum(jnp.sin(out))
+
+  grads = jax.grad(loss)(params)
+  if rope:
+    assert float(jnp.abs(grads['key']['bias']).max()) > 1e-3
+  else:
+    assert not np.any(np.asarray(grads['key']['bias']))  # exactly zero
+    # ... and the bias still changes nothing the model computes, so it may be kept as loaded.
+    moved = jax.tree.map(lambda p: p, params)
+    moved['key']['bias'] = params['key']['bias'] + 3.0
+    np.testing.assert_allclose(loss(moved), loss(params), rtol=1e-5)
+  assert float(jnp.abs(grads['value']['bias']).max()) > 1e-3 and float(jnp.abs(grads['query']['bias']).max()) > 1e-3
