@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import train
+from core.paths import user_path
 from data import tasks
 from evaluation import metrics as M
 from evaluation import generation, predict, submission, text_metrics
@@ -38,7 +39,7 @@ Results = dict[str, dict[str, float]]
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, *, step: str | int = 'latest',
                         out_dir: str | Path | None = None) -> Results:
   """Scores the checkpoint `step` of `workdir` on `config.eval.splits`; returns {split: {metric: value}}."""
-  workdir = Path(workdir).expanduser()
+  workdir = user_path(workdir)
   eval_cfg = EvalConfig.from_config(config)
   run = train.build_run(config, workdir)  # every input checked; nothing compiled yet
   with checkpoint.Checkpointer(workdir, read_only=True, best_metric='loss', best_mode='min') as ckpt:
@@ -50,7 +51,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, 
       checkpoint.check_config(saved, config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*', 'eval.*'))
     resolved = ckpt.resolve_step(step)
     params = ckpt.restore_params(run.abstract.params, resolved)
-  out = Path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
+  out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
   batch_size = eval_cfg.batch_size or run.train.batch_size
   predictor = predict.Predictor(run.module, run.mesh, run.rules)
   results: Results = {}

@@ -29,6 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import model
+from core.paths import user_path
 from data import bucketing, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
 from data.tokenizers import TokenizerKind, TokenizerSpec, auto_model_path
@@ -146,6 +147,7 @@ class Run:
 
 def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   train = TrainConfig.from_dict(config.train)
+  optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)  # its errors before any tokenizer
   model_cfg = model.ModelConfig.from_dict(config.model)
   data = tasks.DataConfig.from_dict(config.data)
   if data.tokenizer == INIT_FROM:
@@ -157,7 +159,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   if train.num_epochs:
     train = dataclasses.replace(train, num_steps=max(1, math.ceil(train.num_epochs * len(task.source) /
                                                                   train.batch_size)))
-  optim_cfg = OptimConfig.from_dict(dict(config.optim) | {'num_steps': train.num_steps})
+    optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)
+  if warmup_note:
+    _say(warmup_note)
   eval_split = (eval_cfg.splits or ('validation',))[0]
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
   check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
@@ -193,7 +197,7 @@ INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's ch
 
 def _saved_config(init_from: str) -> ml_collections.ConfigDict:
   """The config saved with the latest checkpoint of our workdir `init_from` (not an HF directory)."""
-  with checkpoint.Checkpointer(Path(init_from).expanduser(), read_only=True) as reader:
+  with checkpoint.Checkpointer(user_path(init_from), read_only=True) as reader:
     saved = reader.saved_config() if reader.latest_step() is not None else None
   if saved is None:
     raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
@@ -207,7 +211,7 @@ def tokenizer_of(init_from: str) -> str:
   if not init_from:
     raise ValueError(f"data.tokenizer='{INIT_FROM}' takes the tokenizer of train.init_from, which is empty: "
                      'set --config.train.init_from=<workdir or HF directory>, or name a tokenizer')
-  path = Path(init_from).expanduser()
+  path = user_path(init_from)
   if (path / 'config.json').is_file():
     for name, kind in (('vocab.txt', 'wordpiece'), ('spiece.model', 'sentencepiece'), ('vocab.json', 'byte_bpe')):
       if (path / name).is_file():
@@ -318,7 +322,7 @@ def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
 def _initial_params(run: Run, init_from: str, params: Any) -> Any:
   """Parameters of another run or an HF directory, onto this model: matching tensors are taken, heads that
   this model lacks are dropped and heads it adds keep their fresh initialisation (both listed in the log)."""
-  path = Path(init_from).expanduser()
+  path = user_path(init_from)
   source_standardized = False  # a regression head of the source predicts in label units unless it was standardized
   if (path / 'config.json').is_file():
     _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
@@ -360,7 +364,7 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
-  workdir = Path(workdir).expanduser()
+  workdir = user_path(workdir)
   run = build_run(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
@@ -392,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   rng = jax.random.key(run.train.seed)
   eval_metrics: dict[str, float] = {}
   pending: tuple[int, Any] | None = None  # the previous step's metrics, checked once the next step is queued
-  with metrics.MetricWriter(workdir, resume_step=start or None) as writer:
+  with metrics.MetricWriter(workdir, resume_step=start) as writer:
     try:
       for step in range(start + 1, run.train.num_steps + 1):
         state, step_metrics = train_step(state, next(train_batches), rng)

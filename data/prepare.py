@@ -24,6 +24,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
+from core.paths import user_path
 from data import datasets, raw
 from data.datasets import glue_tsv
 
@@ -33,7 +34,7 @@ GLUE_DIR_ENV = 'GLUE_DIR'
 
 def default_data_dir() -> Path:
   """`$TFDS_DATA_DIR`, else `~/tensorflow_datasets`: where TFDS itself looks by default."""
-  return Path(os.environ.get('TFDS_DATA_DIR') or Path.home() / 'tensorflow_datasets').expanduser()
+  return user_path(os.environ.get('TFDS_DATA_DIR') or Path.home() / 'tensorflow_datasets')
 
 
 class Outcome(enum.Enum):
@@ -79,13 +80,14 @@ def raw_dir(name: str, glue_dir: str | Path | None = None, raw_cache_dir: Path |
     if not glue_dir:
       raise FileNotFoundError(f'{name} reads the GLUE TSV files from a local folder: run `python -m data.prepare '
                               f'{base} --glue_dir DIR` (or set ${GLUE_DIR_ENV}), DIR holding CoLA/, SST-2/, ...')
-    return Path(glue_dir).expanduser()
+    return user_path(glue_dir)
   return package.fetch(raw_cache_dir)
 
 
 def builder(name: str, data_dir: str | Path | None = None) -> tfds.core.DatasetBuilder:
   """The TFDS builder of built-in dataset config `name` in `data_dir` (array_record)."""
-  return tfds.builder(name, data_dir=str(data_dir or default_data_dir()), file_format=FILE_FORMAT)
+  return tfds.builder(name, data_dir=str(user_path(data_dir) if data_dir else default_data_dir()),
+                      file_format=FILE_FORMAT)
 
 
 def build(name: str, data_dir: str | Path | None = None, *, manual_dir: str | Path | None = None,
@@ -98,7 +100,7 @@ def build(name: str, data_dir: str | Path | None = None, *, manual_dir: str | Pa
   expand([name])  # an unknown name or config: ValueError listing the valid ones.
   result = builder(name, data_dir)  # a name without config: its default (first) config.
   if not result.is_prepared():
-    source = Path(manual_dir) if manual_dir else raw_dir(name, glue_dir, raw_cache_dir)
+    source = user_path(manual_dir) if manual_dir else raw_dir(name, glue_dir, raw_cache_dir)
     config = tfds.download.DownloadConfig(manual_dir=str(source), try_download_gcs=False)
     result.download_and_prepare(download_config=config)
   return result
@@ -143,7 +145,7 @@ def _glue_task_present(name: str, glue_dir: str | Path) -> bool:
   """Whether all TSV files of GLUE task config `name` ('glue_tsv/sst2') are in `glue_dir`."""
   [config] = [c for c in glue_tsv.TASKS if f'glue_tsv/{c.name}' == name]
   try:
-    glue_tsv.task_files(Path(glue_dir).expanduser(), config)
+    glue_tsv.task_files(user_path(glue_dir), config)
   except FileNotFoundError:
     return False
   return True
@@ -152,7 +154,7 @@ def _glue_task_present(name: str, glue_dir: str | Path) -> bool:
 def main(argv: Sequence[str]) -> None:
   tfds.disable_progress_bar()
   logging.set_verbosity(logging.ERROR)  # TFDS logs every shard at INFO; the report below says what happened.
-  data_dir = Path(flags.FLAGS.data_dir).expanduser() if flags.FLAGS.data_dir else default_data_dir()
+  data_dir = user_path(flags.FLAGS.data_dir) if flags.FLAGS.data_dir else default_data_dir()
   try:
     reports = prepare_all(argv[1:], data_dir, flags.FLAGS.glue_dir)
   except ValueError as e:  # an unknown name: nothing was built.

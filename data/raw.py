@@ -16,6 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from core.paths import user_path
+
 
 class FetchError(RuntimeError):
   """A package could not be fetched; the message names the command to run by hand."""
@@ -23,7 +25,7 @@ class FetchError(RuntimeError):
 
 def default_cache_dir() -> Path:
   """`$TJ_RAW_DIR`, else `~/.cache/transformers_jax/raw`."""
-  return Path(os.environ.get('TJ_RAW_DIR', Path.home() / '.cache' / 'transformers_jax' / 'raw')).expanduser()
+  return user_path(os.environ.get('TJ_RAW_DIR', Path.home() / '.cache' / 'transformers_jax' / 'raw'))
 
 
 def npm_package(name: str, version: str, cache_dir: Path | None = None) -> Path:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from core.paths import user_path
 from data import datasets, prepare
 
 
@@ -213,7 +214,7 @@ def _seq2seq_override(spec: str, info: TaskInfo, available: Sequence[str],
 
 def _builder(spec: str, parsed: SourceSpec, data_dir: str | Path | None, glue_dir: str | Path | None,
              build: bool) -> tfds.core.DatasetBuilder:
-  data_dir = str(data_dir or prepare.default_data_dir())
+  data_dir = str(user_path(data_dir) if data_dir else prepare.default_data_dir())
   if parsed.kind is SourceKind.BUILTIN:
     builder = prepare.builder(parsed.target, data_dir)
     if not builder.is_prepared() and build:
@@ -247,7 +248,7 @@ def _register_catalog() -> None:
 
 
 def _not_prepared(spec: str, parsed: SourceSpec, data_dir: str | Path | None) -> SourceError:
-  data_dir = data_dir or prepare.default_data_dir()
+  data_dir = user_path(data_dir) if data_dir else prepare.default_data_dir()
   if parsed.kind is SourceKind.BUILTIN:
     glue = ' --glue_dir DIR' if parsed.target.startswith('glue_tsv') else ''
     return SourceError(f'data.source={spec!r} is not prepared in {data_dir}: run `python -m data.prepare '
@@ -310,6 +311,7 @@ _SPLIT_FILES = {tfds.Split.VALIDATION: ('validation', 'dev')}  # GLUE-style dev.
 def _tsv_files(spec: str, path: str) -> dict[str, Path]:
   """{split: file} of a tsv: target: a '{split}' pattern, a folder of <split>.tsv/.csv, or one file (train)."""
   standard = (tfds.Split.TRAIN, tfds.Split.VALIDATION, tfds.Split.TEST)
+  path = str(user_path(path))
   if '{split}' in path:
     candidates = {s: [Path(path.replace('{split}', stem)) for stem in _SPLIT_FILES.get(s, (s,))] for s in standard}
   elif Path(path).is_dir():

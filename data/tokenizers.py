@@ -33,6 +33,7 @@ import sentencepiece as spm
 import tokenizers as hft  # HF's Rust library; `hft` keeps it apart from this module's own name.
 from sentencepiece import sentencepiece_model_pb2
 
+from core.paths import user_path
 from data import raw
 
 # The SentencePiece layout of every vocabulary trained here. pad/eos/unk at 0/1/2 as in T5 (no bos: T5 and
@@ -395,7 +396,7 @@ class TokenizerSpec:
       except ValueError:
         raise ValueError(f'tokenizer {text!r}: unknown kind {name!r}; use one of '
                          f'{_choices(TokenizerKind) + ["gpt2_bpe"]}, e.g. sentencepiece:auto,vocab_size=8000') from None
-    fields: dict[str, Any] = {'kind': kind, 'path': None if path in ('', 'auto') else path}
+    fields: dict[str, Any] = {'kind': kind, 'path': None if path in ('', 'auto') else str(user_path(path))}
     for option in options:
       key, _, value = (part.strip() for part in option.partition('='))
       if key not in _OPTIONS:

@@ -33,6 +33,7 @@ import safetensors.flax
 import safetensors.numpy
 from flax import traverse_util
 
+from core.paths import user_path
 from model.config import Activation, Family, Head, ModelConfig, Norm, NormPlacement, Position
 from model.params import Params, build, init_params, stack_layers, unstack_layers
 
@@ -444,7 +445,7 @@ def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str]
   CheckpointError names the culprits; tensors matching a regex of `allow_unused` (re.match against the
   name in the file) are dropped on purpose, e.g. ('cls.seq_relationship.',) for a pretraining checkpoint.
   """
-  path = Path(path)
+  path = user_path(path)
   hf_config = json.loads((path / 'config.json').read_text())
   spec, arch = _spec_for(hf_config)
   tensors, file_names = _read_canonical(spec, path)
@@ -559,7 +560,7 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
   if unwritten := target.keys() - written:  # a parameter the table does not know: a bug here, not the user's
     raise CheckpointError(f'no {spec.model_type} tensor for parameter(s) {_names(unwritten)}')
 
-  path = Path(path)
+  path = user_path(path)
   path.mkdir(parents=True, exist_ok=True)
   safetensors.numpy.save_file(tensors, path / 'model.safetensors', metadata={'format': 'pt'})
   (path / 'config.json').write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')

@@ -116,6 +116,20 @@ def test_round_trip_is_exact(tmp_path):
   assert json.loads((step_dir / 'data_iterator' / 'process_0-of-1.json').read_text()) == {'next_index': 3}
 
 
+@pytest.mark.parametrize('spelling', ['runs/x', './runs/../runs/x', '~/runs/x'])
+def test_relative_and_home_paths_save_and_restore(tmp_path, monkeypatch, spelling):
+  """orbax refuses relative paths (from its asynchronous save); a workdir as a user types it works."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv('HOME', str(tmp_path))
+  mesh, host = make_mesh((1, 1, 1), devices=1), host_state()
+  with C.Checkpointer(spelling, config=make_config()) as ckpt:
+    assert ckpt.save(3, device_state(host, mesh), force=True)
+  assert (tmp_path / 'runs' / 'x' / C.CHECKPOINT_SUBDIR / '3' / 'state').is_dir()
+  with C.Checkpointer(spelling, read_only=True) as ckpt:
+    assert ckpt.directory == tmp_path / 'runs' / 'x' / C.CHECKPOINT_SUBDIR
+    assert_tree_equal(ckpt.restore(target(host, mesh)).state, host)
+
+
 @pytest.mark.parametrize('shape,devices', [((1, 8, 1), 8), ((4, 1, 2), 8), ((2, 1, 2), 4), ((1, 1, 1), 1)])
 def test_restore_onto_another_mesh(saved, shape, devices):
   workdir, host = saved

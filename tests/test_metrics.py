@@ -103,6 +103,23 @@ def test_resume_drops_lines_after_the_restored_step_and_a_torn_line_then_appends
     assert events.index(marker) > max(i for i, e in enumerate(events) if e.step == 10)  # files in order
 
 
+def test_restart_from_scratch_drops_the_lines_of_a_run_killed_before_its_first_checkpoint(tmp_path):
+  """train.py opens the writer with resume_step=0 when no checkpoint exists: steps 1-3 of the killed run are
+  not kept beside the new run's steps 1-3, and TensorBoard is told to hide them."""
+  with MetricWriter(tmp_path, resume_step=0, process_index=0) as writer:
+    for step in (1, 2, 3):
+      writer.write(step, Split.TRAIN, {'loss': 9.0})
+  with MetricWriter(tmp_path, resume_step=0, process_index=0) as writer:
+    for step in (1, 2):
+      writer.write(step, Split.TRAIN, {'loss': 1.0})
+  rows = metrics.read_metrics(tmp_path / 'metrics.jsonl')
+  assert [(r['step'], r['loss']) for r in rows] == [(1, 1.0), (2, 1.0)]
+  events = read_events(tmp_path / 'tb' / 'train')
+  marker = next(e for e in reversed(events) if e.HasField('session_log'))
+  assert marker.step == 1 and events.index(marker) > max(i for i, e in enumerate(events) if e.summary.value and
+                                                          e.summary.value[0].simple_value == 9.0)
+
+
 def test_fresh_open_appends_and_drops_only_a_torn_line(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{"step": 1, "split": "train", "wall_time": 0.0, "loss": 1.0}\n{"st')
   with MetricWriter(tmp_path, process_index=0) as writer:

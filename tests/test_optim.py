@@ -154,3 +154,18 @@ def test_warmup_ratio_sets_the_warmup_from_the_run_length():
     OptimConfig(warmup_ratio=0.1, warmup_steps=5, num_steps=100)
   with pytest.raises(OptimConfigError, match=r'optim.warmup_ratio=1.5: must be in \[0, 1\)'):
     OptimConfig(warmup_ratio=1.5, num_steps=100)
+
+
+@pytest.mark.parametrize('num_steps, warmup, fitted', [(300, 30, 30), (31, 30, 30), (30, 30, 3), (20, 30, 2),
+                                                       (5, 30, 1), (1, 30, 0)])
+def test_a_warmup_that_does_not_fit_a_short_run_is_cut_to_a_tenth(num_steps, warmup, fitted):
+  """`--config.train.num_steps=20` of a setup written with 30 warmup steps runs, saying what it changed."""
+  cfg, note = OptimConfig.for_run({'warmup_steps': warmup, 'schedule': 'warmup_cosine'}, num_steps)
+  assert (cfg.num_steps, cfg.warmup_steps) == (num_steps, fitted)
+  if fitted == warmup:
+    assert note is None
+  else:
+    assert f'optim.warmup_steps={warmup} does not fit train.num_steps={num_steps}' in note
+    assert f'warming up over {fitted} step' in note
+  schedule = make_schedule(cfg)
+  assert float(schedule(num_steps - 1)) < cfg.learning_rate or num_steps == 1  # it decays within the run

@@ -447,3 +447,14 @@ def test_nan_skip_finishes_with_finite_params(reference, tmp_path, fast_compile)
   assert any(not math.isfinite(row['grad_norm']) for row in rows)  # there were updates to skip
   assert all(math.isfinite(row['param_norm']) for row in rows)
   assert all_finite(restore_params(tmp_path, DIVERGING))
+
+
+def test_restart_before_the_first_checkpoint_logs_each_step_once(reference, tmp_path, fast_compile):
+  """A run killed before its first checkpoint left steps 1-3 in metrics.jsonl; the restart from step 0
+  writes them again, and only its own lines remain."""
+  copy_tokenizer(reference.workdir, tmp_path)
+  (tmp_path / metrics.JSONL_NAME).write_text(''.join(
+      f'{{"step": {s}, "split": "train", "wall_time": 0.0, "loss": 99.0}}\n' for s in (1, 2, 3)))
+  train.train_and_evaluate(make_config('gpt_tiny', GPT | {'train.num_steps': 4}), tmp_path)
+  logged = train_losses(tmp_path)
+  assert [step for step, _ in logged] == [1, 2, 3, 4] and 99.0 not in [loss for _, loss in logged]

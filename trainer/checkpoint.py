@@ -61,6 +61,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from core.paths import user_path
+
 PyTree = Any
 StepSpec = int | Literal['latest', 'best']
 
@@ -70,7 +72,8 @@ STATE, DATA_ITERATOR, CONFIG = 'state', 'data_iterator', 'config'
 # Config fields that may differ between the run that wrote a workdir and the run that resumes it: they
 # change how long, how often or where the run goes, not what it computes (fnmatch patterns, dotted paths).
 RUNTIME_FIELDS: tuple[str, ...] = (
-    'train.num_steps', 'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep',
+    'train.num_steps', 'train.num_epochs', 'train.log_every', 'train.eval_every', 'train.eval_batches',
+    'train.checkpoint_every', 'train.keep',
     'mesh.*', 'data.worker_count', 'data.data_dir', 'eval.*', 'model.remat', 'model.attention_impl',
 )
 
@@ -252,8 +255,9 @@ class Restored:
 
 
 def checkpoint_dir(workdir: epath.PathLike) -> epath.Path:
-  """Where a workdir's checkpoints live; a path that already is a checkpoint folder is kept as it is."""
-  path = epath.Path(workdir)
+  """Where a workdir's checkpoints live, as an absolute path (orbax refuses relative ones); a path that
+  already is a checkpoint folder is kept as it is."""
+  path = epath.Path(user_path(workdir))
   return path if path.name == CHECKPOINT_SUBDIR else path / CHECKPOINT_SUBDIR
 
 

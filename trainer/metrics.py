@@ -27,7 +27,8 @@ Files, all under `workdir`, written by process 0 only:
 Resume: `MetricWriter(workdir, resume_step=s)` keeps the JSON lines of steps <= s and drops those a crashed
 run wrote after its last checkpoint (and any torn last line), then appends; each new event file starts with
 TensorBoard's purge marker (a SessionLog START at step s + 1), so TensorBoard hides the crashed run's
-events of steps > s.
+events of steps > s. A run that starts from scratch passes s = 0: a run killed before its first checkpoint
+then leaves no steps behind that the new one writes again.
 """
 
 from __future__ import annotations
@@ -306,8 +307,8 @@ class MetricWriter:
 
   def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None, process_index: int | None = None,
                flush_every_secs: float = 10.0, echo: Callable[[str], None] | None = None) -> None:
-    """`resume_step`: the restored step of a resumed run (its later lines are dropped; None: a fresh run,
-    which appends). Event files are flushed (with fsync) at most every `flush_every_secs` and on `close`;
+    """`resume_step`: the step the run starts after, 0 from scratch (lines of later steps are dropped; None:
+    keep every line and append). Event files are flushed (with fsync) at most every `flush_every_secs` and on `close`;
     the JSON lines after every `write`. `echo` prints the progress line (default: print, flushed)."""
     self.workdir = os.fspath(workdir)
     self.resume_step = resume_step

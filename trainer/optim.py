@@ -94,6 +94,22 @@ class OptimConfig:
     """From `config.optim`; unknown keys are an error naming the valid ones."""
     return cls(**known_fields(cls, values, section='optim', error=OptimConfigError))
 
+  @classmethod
+  def for_run(cls, values: Mapping[str, Any] | None, num_steps: int) -> tuple[OptimConfig, str | None]:
+    """`config.optim` for a run of `num_steps` updates, and a note when its warmup had to be fitted.
+
+    A warmup as long as the run or longer (a short run of a config written for a long one:
+    `--config.train.num_steps=20` of a setup that warms up over 30) is cut to a tenth of the run: the
+    schedule then still reaches its peak and decays, and the note says so."""
+    values = dict(values or {}) | {'num_steps': num_steps}
+    warmup = values.get('warmup_steps', cls.warmup_steps)
+    if not isinstance(warmup, int) or warmup < num_steps:
+      return cls.from_dict(values), None
+    fitted = min(max(1, num_steps // 10), num_steps - 1)
+    note = (f'optim.warmup_steps={warmup} does not fit train.num_steps={num_steps}: warming up over {fitted} '
+            f'step(s) instead (a tenth of the run; set --config.optim.warmup_steps to choose)')
+    return cls.from_dict(values | {'warmup_steps': fitted}), note
+
   def _validate(self) -> None:
     def fail(name: str, why: str) -> None:
       raise OptimConfigError(f'optim.{name}={getattr(self, name)!r}: {why}')
