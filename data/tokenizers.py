@@ -396,7 +396,7 @@ class TokenizerSpec:
       except ValueError:
         raise ValueError(f'tokenizer {text!r}: unknown kind {name!r}; use one of '
                          f'{_choices(TokenizerKind) + ["gpt2_bpe"]}, e.g. sentencepiece:auto,vocab_size=8000') from None
-    fields: dict[str, Any] = {'kind': kind, 'path': None if path in ('', 'auto') else str(user_path(path))}
+    fields: dict[str, Any] = {'kind': kind, 'path': None if path in ('', 'auto') else path}
     for option in options:
       key, _, value = (part.strip() for part in option.partition('='))
       if key not in _OPTIONS:
@@ -442,6 +442,8 @@ def load_tokenizer(spec: TokenizerSpec | str, *, corpus: Iterable[str] | None = 
   the caller's, per corpus (e.g. the dataset's cache folder): a shared default would hand one corpus's
   vocabulary to another."""
   spec = TokenizerSpec.parse(spec) if isinstance(spec, str) else spec
+  if spec.path is not None:  # as the user wrote it ('~/vocab.txt', 'spm/x.model'): absolute from here on
+    spec = dataclasses.replace(spec, path=str(user_path(spec.path)))
   match spec.kind:
     case TokenizerKind.SENTENCEPIECE:
       return _load_sentencepiece(spec, corpus, auto_dir)

@@ -274,6 +274,16 @@ def test_sentencepiece_special_ids(unigram: T.Tokenizer):
   assert unigram.decode([3, *unigram.encode('a b'), 4, 5, unigram.sentinel_ids[0], 1, 0]) == 'a b'
 
 
+@pytest.mark.parametrize('spelling', ['unigram.model', './sub/../unigram.model', '~/unigram.model'])
+def test_a_model_path_as_a_user_types_it(unigram_model: Path, monkeypatch: pytest.MonkeyPatch, spelling: str):
+  """Relative to the working directory, or under ~: the same model."""
+  monkeypatch.chdir(unigram_model.parent)
+  monkeypatch.setenv('HOME', str(unigram_model.parent))
+  tokenizer = T.load_tokenizer(f'sentencepiece:{spelling},vocab_size={VOCAB}')
+  assert tokenizer.vocab_size == VOCAB and tokenizer.encode('a b') == T.load_tokenizer(
+      f'sentencepiece:{unigram_model}').encode('a b')
+
+
 def test_sentencepiece_round_trip_is_exact(unigram: T.Tokenizer, texts: list[str]):
   """IDENTITY normalization and byte fallback: every text comes back, except that U+2581 ('▁', sentencepiece's
   own sign for a space, found in sentencepiece's description) decodes as a space."""
