@@ -32,6 +32,7 @@ from evaluation import metrics as M
 from evaluation import generation, predict, submission, text_metrics
 from evaluation.config import EvalConfig
 from trainer import checkpoint, distributed
+from trainer.config import schema_defaults
 
 Results = dict[str, dict[str, float]]
 
@@ -48,7 +49,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, 
                        f'--workdir {workdir})')
     saved = ckpt.saved_config(step)
     if saved is not None:  # the architecture must be the trained one; mesh, batch sizes, eval may differ
-      checkpoint.check_config(saved, config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*', 'eval.*'))
+      checkpoint.check_config(saved, config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*', 'eval.*'),
+                              defaults=schema_defaults())
     resolved = ckpt.resolve_step(step)
     params = ckpt.restore_params(run.abstract.params, resolved)
   out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import enum
 import math
 import os
 import signal
@@ -36,59 +35,15 @@ from data.tokenizers import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, distributed, metrics
+from trainer.config import NanPolicy, TrainConfig, schema_defaults
 from trainer.mesh import MeshConfig, make_mesh
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
                           init_train_state)
 
 
-class NanPolicy(enum.Enum):
-  HALT = 'halt'  # stop with the step number and the last good checkpoint
-  SKIP = 'skip'  # drop the update of a step whose gradients are not finite, and go on
-
-
 class TrainingHalted(RuntimeError):
   """The loss stopped being finite; the message names the step and the last good checkpoint."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-  """`config.train`, typed."""
-
-  num_steps: int  # ignored when num_epochs > 0
-  batch_size: int  # global, all processes together
-  num_epochs: float = 0.0  # > 0: num_steps = ceil(num_epochs * training examples / batch_size) (fine-tuning)
-  microbatches: int = 1
-  seed: int = 0
-  z_loss: float = 0.0
-  log_every: int = 50
-  eval_every: int = 500
-  eval_batches: int = 20
-  checkpoint_every: int = 1000
-  keep: int = 3
-  init_from: str = ''  # one of our workdirs, or an HF checkpoint directory
-  nan_policy: NanPolicy = NanPolicy.HALT
-  # Regression: the head predicts in units of the training labels' mean and std (model.target_mean /
-  # target_scale, from the training split), as it would on standardized labels; predictions stay in label units.
-  standardize_targets: bool = False
-
-  def __post_init__(self) -> None:
-    if not isinstance(self.nan_policy, NanPolicy):
-      try:
-        object.__setattr__(self, 'nan_policy', NanPolicy(self.nan_policy))
-      except ValueError:
-        raise ValueError(f'train.nan_policy={self.nan_policy!r}: valid values are '
-                         f'{[p.value for p in NanPolicy]}') from None
-    if self.num_epochs < 0:
-      raise ValueError(f'train.num_epochs={self.num_epochs}: must be >= 0 (0 = train.num_steps steps)')
-    for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'train.{name}={getattr(self, name)}: must be a positive integer')
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # Which model each objective trains: (family, head).
@@ -370,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
   # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
   # differs between the processes of one run (process_id) and between launches (the coordinator's port).
-  ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',))
+  ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.presets import bert, make_config
+from configs.presets import ADAMW_PRETRAINING, bert, make_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(bert('base'), source='tfds:wikipedia/20230601.en', tokenizer='wordpiece',
-                     objective='mlm', seq_len=128, batch_size=256,
-                     num_steps=1_000_000, learning_rate=1e-4, warmup_steps=10_000)
+  return make_config(
+      bert('base'),
+      data=dict(source='tfds:wikipedia/20230601.en', tokenizer='wordpiece', objective='mlm', seq_len=128),
+      optim=ADAMW_PRETRAINING | dict(learning_rate=1e-4, warmup_steps=10_000),
+      train=dict(num_steps=1_000_000, batch_size=256))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.presets import gpt2, make_config
+from configs.presets import ADAMW_PRETRAINING, gpt2, make_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
-  return make_config(gpt2('base'), source='tfds:c4/en', tokenizer='gpt2_bpe',
-                     objective='causal_lm', seq_len=1024, batch_size=16,
-                     num_steps=600_000, learning_rate=6e-4, warmup_steps=2000)
+  return make_config(
+      gpt2('base'),
+      data=dict(source='tfds:c4/en', tokenizer='gpt2_bpe', objective='causal_lm', seq_len=1024),
+      optim=ADAMW_PRETRAINING | dict(learning_rate=6e-4, warmup_steps=2000),
+      train=dict(num_steps=600_000, batch_size=16))

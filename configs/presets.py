@@ -1,16 +1,20 @@
-"""Model presets shared by the config files: one size table and one function per published family.
+"""Presets shared by the config files: one size table, one function per published family, the pretraining
+optimiser recipe, and `make_config`, which builds every section from its dataclass's defaults.
 
-A family is a set of `ModelConfig` field values, never a module of its own; every field can still be
-overridden from the command line (`--config.model.position=rope`).
+A family is a set of `ModelConfig` field values, never a module of its own; every field of every section can
+still be overridden from the command line (`--config.model.position=rope`, `--config.data.length_buckets=...`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
+from core.config import section
 from model.config import ModelConfig
+from trainer.config import sections
 
 # Width, heads, feed-forward width and depth, named after the T5 sizes (BERT-base and GPT-2 small are 'base';
 # Vaswani et al.'s base model is 'small'). 'tiny' is for tests and CPU runs in minutes.
@@ -68,45 +72,22 @@ def vaswani(size: str, *, vocab_size: int = 37000, **overrides: Any) -> dict[str
               tie_embeddings=True, dropout_rate=0.1, attention_dropout_rate=0.0, **SIZES[size]) | overrides
 
 
-def make_config(model: dict[str, Any], *, source: str, objective: str, seq_len: int, batch_size: int,
-                tokenizer: str, num_steps: int, learning_rate: float, warmup_steps: int,
-                decoder_seq_len: int | None = None, source_feature: str | None = None,
-                target_feature: str | None = None, optimizer: str = 'adamw', schedule: str = 'warmup_cosine',
-                weight_decay: float = 0.01, log_every: int = 50, eval_every: int = 500, eval_batches: int = 20,
-                checkpoint_every: int = 1000) -> ml_collections.ConfigDict:
-  """The config tree of a setup (sections model, data, optim, mesh, train, eval, distributed).
+# The AdamW recipe of this codebase's pretraining setups (the defaults of OptimConfig are plain AdamW): decay
+# to a tenth of the peak, weight decay 0.01 on kernels and embeddings, beta2 0.98 (Vaswani et al., RoBERTa).
+ADAMW_PRETRAINING: dict[str, Any] = dict(end_lr_ratio=0.1, weight_decay=0.01, b2=0.98)
 
-  `model` holds every ModelConfig field (validated here, so a typo in a config file fails on load), which
-  also lets any field be overridden from the command line; `data` the fields of data.tasks.DataConfig,
-  `optim` of trainer.optim.OptimConfig, `mesh` of trainer.mesh.MeshConfig. Data fields that default to None
-  are typed placeholders, so that `--config.data.decoder_seq_len=128` can set them (ml_collections refuses to
-  override a plain None)."""
-  full_model = ModelConfig.from_dict(model).to_dict()
+
+def make_config(model: Mapping[str, Any], *, data: Mapping[str, Any], optim: Mapping[str, Any],
+                train: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The config tree of a setup: sections model, data, optim, mesh, train, eval, distributed.
+
+  Every section lists every field of its dataclass (trainer.config.sections) at the dataclass's default, with
+  the setup's values on top: a default is written once, any field can be overridden from the command line in
+  any setup, and a key the dataclass lacks is an error here, when the config file loads. The model section is
+  validated as a whole (ModelConfig), so a preset that cannot be built fails on load too."""
+  given = {'model': ModelConfig.from_dict(model).to_dict(), 'data': data, 'optim': optim, 'train': train,
+           'eval': eval}
   config = ml_collections.ConfigDict()
-  config.model = full_model
-  config.data = ml_collections.ConfigDict({
-      'source': source, 'objective': objective, 'seq_len': seq_len,
-      'decoder_seq_len': _or_placeholder(decoder_seq_len, int), 'tokenizer': tokenizer, 'packing': False,
-      'data_dir': None, 'worker_count': 0, 'source_feature': _or_placeholder(source_feature, str),
-      'target_feature': _or_placeholder(target_feature, str)})
-  config.optim = ml_collections.ConfigDict({
-      'name': optimizer, 'learning_rate': learning_rate, 'schedule': schedule, 'warmup_steps': warmup_steps,
-      'end_lr_ratio': 0.1, 'weight_decay': weight_decay, 'clip_norm': 1.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-8})
-  config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'rules': {}})
-  config.train = ml_collections.ConfigDict({
-      'num_steps': num_steps, 'batch_size': batch_size, 'microbatches': 1, 'seed': 0, 'z_loss': 0.0,
-      'log_every': log_every, 'eval_every': eval_every, 'eval_batches': eval_batches,
-      'checkpoint_every': checkpoint_every, 'keep': 3, 'init_from': '', 'nan_policy': 'halt'})
-  # eval.py (evaluation/config.py): the splits scored, the metrics (empty: the objective's usual ones), GLUE
-  # submission files, generation settings (decoding.GenerateConfig fields over the task's defaults).
-  config.eval = ml_collections.ConfigDict({
-      'splits': ('validation',), 'metrics': (), 'predict_splits': (), 'submission': (), 'batch_size': 0,
-      'max_examples': 0, 'num_samples': 3, 'prompt_len': 16, 'generate': {}})
-  # Multi-host: empty means "ask JAX's cluster detection (SLURM, TPU pods, Open MPI) when it finds one".
-  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 0, 'process_id': -1})
+  for name, (cls, exclude) in sections().items():
+    config[name] = section(cls, given.get(name), name=name, exclude=exclude)
   return config
-
-
-def _or_placeholder(value: Any, kind: type) -> Any:
-  """value, or for None a placeholder of type `kind` (None until set, and settable from the command line)."""
-  return ml_collections.config_dict.placeholder(kind) if value is None else value

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.presets import vaswani, make_config
+from configs.presets import ADAMW_PRETRAINING, make_config, vaswani
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   # One length for both sides, 256 tokens as in Flax's examples/wmt.
-  return make_config(vaswani('small'), source='tfds:wmt14_translate/de-en', source_feature='en', target_feature='de',
-                     tokenizer='sentencepiece:auto,vocab_size=37000', objective='seq2seq', seq_len=256,
-                     decoder_seq_len=256, batch_size=64,
-                     num_steps=100_000, learning_rate=7e-4, warmup_steps=4000, schedule='warmup_rsqrt')
+  return make_config(
+      vaswani('small'),
+      data=dict(source='tfds:wmt14_translate/de-en', source_feature='en', target_feature='de',
+                tokenizer='sentencepiece:auto,vocab_size=37000', objective='seq2seq', seq_len=256, decoder_seq_len=256),
+      optim=ADAMW_PRETRAINING | dict(learning_rate=7e-4, warmup_steps=4000, schedule='warmup_rsqrt'),
+      train=dict(num_steps=100_000, batch_size=64))

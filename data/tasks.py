@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from core.config import known_fields, parse_enum
 from data import objectives, packing, sources
 from data.tokenizers import Tokenizer, load_tokenizer
-from model.config import parse_enum
 
 Example = dict[str, np.ndarray]
 
@@ -108,8 +108,8 @@ class DataConfig:
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+    """From `config.data`; unknown keys are an error naming the closest valid ones."""
+    return cls(**known_fields(cls, values, section='data', error=ValueError))
 
   @property
   def targets_len(self) -> int:

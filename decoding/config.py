@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from model.config import ConfigError, known_fields, parse_enum
+from core.config import ConfigError, known_fields, parse_enum
 
 
 class Strategy(enum.Enum):

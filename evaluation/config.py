@@ -19,10 +19,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from core.config import known_fields
 from data.tasks import Objective, to_objective
 from evaluation.metrics import Metric
 from evaluation.submission import submission_spec
-from model.config import known_fields
 
 # The metrics eval.py reports when config.eval.metrics is empty.
 DEFAULT_METRICS: Mapping[Objective, tuple[Metric, ...]] = {

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-E = TypeVar('E', bound=enum.Enum)
+from core.config import ConfigError, known_fields, parse_enum
 
 
 class Family(enum.Enum):
@@ -75,10 +75,6 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
 }
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
-
-
-class ConfigError(ValueError):
-  """A config field holds a value the model cannot be built with; the message names the field and the fix."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -229,29 +225,3 @@ class ModelConfig:
     if self.attention_impl is AttentionImpl.CUDNN and self.dtype == 'float32':
       fail('attention_impl', 'cuDNN flash attention runs in bfloat16 or float16: set model.dtype=bfloat16, '
            'or use attention_impl=xla')
-
-
-def known_fields(cls: type, values: Mapping[str, Any] | None, *, section: str,
-                 error: type[Exception] = ConfigError, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-  """`values` as a dict, or `error` naming the unknown keys of config `section` and the valid ones (the fields
-  of dataclass `cls` but `exclude`). Shared by every typed config section's constructor."""
-  values = dict(values or {})
-  known = {f.name for f in dataclasses.fields(cls)} - set(exclude)
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise error(f'{section} config: unknown field(s) {unknown}; valid fields are {sorted(known)}')
-  return values
-
-
-def parse_enum(enum_type: type[E], value: Any, *, field: str, what: str,
-               error: type[Exception] = ConfigError) -> E:
-  """`value` (an enum member or its case-insensitive string) as `enum_type`; anything else raises `error`
-  naming the config `field` and listing the valid values. Shared by every typed config section."""
-  if isinstance(value, enum_type):
-    return value
-  if isinstance(value, str):
-    try:
-      return enum_type(value.lower())
-    except ValueError:
-      pass
-  raise error(f'{field}={value!r}: unknown {what}; valid values are {[m.value for m in enum_type]}')

@@ -341,6 +341,20 @@ def test_config_mismatch_names_the_fields(tmp_path):
   assert 'train.num_steps:' not in message
 
 
+def test_a_field_added_since_a_checkpoint_was_saved_counts_as_its_default():
+  """A workdir written before `data.length_buckets` existed was trained with its default: resuming it with the
+  default is no mismatch, with another value it is."""
+  saved = make_config().to_dict()
+  defaults = {'data': {'length_buckets': (), 'bucket_window': 32}, 'distributed': {'process_id': -1}}
+  now = make_config()
+  now.data.length_buckets, now.data.bucket_window = (), 32
+  now.distributed = {'process_id': -1}
+  assert C.config_differences(saved, now, defaults=defaults) == []
+  now.data.length_buckets = (16, 128)
+  assert C.config_differences(saved, now, defaults=defaults) == [('data.length_buckets', [], [16, 128])]
+  assert C.config_differences(saved, now)[0] == ('data.bucket_window', '<absent>', 32)
+
+
 MULTIPROCESS_SCRIPT = textwrap.dedent('''
     import os, sys
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pathlib
 import subprocess
@@ -10,7 +11,10 @@ import sys
 import pytest
 
 import model
+from configs import presets
 from data import tasks
+from trainer import distributed
+from trainer.config import sections
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 SETUPS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'presets'))
@@ -28,6 +32,66 @@ def test_every_setup_resolves_and_documents_its_command(name):
   model.ModelConfig.from_dict(config.model)
   tasks.DataConfig.from_dict(config.data)
   assert f'configs/{name}.py' in module.__doc__ and 'Expected:' in module.__doc__
+
+
+def _setup_configs():
+  """(name, config) of every setup and a few variants."""
+  for name in SETUPS:
+    yield name, importlib.import_module(f'configs.{name}').get_config()
+  yield 'glue:movie_regression', importlib.import_module('configs.glue').get_config('movie_regression')
+
+
+def test_every_section_lists_every_field_of_its_dataclass():
+  """One schema: each section is generated from its dataclass, so every field is there (overridable from the
+  command line) in every setup, and nothing else is."""
+  for name, config in _setup_configs():
+    assert set(config) == set(sections()), name
+    for section, (cls, exclude) in sections().items():
+      want = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+      assert set(config[section]) == want, (name, section)
+
+
+@pytest.mark.parametrize('section,typo,message', [
+    ('data', 'packed', r"data config: unknown field\(s\) \['packed'\].*did you mean 'packed' -> 'packing'"),
+    ('train', 'num_step', r"train config: unknown field\(s\) \['num_step'\].*'num_step' -> 'num_steps'"),
+    ('optim', 'warmup', r"optim config: unknown field\(s\) \['warmup'\]"),
+    ('mesh', 'fsd', r"mesh config: unknown field\(s\) \['fsd'\].*'fsd' -> 'fsdp'"),
+])
+def test_a_typo_in_any_section_is_an_error_naming_the_closest_field(tmp_path, section, typo, message):
+  """A typo in a config file (`config.data.packed = True`) is never silently dropped: building the run fails,
+  before anything is tokenised or compiled, naming the key and the field it was probably meant to be."""
+  import train
+  config = importlib.import_module('configs.gpt_tiny').get_config()
+  config[section][typo] = 1
+  with pytest.raises(ValueError, match=message):
+    train.build_run(config, tmp_path)
+  assert not (tmp_path / 'tokenizer').exists()
+
+
+def test_a_setup_with_an_unknown_or_missing_field_fails_on_load():
+  data = dict(source='builtin:sotu', objective='causal_lm', seq_len=8)
+  with pytest.raises(ValueError, match=r"'packed' -> 'packing'"):
+    presets.make_config(presets.gpt2('tiny'), data=data | {'packed': True}, optim={},
+                        train=dict(num_steps=1, batch_size=1))
+  with pytest.raises(ValueError, match=r'train\.batch_size: required'):
+    presets.make_config(presets.gpt2('tiny'), data=data, optim={}, train=dict(num_steps=1))
+  with pytest.raises(ValueError, match=r"'num_process' -> 'num_processes'"):
+    distributed.maybe_initialize({'num_process': 2})
+
+
+def test_a_field_without_a_default_value_is_settable_from_the_command_line():
+  """None defaults are typed placeholders: `--config.data.decoder_seq_len=64` and `--config.model.head_dim=16`
+  work in every setup (ml_collections refuses to override a plain None)."""
+  result = subprocess.run(
+      [sys.executable, '-c', 'from absl import app, flags; from ml_collections import config_flags; '
+       'config_flags.DEFINE_config_file("config"); '
+       'app.run(lambda _: print(flags.FLAGS.config.data.decoder_seq_len, flags.FLAGS.config.model.head_dim, '
+       'flags.FLAGS.config.data.data_dir))',
+       '--config', 'configs/gpt_tiny.py', '--config.data.decoder_seq_len=64', '--config.model.head_dim=16',
+       '--config.data.data_dir=~/tfds'],
+      cwd=CONFIG_DIR.parent, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['64', '16', '~/tfds']
 
 
 def test_main_job_with_command_line_overrides():

@@ -216,9 +216,15 @@ _MISSING = '<absent>'
 
 
 def config_differences(saved: Mapping[str, Any], config: ml_collections.ConfigDict | Mapping[str, Any],
-                       allowed: Iterable[str] = RUNTIME_FIELDS) -> list[tuple[str, Any, Any]]:
-  """(dotted field, saved value, new value) for every field that differs and is not `allowed`."""
-  old, new = _flatten(config_to_json(saved)), _flatten(config_to_json(config))
+                       allowed: Iterable[str] = RUNTIME_FIELDS,
+                       defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, Any, Any]]:
+  """(dotted field, saved value, new value) for every field that differs and is not `allowed`. `defaults`
+  ({section: {field: default}}) stand in for the fields a saved config lacks: a config saved before a
+  field existed was run with its default."""
+  saved = config_to_json(saved)
+  for section, values in config_to_json(defaults or {}).items():
+    saved[section] = values | saved.get(section, {})
+  old, new = _flatten(saved), _flatten(config_to_json(config))
   allowed = tuple(allowed)
   diffs = []
   for path in sorted(old.keys() | new.keys()):
@@ -229,10 +235,11 @@ def config_differences(saved: Mapping[str, Any], config: ml_collections.ConfigDi
 
 
 def check_config(saved: Mapping[str, Any], config: ml_collections.ConfigDict | Mapping[str, Any], *,
-                 allowed: Iterable[str] = RUNTIME_FIELDS, where: str = 'the workdir') -> None:
+                 allowed: Iterable[str] = RUNTIME_FIELDS, where: str = 'the workdir',
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
   """Raises ConfigMismatchError naming every field of `config` that differs from `saved` (the config of a
-  checkpoint), apart from the runtime fields `allowed` to change on resume."""
-  diffs = config_differences(saved, config, allowed)
+  checkpoint), apart from the runtime fields `allowed` to change on resume; see config_differences."""
+  diffs = config_differences(saved, config, allowed, defaults)
   if diffs:
     lines = '\n'.join(f'  {path}: saved {a!r}, now {b!r}' for path, a, b in diffs)
     raise ConfigMismatchError(
@@ -451,14 +458,15 @@ class Checkpointer:
     return ml_collections.ConfigDict(restored[CONFIG])
 
   def check_config(self, config: ml_collections.ConfigDict | Mapping[str, Any], *,
-                   allowed: Iterable[str] = RUNTIME_FIELDS) -> None:
+                   allowed: Iterable[str] = RUNTIME_FIELDS,
+                   defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Raises ConfigMismatchError if the latest checkpoint's config differs from `config` in more than
     the `allowed` runtime fields. Nothing to check in an empty workdir."""
     if self.latest_step() is None:
       return
     saved = self.saved_config()
     if saved is not None:
-      check_config(saved.to_dict(), config, allowed=allowed,
+      check_config(saved.to_dict(), config, allowed=allowed, defaults=defaults,
                    where=f'{self.directory} (step {self.latest_step()})')
 
   def close(self) -> None:

@@ -8,11 +8,14 @@ a plain single-process run skips it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+
+from core.config import known_fields
 
 # Environment variables whose presence means a launcher started several cooperating processes.
 _CLUSTER_SIGNS = {
@@ -21,6 +24,19 @@ _CLUSTER_SIGNS = {
     'JAX_COORDINATOR_ADDRESS': bool,
     'TPU_WORKER_HOSTNAMES': lambda v: ',' in v,  # a multi-host TPU slice
 }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributedConfig:
+  """`config.distributed`: empty means "ask JAX's cluster detection (SLURM, TPU pods, Open MPI)"."""
+
+  coordinator_address: str = ''  # host:port of process 0
+  num_processes: int = 0  # 0: auto
+  process_id: int = -1  # -1: auto
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any] | None) -> DistributedConfig:
+    return cls(**known_fields(cls, values, section='distributed', error=ValueError))
 
 
 def cluster_detected(environ: Mapping[str, str] | None = None) -> bool:
@@ -33,11 +49,10 @@ def maybe_initialize(distributed: Mapping[str, Any] | None, environ: Mapping[str
 
   distributed: `config.distributed` with coordinator_address ('' = auto-detect), num_processes (0 = auto),
   process_id (-1 = auto)."""
-  distributed = dict(distributed or {})
-  address = distributed.get('coordinator_address') or None
-  num_processes = distributed.get('num_processes') or None
-  process_id = distributed.get('process_id', -1)
-  process_id = None if process_id is None or process_id < 0 else process_id
+  cfg = DistributedConfig.from_dict(distributed)
+  address = cfg.coordinator_address or None
+  num_processes = cfg.num_processes or None
+  process_id = None if cfg.process_id is None or cfg.process_id < 0 else cfg.process_id
   if address is None and not cluster_detected(environ):
     if num_processes not in (None, 1) or process_id is not None:
       raise ValueError('distributed.num_processes / process_id are set but distributed.coordinator_address is '

@@ -19,8 +19,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
+from core.config import known_fields
 from model import partitioning as P
-from model.config import known_fields
 
 RuleTarget = str | tuple[str, ...] | None
 
@@ -41,7 +41,7 @@ class MeshConfig:
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
-  rules: tuple[tuple[str, RuleTarget], ...] = ()
+  rules: Mapping[str, RuleTarget] | tuple[tuple[str, RuleTarget], ...] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self) -> None:
     for name in P.MESH_AXES:

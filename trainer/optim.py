@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from model.config import known_fields, parse_enum
+from core.config import known_fields, parse_enum
 
 
 class OptimizerName(enum.Enum):
