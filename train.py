@@ -31,7 +31,7 @@ import model
 from core.paths import user_path
 from data import bucketing, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
-from data.tokenizers import TokenizerKind, TokenizerSpec, auto_model_path
+from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, distributed, metrics

@@ -28,7 +28,7 @@ import numpy as np
 
 from core.config import known_fields, parse_enum
 from data import objectives, packing, sources
-from data.tokenizers import Tokenizer, load_tokenizer
+from data.tokenization import Tokenizer, load_tokenizer
 
 Example = dict[str, np.ndarray]
 

@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 import decoding
 from data import tasks
 from data.pipeline import to_global
-from data.tokenizers import Tokenizer
+from data.tokenization import Tokenizer
 from evaluation import predict
 from evaluation.config import EvalConfig
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import prepare, sources, tasks, tokenizers
+from data import prepare, sources, tasks, tokenization
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from tests.fixtures import raw_packages
 
@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def tokenizer(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tokenizers.Tokenizer:
+def tokenizer(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tokenization.Tokenizer:
   """A small SentencePiece vocabulary (with [CLS]/[SEP]/[MASK] and sentinels) trained on the fake corpus."""
   config = tasks.DataConfig(source='builtin:sotu', objective='causal_lm', seq_len=LENGTH, data_dir=str(data_dir),
                             tokenizer='sentencepiece:auto,vocab_size=420,algorithm=bpe')
@@ -127,11 +127,11 @@ def test_objective_must_fit_the_source(data_dir, tokenizer):
 
 
 def test_objectives_name_the_special_tokens_they_miss(data_dir):
-  wordpiece = tokenizers.load_tokenizer('wordpiece')  # BERT's: no EOS, no sentinels
+  wordpiece = tokenization.load_tokenizer('wordpiece')  # BERT's: no EOS, no sentinels
   with pytest.raises(ValueError, match=r'data.tokenizer has no eos token, which data.objective=span_corruption '
                                        r'needs; use one that has it'):
     task(data_dir, wordpiece, 'builtin:sotu', 'span_corruption')
-  gpt2 = tokenizers.load_tokenizer('gpt2_bpe')  # no [CLS]/[SEP]/[MASK]/pad
+  gpt2 = tokenization.load_tokenizer('gpt2_bpe')  # no [CLS]/[SEP]/[MASK]/pad
   with pytest.raises(ValueError, match=r'data.tokenizer has no cls, sep, mask, pad token, which data.objective=mlm'):
     task(data_dir, gpt2, 'builtin:sotu', 'mlm')
 
@@ -262,7 +262,7 @@ def test_seq2seq_objective_must_fit_the_source(data_dir, tokenizer, seq2seq_tsv)
     tasks.build_task(tasks.DataConfig(source=seq2seq_tsv, objective='classification', seq_len=LENGTH), 'train',
                      seed=0, tokenizer=tokenizer)
   with pytest.raises(ValueError, match=r'data.tokenizer has no eos token, which data.objective=seq2seq needs'):
-    seq2seq_task(seq2seq_tsv, tokenizer=tokenizers.load_tokenizer('wordpiece'))
+    seq2seq_task(seq2seq_tsv, tokenizer=tokenization.load_tokenizer('wordpiece'))
 
 
 @pytest.mark.parametrize('fields, message', [

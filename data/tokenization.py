@@ -10,9 +10,8 @@ A config names its tokenizer in one string, parsed once into a frozen `Tokenizer
   'gpt2_bpe'   or  'byte_bpe:path/vocab.json'                   GPT-2 byte-level BPE (merges.txt beside it)
 
 `load_tokenizer(spec, corpus=..., auto_dir=...)` returns a `Tokenizer`. Token ids of the imported vocabularies
-equal HF transformers' tokenizers (tests/test_tokenizers.py). Train a vocabulary by hand with
-`python -m data.tokenizers train --corpus FILE --vocab_size N --out DIR` (run it with -m: as a script this
-file's name would shadow the `tokenizers` library).
+equal HF transformers' tokenizers (tests/test_tokenization.py). Train a vocabulary by hand with
+`python -m data.tokenization train --corpus FILE --vocab_size N --out DIR`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import sentencepiece as spm
-import tokenizers as hft  # HF's Rust library; `hft` keeps it apart from this module's own name.
+import tokenizers as hft  # HF's Rust library
 from sentencepiece import sentencepiece_model_pb2
 
 from core.paths import user_path
@@ -472,7 +471,7 @@ def _load_sentencepiece(spec: TokenizerSpec, corpus: Iterable[str] | None,
     if corpus is None or spec.vocab_size is None:
       raise FileNotFoundError(f'SentencePiece model {path} does not exist; to train it on first use, set '
                               f'vocab_size=N in the spec and pass corpus= to load_tokenizer (or run python -m '
-                              f'data.tokenizers train)')
+                              f'data.tokenization train)')
     extra_ids = DEFAULT_EXTRA_IDS if spec.extra_ids is None else spec.extra_ids
     train_sentencepiece(corpus, path, spec.vocab_size, algorithm=spec.algorithm,
                         normalization=spec.normalization, extra_ids=extra_ids)
@@ -503,7 +502,7 @@ def _read_lines(paths: Sequence[str]) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m data.tokenizers', description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(prog='python -m data.tokenization', description=__doc__.split('\n')[0])
   commands = parser.add_subparsers(dest='command', required=True)
   train = commands.add_parser('train', help=f'train a SentencePiece model into OUT/{SPIECE_NAME}')
   train.add_argument('--corpus', nargs='+', required=True, help='UTF-8 text files (one or more)')

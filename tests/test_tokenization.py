@@ -1,4 +1,4 @@
-"""Tests of data/tokenizers.py: ids equal HF transformers' tokenizers on real text; SentencePiece training.
+"""Tests of data/tokenization.py: ids equal HF transformers' tokenizers on real text; SentencePiece training.
 
 The text is real and varied: the package descriptions (METADATA) of installed dependencies, whole and by line,
 plus hand-written hard cases. HF transformers (a test-only dependency) is the reference; for GPT-2 also
@@ -16,7 +16,7 @@ import regex
 import sentencepiece as spm
 
 from data import raw
-from data import tokenizers as T
+from data import tokenization as T
 
 PACKAGES = ['jax', 'flax', 'optax', 'numpy', 'transformers', 'tokenizers', 'sentencepiece', 'torch',
             'ml-collections', 'absl-py', 'tensorflow-datasets', 'safetensors']
