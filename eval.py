@@ -1,187 +1,23 @@
-"""Evaluation of a checkpoint: the task's official metrics, predictions files, generated samples.
+"""Evaluation, the program: the task's official metrics, predictions files and generated samples of a checkpoint.
 
   python eval.py --config configs/glue.py:sst2 --workdir runs/sst2 [--step best] [--config.mesh.data=2]
 
-Restores the parameters of `--step` (latest, best by validation loss, or a number) onto the mesh of this
-config (any shape: the checkpoint's own mesh does not matter), runs every example of `eval.splits` in order
-and reports (evaluation/config.py):
-  classification / regression  accuracy, F1, Matthews correlation, Pearson, Spearman (as config.eval.metrics)
-  language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples
-  sequence-to-sequence         loss, perplexity, and BLEU / ROUGE of generated text against the references
-It writes <workdir>/eval/step_<N>/metrics.json, a predictions TSV per split (index, prediction), the GLUE
-submission files of `eval.predict_splits` and prints a table.
+Runs evaluation.evaluate.evaluate_checkpoint (see its docstring): restores `--step` (latest, best by
+validation loss, or a number) onto the mesh of this config, scores every example of `eval.splits`, writes
+<workdir>/eval/step_<N>/ and prints a table.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import train
-from core.paths import user_path
-from data import tasks
-from evaluation import metrics as M
-from evaluation import generation, predict, submission, text_metrics
-from evaluation.config import EvalConfig
-from trainer import checkpoint, distributed
-from trainer.config import schema_defaults
-
-Results = dict[str, dict[str, float]]
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, *, step: str | int = 'latest',
-                        out_dir: str | Path | None = None) -> Results:
-  """Scores the checkpoint `step` of `workdir` on `config.eval.splits`; returns {split: {metric: value}}."""
-  workdir = user_path(workdir)
-  eval_cfg = EvalConfig.from_config(config)
-  run = train.build_run(config, workdir)  # every input checked; nothing compiled yet
-  with checkpoint.Checkpointer(workdir, read_only=True, best_metric='loss', best_mode='min') as ckpt:
-    if ckpt.latest_step() is None:
-      raise ValueError(f'--workdir {workdir} holds no checkpoint: train first (python train.py --config ... '
-                       f'--workdir {workdir})')
-    saved = ckpt.saved_config(step)
-    if saved is not None:  # the architecture must be the trained one; mesh, batch sizes, eval may differ
-      checkpoint.check_config(saved, config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*', 'eval.*'),
-                              defaults=schema_defaults())
-    resolved = ckpt.resolve_step(step)
-    params = ckpt.restore_params(run.abstract.params, resolved)
-  out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
-  batch_size = eval_cfg.batch_size or run.train.batch_size
-  predictor = predict.Predictor(run.module, run.mesh, run.rules)
-  results: Results = {}
-  for split in eval_cfg.splits:
-    task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer)
-    results[split] = score_split(run, predictor, params, task, eval_cfg, batch_size, out / f'{split}.tsv')
-  for split, key in zip(eval_cfg.predict_splits, eval_cfg.submission):
-    task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer)
-    write_submission(run, predictor, params, task, key, batch_size, out / 'submission')
-  if jax.process_index() == 0:
-    submission.write_metrics_json(out / 'metrics.json', {'step': resolved, 'source': run.data.source, **results})
-    print(format_table(results, title=f'{run.data.source} step {resolved} ({out})'), flush=True)
-  return results
-
-
-def score_split(run: train.Run, predictor: predict.Predictor, params: Any, task: tasks.Task, eval_cfg: EvalConfig, batch_size: int,
-                predictions_path: Path) -> dict[str, float]:
-  """The metrics of one split; classification and regression also write their predictions there."""
-  limit = eval_cfg.max_examples or None
-  batches = predict.split_batches(task, batch_size, limit=limit)
-  objective = run.data.objective
-  if objective in (tasks.Objective.CLASSIFICATION, tasks.Objective.REGRESSION):
-    regression = objective is tasks.Objective.REGRESSION
-    preds = predictor.classes(params, batches, regression=regression)
-    labels = _labels(task, len(preds))
-    if jax.process_index() == 0:
-      submission.write_predictions(predictions_path, preds, label_names=task.info.label_names or None,
-                                   regression=regression)
-    return M.compute(eval_cfg.metrics, preds, labels) | {'examples': float(len(preds))}
-  sums = predictor.token_sums(params, batches)
-  loss, weight = float(sums['loss'].sum()), float(sums['weight'].sum())
-  out = {'loss': loss / max(weight, 1.0), 'tokens': weight}
-  for metric in eval_cfg.metrics:
-    match metric:
-      case M.Metric.PERPLEXITY:
-        out['perplexity'] = M.perplexity(loss, weight)
-      case M.Metric.ACCURACY:
-        out['accuracy'] = float(sums['correct'].sum()) / max(weight, 1.0)
-      case M.Metric.BITS_PER_BYTE:
-        out['bits_per_byte'] = M.bits_per_byte(loss, target_bytes(task, limit))
-  gen_cfg = generation.generate_config(eval_cfg, task.tokenizer, run.data)
-  if objective is tasks.Objective.SEQ2SEQ and set(eval_cfg.metrics) & set(_TEXT_METRICS):
-    hypotheses, references = generation.translate_split(run, params, task, gen_cfg, batch_size, limit)
-    if M.Metric.BLEU in eval_cfg.metrics:
-      out['bleu'] = text_metrics.bleu(hypotheses, references)
-    rouge = [m for m in eval_cfg.metrics if m in _TEXT_METRICS and m is not M.Metric.BLEU]
-    if rouge:
-      out |= text_metrics.rouge(hypotheses, references, rouge)
-    if jax.process_index() == 0:
-      _write_texts(predictions_path, hypotheses)
-      sources = [task.source[i][task.info.text_features[0]] for i in range(eval_cfg.num_samples)]
-      for source, hyp, ref in zip(sources, hypotheses, references):
-        print(f'  source:    {source}\n  generated: {hyp}\n  reference: {ref}', flush=True)
-  if objective is tasks.Objective.CAUSAL_LM and eval_cfg.num_samples:
-    samples = generation.lm_samples(run, params, task, gen_cfg, eval_cfg.num_samples, eval_cfg.prompt_len,
-                                    jax.random.key(run.train.seed))
-    if jax.process_index() == 0:
-      text = '\n\n'.join(f'{prompt} >>> {continuation}' for prompt, continuation in samples)
-      predictions_path.parent.mkdir(parents=True, exist_ok=True)
-      predictions_path.with_name(f'{predictions_path.stem}_samples.txt').write_text(text + '\n')
-      print(f'samples ({gen_cfg.strategy.value}):\n{text}', flush=True)
-  return out
-
-
-_TEXT_METRICS = (M.Metric.BLEU, M.Metric.ROUGE1, M.Metric.ROUGE2, M.Metric.ROUGEL)
-
-
-def _write_texts(path: Path, texts: list[str]) -> None:
-  """Generated texts as index<TAB>prediction rows (tabs and newlines inside a text become spaces)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  rows = ['index\tprediction'] + [f'{i}\t{" ".join(t.split())}' for i, t in enumerate(texts)]
-  path.write_text('\n'.join(rows) + '\n', encoding='utf-8')
-
-
-def _labels(task: tasks.Task, count: int) -> np.ndarray:
-  name = task.info.label_feature
-  return np.asarray([task.source[i][name] for i in range(count)])
-
-
-def target_bytes(task: tasks.Task, limit: int | None) -> int:
-  """UTF-8 bytes of the text the model predicted (the weighted targets of each row, decoded): the
-  denominator of bits per byte, which unlike perplexity compares models with different tokenizers."""
-  total = 0
-  for i in range(len(task.source) if limit is None else min(limit, len(task.source))):
-    example = task.transform(i, task.source[i])
-    ids = np.asarray(example['targets'])[np.asarray(example['loss_weights']) > 0]
-    total += len(task.tokenizer.decode(ids).encode('utf-8'))
-  return total
-
-
-def write_submission(run: train.Run, predictor: predict.Predictor, params: Any, task: tasks.Task, key: str, batch_size: int, folder: Path) -> Path:
-  """The GLUE leaderboard file of task `key` ('sst2', 'mnli_matched', ...) from the predictions on `task`."""
-  spec = submission.submission_spec(key)
-  regression = run.data.objective is tasks.Objective.REGRESSION
-  if spec.regression != regression:
-    raise ValueError(f'eval.submission={key!r} expects {"scores" if spec.regression else "classes"}, but '
-                     f'data.objective={run.data.objective.value}')
-  names = task.info.label_names
-  if spec.label_names not in (None, ('0', '1')) and tuple(names) != spec.label_names:
-    raise ValueError(f'eval.submission={key!r}: the source names its classes {list(names)}, GLUE expects '
-                     f'{list(spec.label_names)} in that order')
-  preds = predictor.classes(params, predict.split_batches(task, batch_size), regression=regression)
-  path = folder / spec.filename
-  if jax.process_index() == 0:
-    submission.write_predictions(path, preds, label_names=spec.label_names, regression=spec.regression)
-    print(f'wrote {len(preds)} predictions of {task.config.source} {task.source.split} to {path}', flush=True)
-  return path
-
-
-def format_table(results: Mapping[str, Mapping[str, float]], title: str = '') -> str:
-  """A plain-text table: one row per (split, metric)."""
-  rows = [(split, name, _format_value(value)) for split, values in results.items() for name, value in values.items()]
-  widths = [max(len(r[i]) for r in rows + [('split', 'metric', 'value')]) for i in range(3)]
-  line = '  '.join('-' * w for w in widths)
-  body = [f'{s:<{widths[0]}}  {m:<{widths[1]}}  {v:>{widths[2]}}' for s, m, v in rows]
-  header = f'{"split":<{widths[0]}}  {"metric":<{widths[1]}}  {"value":>{widths[2]}}'
-  return '\n'.join(([title] if title else []) + [header, line] + body)
-
-
-def _format_value(value: float) -> str:
-  if math.isfinite(value) and float(value).is_integer() and abs(value) >= 1:
-    return f'{int(value):,}'
-  return f'{value:.4f}'
+from evaluation.evaluate import evaluate_checkpoint
+from trainer import distributed
 
 
 def define_flags() -> None:
-  """eval.py's flags; defined only when it runs as a program, so that importing it (tests, notebooks,
-  bench/) leaves the flag namespace to the importer (train.py defines --config too)."""
+  """eval.py's flags (defined when it runs as a program, not on import)."""
   config_flags.DEFINE_config_file('config', None, 'The configs/*.py file the run was trained with.',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'The training run to evaluate.')

@@ -10,7 +10,7 @@
 The budget of both sides: the built-in 80/10/10 split (data/datasets), batch 32, max length 64, AdamW
 (lr 5e-5, betas 0.9/0.999, eps 1e-8, weight decay 0.01 except biases and norms), linear warmup over 10% of
 the steps then linear decay to 0, gradient clipping at norm 1, dropout 0.1, ceil(epochs * N / 32) updates.
-Ours: `train.train_and_evaluate` on configs/glue.py:<task> (the MiniLM weights through train.init_from),
+Ours: `runner.train_and_evaluate` on configs/glue.py:<task> (the MiniLM weights through train.init_from),
 then `eval.evaluate_checkpoint` on the test split. With --bucket (default) our batches are cut to the
 smallest of the length buckets 16/24/32/48/64 holding their longest example, over windows of 32 sorted
 batches (data/bucketing.py); --no_bucket pads every batch to 64 like the HF side. HF: BertForSequenceClassification
@@ -62,8 +62,8 @@ def _scores(task: str, preds: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
-  import eval as evaluation_main  # pylint: disable=import-outside-toplevel
-  import train  # pylint: disable=import-outside-toplevel
+  from evaluation import evaluate as evaluation_main  # pylint: disable=import-outside-toplevel
+  from trainer import runner  # pylint: disable=import-outside-toplevel
   from configs import glue  # pylint: disable=import-outside-toplevel
   config = glue.get_config(args.task)
   config.train.num_epochs = args.epochs
@@ -78,7 +78,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     config.data.source = _subset_tsv(args.task, args.max_train)
   workdir = Path(tempfile.mkdtemp(prefix='finetune_ours_'))
   start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
+  runner.train_and_evaluate(config, workdir)
   train_s = time.perf_counter() - start
   results = evaluation_main.evaluate_checkpoint(config, workdir)['test']
   num_train = len(_split(args.task, 'train', args.max_train or None)[0])

@@ -60,11 +60,11 @@ def test_every_section_lists_every_field_of_its_dataclass():
 def test_a_typo_in_any_section_is_an_error_naming_the_closest_field(tmp_path, section, typo, message):
   """A typo in a config file (`config.data.packed = True`) is never silently dropped: building the run fails,
   before anything is tokenised or compiled, naming the key and the field it was probably meant to be."""
-  import train
+  from trainer import runner
   config = importlib.import_module('configs.gpt_tiny').get_config()
   config[section][typo] = 1
   with pytest.raises(ValueError, match=message):
-    train.build_run(config, tmp_path)
+    runner.build_run(config, tmp_path)
   assert not (tmp_path / 'tokenizer').exists()
 
 

@@ -16,9 +16,9 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-import eval as evaluation_main
+from evaluation import evaluate as evaluation_main
 import model
-import train
+from trainer import runner
 from configs import bert_tiny, glue, gpt_tiny
 from data import tasks
 from evaluation import Metric, predict, read_predictions, submission_spec
@@ -74,7 +74,7 @@ def test_glue_task_trains_and_evaluates_on_mock_data(name: str, tmp_path: Path):
   config = tiny(glue.get_config(name), num_epochs=0.0, num_steps=2)
   config.data.update(data_dir=str(tmp_path / 'tfds'), seq_len=16, length_buckets=(8, 16))
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-    train.train_and_evaluate(config, tmp_path / 'run')
+    runner.train_and_evaluate(config, tmp_path / 'run')
     results = evaluation_main.evaluate_checkpoint(config, tmp_path / 'run')
   spec = glue.TASKS[name]
   assert set(results) == set(spec.splits)
@@ -112,17 +112,17 @@ def test_fine_tune_on_a_users_tsv_learns(tmp_path: Path):
   _keyword_task(tmp_path, np.random.default_rng(0))
   config = tiny(glue.get_config('movie_binary'), num_epochs=3.0)
   config.data.update(source=f'tsv:{tmp_path}', seq_len=16, length_buckets=(8, 12, 16))
-  run = train.build_run(config, tmp_path / 'run')
+  run = runner.build_run(config, tmp_path / 'run')
   assert run.train.num_steps == math.ceil(3.0 * 512 / 8) and run.data.length_buckets == (8, 12, 16)
   # train.py compiles a step per bucket up front: every batch of an epoch has one of those shapes.
-  foreseen = {train.TrainSteps.key(shapes) for shapes in train.train_batch_shapes(run)}
-  batches = train._batches(run, run.task, shuffle=True, num_epochs=1, bucketed=True)
-  seen = {train.TrainSteps.key(batch) for batch in batches}
+  foreseen = {runner.TrainSteps.key(shapes) for shapes in runner.train_batch_shapes(run)}
+  batches = runner._batches(run, run.task, shuffle=True, num_epochs=1, bucketed=True)
+  seen = {runner.TrainSteps.key(batch) for batch in batches}
   batches.close()
   assert len(foreseen) == 3 and seen and seen <= foreseen, (seen, foreseen)
   config.optim.learning_rate = 3e-3
   config.eval.splits = ('validation',)
-  train.train_and_evaluate(config, tmp_path / 'run')
+  runner.train_and_evaluate(config, tmp_path / 'run')
   results = evaluation_main.evaluate_checkpoint(config, tmp_path / 'run')
   assert results['validation']['accuracy'] >= 0.9, results  # chance is 0.5
 
@@ -134,14 +134,14 @@ def trained_regression(tmp_path_factory: pytest.TempPathFactory) -> tuple[ml_col
   config = tiny(glue.get_config('movie_regression'), num_epochs=0.0, num_steps=3)
   config.mesh.update(data=2, fsdp=2, tensor=2)
   config.eval.max_examples = 50
-  train.train_and_evaluate(config, workdir)
+  runner.train_and_evaluate(config, workdir)
   return config, workdir
 
 
 def test_regression_targets_are_standardized_from_the_training_labels(trained_regression, tmp_path: Path):
   config, _ = trained_regression
   assert config.train.standardize_targets  # configs/glue.py's regression tasks
-  run = train.build_run(config, tmp_path)
+  run = runner.build_run(config, tmp_path)
   labels = [float(run.task.source[i]['label']) for i in range(len(run.task.source))]
   assert run.model_cfg.target_mean == pytest.approx(np.mean(labels))
   assert run.model_cfg.target_scale == pytest.approx(np.std(labels)) and np.std(labels) > 1  # ratings in [-4, 4]
@@ -151,7 +151,7 @@ def test_regression_targets_are_standardized_from_the_training_labels(trained_re
   classify.model.num_labels = 2
   classify.eval.metrics = ('accuracy',)
   with pytest.raises(ValueError, match='train.standardize_targets=True: only for data.objective=regression'):
-    train.build_run(classify, tmp_path)
+    runner.build_run(classify, tmp_path)
 
 
 def test_eval_restores_onto_a_different_mesh(trained_regression, tmp_path: Path):
@@ -176,7 +176,7 @@ def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_reg
   from scipy import stats  # pylint: disable=import-outside-toplevel
   config, workdir = trained_regression
   results = evaluation_main.evaluate_checkpoint(config, workdir, out_dir=tmp_path)
-  run = train.build_run(config, workdir)
+  run = runner.build_run(config, workdir)
   params = checkpoint.restore_params(workdir, run.abstract.params)
   task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
   preds = predict.Predictor(run.module, run.mesh, run.rules).classes(
@@ -196,12 +196,12 @@ def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
   config.data.seq_len = 32
   config.train.update(num_steps=2, batch_size=8, eval_batches=1000)
   config.optim.warmup_steps = 0
-  final = train.train_and_evaluate(config, tmp_path)
+  final = runner.train_and_evaluate(config, tmp_path)
   results = evaluation_main.evaluate_checkpoint(config, tmp_path)['validation']
   # The loop evaluates whole batches only (drop_remainder); eval.py every row: the means agree closely.
   assert results['loss'] == pytest.approx(final['loss'], rel=2e-2)
   assert results['perplexity'] == pytest.approx(math.exp(results['loss']), rel=1e-6)
-  run = train.build_run(config, tmp_path)
+  run = runner.build_run(config, tmp_path)
   task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
   text_bytes = evaluation_main.target_bytes(task, None)
   assert results['bits_per_byte'] == pytest.approx(results['loss'] * results['tokens'] / math.log(2) / text_bytes)
@@ -216,34 +216,34 @@ def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
   pre.model.update(_TINY | dict(num_layers=2))  # two layers: their order survives the change of layout
   pre.train.update(num_steps=1, batch_size=8, eval_batches=1)
   pre.optim.warmup_steps = 0
-  train.train_and_evaluate(pre, tmp_path / 'pre')
+  runner.train_and_evaluate(pre, tmp_path / 'pre')
   config = glue.get_config('movie_binary,bert_tiny')
   config.model.update(_TINY | dict(num_layers=2))
   config.train.update(init_from=str(tmp_path / 'pre'), num_epochs=0.0, num_steps=1, batch_size=8, eval_batches=1)
-  run = train.build_run(config, tmp_path / 'fine')
+  run = runner.build_run(config, tmp_path / 'fine')
   assert run.data.tokenizer.startswith('sentencepiece:') and str(tmp_path / 'pre' / 'tokenizer') in run.data.tokenizer
   assert run.task.tokenizer.vocab_size == 8000
   # The pretraining's scanned layers arrive in the fine-tune's unscanned layout, every tensor loaded.
   assert pre.model.scan_layers and not run.model_cfg.scan_layers
-  pretrained = checkpoint.restore_params(tmp_path / 'pre', train.abstract_train_state(
+  pretrained = checkpoint.restore_params(tmp_path / 'pre', runner.abstract_train_state(
       model.build(model.ModelConfig.from_dict(pre.model)), optax.identity(), run.mesh, run.rules).params)
-  fresh = train.init_train_state(run.module, run.tx, jax.random.key(1), run.abstract).params
-  started = train._initial_params(run, str(tmp_path / 'pre'), fresh)
+  fresh = runner.init_train_state(run.module, run.tx, jax.random.key(1), run.abstract).params
+  started = runner._initial_params(run, str(tmp_path / 'pre'), fresh)
   for i in range(2):
     jax.tree.map(lambda a, b, i=i: np.testing.assert_array_equal(a[i], b), pretrained['encoder']['layers'],
                  started['encoder'][f'layers_{i}'])
   np.testing.assert_array_equal(started['token_embed']['embedding'], pretrained['token_embed']['embedding'])
-  train.train_and_evaluate(config, tmp_path / 'fine')
+  runner.train_and_evaluate(config, tmp_path / 'fine')
 
 
 def test_tokenizer_of_an_hf_directory_and_errors(tmp_path: Path):
   (tmp_path / 'config.json').write_text('{}')
   (tmp_path / 'vocab.txt').write_text('[PAD]\n')
-  assert train.tokenizer_of(str(tmp_path)) == f'wordpiece:{tmp_path / "vocab.txt"}'
+  assert runner.tokenizer_of(str(tmp_path)) == f'wordpiece:{tmp_path / "vocab.txt"}'
   with pytest.raises(ValueError, match='train.init_from, which is empty'):
-    train.tokenizer_of('')
+    runner.tokenizer_of('')
   with pytest.raises(ValueError, match='neither an HF checkpoint directory'):
-    train.tokenizer_of(str(tmp_path / 'nothing'))
+    runner.tokenizer_of(str(tmp_path / 'nothing'))
 
 
 def test_eval_config_errors_name_the_field():
@@ -286,14 +286,14 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   config.data.update(seq_len=24, decoder_seq_len=24)
   config.train.update(num_steps=2, batch_size=8, eval_batches=1)
   config.optim.warmup_steps = 0
-  train.train_and_evaluate(config, tmp_path)
+  runner.train_and_evaluate(config, tmp_path)
   config.eval = ml_collections.ConfigDict({'max_examples': 12, 'num_samples': 2, 'generate': {'max_new_tokens': 8}})
   results = evaluation_main.evaluate_checkpoint(config, tmp_path)['validation']
   assert {'loss', 'perplexity', 'bleu', 'rouge1', 'rouge2', 'rougeL'} <= set(results)
   rows = [line.split('\t', 1) for line in (tmp_path / 'eval/step_2/validation.tsv').read_text().splitlines()[1:]]
   hypotheses = [text for _, text in rows]
   assert len(hypotheses) == 12
-  run = train.build_run(config, tmp_path)
+  run = runner.build_run(config, tmp_path)
   task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
   references = [task.source[i]['target'] for i in range(12)]
   assert results['bleu'] == pytest.approx(text_metrics.bleu(hypotheses, references))

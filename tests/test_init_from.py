@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-import train
+from trainer import runner
 from configs import bert_tiny
 from model import hf
 from trainer.step import init_train_state
@@ -41,10 +41,10 @@ def hf_mlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_init_from_an_hf_mlm_checkpoint_into_a_classifier(hf_mlm_dir: Path, tmp_path: Path):
-  run = train.build_run(classifier_config(), tmp_path)
+  run = runner.build_run(classifier_config(), tmp_path)
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
   fresh = jax.tree.map(np.asarray, state.params)
-  loaded = train._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
+  loaded = runner._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
   _, reference = hf.from_pretrained(hf_mlm_dir)
   np.testing.assert_array_equal(loaded['token_embed']['embedding'], reference['token_embed']['embedding'])
   jax.tree.map(np.testing.assert_array_equal, loaded['encoder'], jax.tree.map(np.asarray, reference['encoder']))
@@ -72,10 +72,10 @@ def test_init_from_an_hf_regression_head_keeps_its_predictions(tmp_path: Path):
   config.model.num_labels = 1
   config.data.update(source='builtin:movie_sentiment/regression', objective='regression')
   config.train.standardize_targets = True
-  run = train.build_run(config, tmp_path / 'run')
+  run = runner.build_run(config, tmp_path / 'run')
   assert run.model_cfg.target_scale > 1  # ratings in [-4, 4]
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
-  params = train._initial_params(run, str(tmp_path / 'hf'), state.params)  # pylint: disable=protected-access
+  params = runner._initial_params(run, str(tmp_path / 'hf'), state.params)  # pylint: disable=protected-access
   ids = np.random.default_rng(0).integers(1000, 30000, (2, 9)).astype(np.int32)
   ours = run.module.apply({'params': params}, input_ids=ids, attention_mask=np.ones_like(ids))['logits']
   with torch.no_grad():
@@ -86,16 +86,16 @@ def test_init_from_an_hf_regression_head_keeps_its_predictions(tmp_path: Path):
 def test_init_from_a_shape_mismatch_names_the_tensor(hf_mlm_dir: Path, tmp_path: Path):
   config = classifier_config()
   config.model.d_ff = 128
-  run = train.build_run(config, tmp_path)
+  run = runner.build_run(config, tmp_path)
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
   with pytest.raises(ValueError, match=r"train.init_from: \['encoder'\]\['layers'\]\['ffn'\]\['wi'\]\['bias'\] has "
                                        r'shape \(1, 64\) there but \(1, 128\) here'):
-    train._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
+    runner._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
 
 
 def test_init_from_something_else_is_an_error(tmp_path: Path):
-  run = train.build_run(classifier_config(), tmp_path / 'run')
+  run = runner.build_run(classifier_config(), tmp_path / 'run')
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='neither an HF checkpoint directory'):
-    train._initial_params(run, str(tmp_path / 'empty'), state.params)  # pylint: disable=protected-access
+    runner._initial_params(run, str(tmp_path / 'empty'), state.params)  # pylint: disable=protected-access

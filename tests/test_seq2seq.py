@@ -18,7 +18,7 @@ import ml_collections
 import pytest
 
 import model
-import train
+from trainer import runner
 from data import prepare, raw, sources, tasks
 from trainer import metrics
 
@@ -66,8 +66,8 @@ def test_validation_loss_falls(data_dir: Path, tmp_path: Path, monkeypatch: pyte
   # No XLA backend optimisations: half of each compile, nothing gained for a model this small.
   options = {'xla_backend_optimization_level': 0}
   for name in ('compile_train_step', 'compile_eval_step', 'init_train_state'):
-    monkeypatch.setattr(train, name, functools.partial(getattr(train, name), compiler_options=options))
-  final = train.train_and_evaluate(make_config(TINY | {'data.data_dir': str(data_dir)}), tmp_path)
+    monkeypatch.setattr(runner, name, functools.partial(getattr(runner, name), compiler_options=options))
+  final = runner.train_and_evaluate(make_config(TINY | {'data.data_dir': str(data_dir)}), tmp_path)
   evals = [(row['step'], row['loss']) for row in metrics.read_metrics(tmp_path / metrics.JSONL_NAME,
                                                                       metrics.Split.EVAL)]
   assert [step for step, _ in evals] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
@@ -89,5 +89,5 @@ def _info() -> sources.TaskInfo:
 def test_model_must_fit_the_data(overrides: Mapping[str, Any], message: str) -> None:
   config = make_config(overrides)
   with pytest.raises(ValueError, match=message):
-    train.check_model_fits_data(model.ModelConfig.from_dict(config.model), tasks.DataConfig.from_dict(config.data),
+    runner.check_model_fits_data(model.ModelConfig.from_dict(config.model), tasks.DataConfig.from_dict(config.data),
                                 _info(), VOCAB)

@@ -33,7 +33,7 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 import model
-import train
+from trainer import runner
 from trainer import checkpoint, metrics
 from trainer.mesh import MeshConfig, make_mesh
 from trainer.step import abstract_train_state
@@ -171,7 +171,7 @@ class Reference:
 def reference(tmp_path_factory) -> Reference:
   """The uninterrupted GPT run of STEPS steps on a data=8 mesh, in this process; it keeps every checkpoint."""
   workdir = tmp_path_factory.mktemp('reference')
-  final = train.train_and_evaluate(make_config('gpt_tiny', GPT | {'train.keep': STEPS}), workdir)
+  final = runner.train_and_evaluate(make_config('gpt_tiny', GPT | {'train.keep': STEPS}), workdir)
   return Reference(workdir, final, named_leaves(restore_params(workdir, GPT)))
 
 
@@ -202,7 +202,7 @@ def interrupted(reference, compile_cache_env, tmp_path_factory) -> Interrupted:
   terminated = interrupt(workdir, GPT | {'train.checkpoint_every': 10 * STEPS},
                          lambda: printed_step(log) >= resumed_from + 5, signal.SIGTERM, log, compile_cache_env)
   terminated_latest = latest_step(workdir)
-  final = train.train_and_evaluate(make_config('gpt_tiny', GPT), workdir)
+  final = runner.train_and_evaluate(make_config('gpt_tiny', GPT), workdir)
   return Interrupted(workdir, killed, resumed_from, terminated, log.read_text(), terminated_latest, final)
 
 
@@ -212,7 +212,7 @@ def fast_compile(monkeypatch) -> None:
   tiny models), for runs compared with no run of `python train.py`."""
   options = {'xla_backend_optimization_level': 0}
   for name in ('compile_train_step', 'compile_eval_step', 'init_train_state'):
-    monkeypatch.setattr(train, name, functools.partial(getattr(train, name), compiler_options=options))
+    monkeypatch.setattr(runner, name, functools.partial(getattr(runner, name), compiler_options=options))
 
 
 COMPILED = ('jit(train_step)', 'jit(eval_step)', 'jit(_init_state)')
@@ -257,7 +257,7 @@ def test_family_loss_falls(reference, tmp_path, fast_compile, name, overrides):
   config = make_config(name, TINY | overrides | {
       'train.num_steps': steps, 'train.eval_every': steps, 'train.checkpoint_every': steps, 'train.log_every': 20,
       'optim.warmup_steps': 5})
-  final = train.train_and_evaluate(config, tmp_path)
+  final = runner.train_and_evaluate(config, tmp_path)
   assert_loss_falls(tmp_path, final, drop=1.0)
   assert committed_steps(tmp_path) == [steps]
 
@@ -303,7 +303,7 @@ def test_resume_onto_another_mesh(reference, tmp_path, fast_compile):
       shutil.rmtree(workdir / checkpoint.CHECKPOINT_SUBDIR / str(step))
   assert latest_step(workdir) == STEPS - 10
   fsdp = GPT | {'mesh.data': 2, 'mesh.fsdp': 4}
-  final = train.train_and_evaluate(make_config('gpt_tiny', fsdp), workdir)
+  final = runner.train_and_evaluate(make_config('gpt_tiny', fsdp), workdir)
   assert latest_step(workdir) == STEPS
   got = named_leaves(restore_params(workdir, fsdp))
   for name, value in got.items():  # other reductions, so close rather than identical
@@ -369,7 +369,7 @@ def test_resume_with_other_distributed_settings(reference, tmp_path):
   shutil.copytree(reference.workdir, workdir)
   relaunched = GPT | {'distributed.coordinator_address': 'localhost:1234', 'distributed.num_processes': 2,
                       'distributed.process_id': 1}
-  final = train.train_and_evaluate(make_config('gpt_tiny', relaunched), workdir)
+  final = runner.train_and_evaluate(make_config('gpt_tiny', relaunched), workdir)
   assert final == pytest.approx(reference.final, rel=1e-6)
 
 
@@ -385,7 +385,7 @@ def test_resume_with_other_distributed_settings(reference, tmp_path):
 def test_bad_input_fails_before_compiling(reference, tmp_path, compiled, overrides, message):
   copy_tokenizer(reference.workdir, tmp_path)
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(make_config('gpt_tiny', TINY | overrides), tmp_path)
+    runner.train_and_evaluate(make_config('gpt_tiny', TINY | overrides), tmp_path)
   assert not set(compiled) & set(COMPILED), compiled
 
 
@@ -396,7 +396,7 @@ def test_unprepared_dataset_names_the_command(tmp_path, compiled):
                       'model.pooler': True, 'model.lm_head_bias': False}
   command = r'`tfds build glue/sst2 --data_dir .* --file_format array_record`'
   with pytest.raises(ValueError, match=rf'not prepared as array_record in .*{command}'):
-    train.build_run(make_config('bert_tiny', overrides), tmp_path / 'run')
+    runner.build_run(make_config('bert_tiny', overrides), tmp_path / 'run')
   assert not set(compiled) & set(COMPILED), compiled
 
 
@@ -404,7 +404,7 @@ def test_workdir_of_another_config(reference, tmp_path, compiled):
   workdir = tmp_path / 'run'
   shutil.copytree(reference.workdir, workdir)
   with pytest.raises(checkpoint.ConfigMismatchError, match=r'model\.d_model: saved 32, now 64'):
-    train.train_and_evaluate(make_config('gpt_tiny', GPT | {'model.d_model': 64}), workdir)
+    runner.train_and_evaluate(make_config('gpt_tiny', GPT | {'model.d_model': 64}), workdir)
   assert not set(compiled) & set(COMPILED), compiled
 
 
@@ -425,8 +425,8 @@ def all_finite(params: Any) -> bool:
 def test_nan_halt_names_the_step_and_a_good_checkpoint(reference, tmp_path, fast_compile):
   copy_tokenizer(reference.workdir, tmp_path)
   config = make_config('gpt_tiny', DIVERGING | {'train.nan_policy': 'halt'})
-  with pytest.raises(train.TrainingHalted) as error:
-    train.train_and_evaluate(config, tmp_path)
+  with pytest.raises(runner.TrainingHalted) as error:
+    runner.train_and_evaluate(config, tmp_path)
   message = str(error.value)
   bad = int(re.search(r'at step (\d+)', message).group(1))
   good = int(re.search(r'the last good checkpoint is step (\d+)', message).group(1))
@@ -441,7 +441,7 @@ def test_nan_halt_names_the_step_and_a_good_checkpoint(reference, tmp_path, fast
 
 def test_nan_skip_finishes_with_finite_params(reference, tmp_path, fast_compile):
   copy_tokenizer(reference.workdir, tmp_path)
-  train.train_and_evaluate(make_config('gpt_tiny', DIVERGING | {'train.nan_policy': 'skip'}), tmp_path)
+  runner.train_and_evaluate(make_config('gpt_tiny', DIVERGING | {'train.nan_policy': 'skip'}), tmp_path)
   assert latest_step(tmp_path) == NAN_STEPS
   rows = [row for row in metrics.read_metrics(tmp_path / metrics.JSONL_NAME, metrics.Split.TRAIN) if 'loss' in row]
   assert any(not math.isfinite(row['grad_norm']) for row in rows)  # there were updates to skip
@@ -455,6 +455,6 @@ def test_restart_before_the_first_checkpoint_logs_each_step_once(reference, tmp_
   copy_tokenizer(reference.workdir, tmp_path)
   (tmp_path / metrics.JSONL_NAME).write_text(''.join(
       f'{{"step": {s}, "split": "train", "wall_time": 0.0, "loss": 99.0}}\n' for s in (1, 2, 3)))
-  train.train_and_evaluate(make_config('gpt_tiny', GPT | {'train.num_steps': 4}), tmp_path)
+  runner.train_and_evaluate(make_config('gpt_tiny', GPT | {'train.num_steps': 4}), tmp_path)
   logged = train_losses(tmp_path)
   assert [step for step, _ in logged] == [1, 2, 3, 4] and 99.0 not in [loss for _, loss in logged]

@@ -1,0 +1,411 @@
+"""The run: `build_run(config, workdir)` (config -> checked parts, nothing compiled), `init_from`, and the loop
+`train_and_evaluate(config, workdir)` that train.py calls.
+
+The same config runs on one CPU, one GPU or a multi-host mesh (`--config.mesh.*`). Every input is checked
+before anything compiles; a run resumes by itself from its workdir (state, data position, and the exact
+next batch); SIGTERM saves a checkpoint and returns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+import model
+from core.paths import user_path
+from data import bucketing, sources, tasks
+from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
+from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
+from evaluation.config import EvalConfig
+from model import hf
+from trainer import checkpoint, metrics
+from trainer.config import NanPolicy, TrainConfig, schema_defaults
+from trainer.mesh import MeshConfig, make_mesh
+from trainer.optim import OptimConfig, make_optimizer
+from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
+                          init_train_state)
+
+
+class TrainingHalted(RuntimeError):
+  """The loss stopped being finite; the message names the step and the last good checkpoint."""
+
+
+# Which model each objective trains: (family, head).
+_OBJECTIVE_MODELS = {
+    tasks.Objective.CAUSAL_LM: (model.Family.DECODER, model.Head.LM),
+    tasks.Objective.MLM: (model.Family.ENCODER, model.Head.LM),
+    tasks.Objective.SPAN_CORRUPTION: (model.Family.ENCODER_DECODER, model.Head.LM),
+    tasks.Objective.CLASSIFICATION: (model.Family.ENCODER, model.Head.CLASSIFIER),
+    tasks.Objective.REGRESSION: (model.Family.ENCODER, model.Head.CLASSIFIER),
+    tasks.Objective.SEQ2SEQ: (model.Family.ENCODER_DECODER, model.Head.LM),
+}
+
+
+def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo,
+                          vocab_size: int) -> None:
+  """Errors, before any compile, for a model that cannot train on this data."""
+  family, head = _OBJECTIVE_MODELS[data.objective]
+  if (cfg.family, cfg.head) != (family, head):
+    raise ValueError(f'data.objective={data.objective.value} trains family={family.value} with head={head.value}, '
+                     f'but model.family={cfg.family.value}, model.head={cfg.head.value}: change one of them')
+  if data.objective is tasks.Objective.CLASSIFICATION and cfg.num_labels != info.num_classes:
+    raise ValueError(f'model.num_labels={cfg.num_labels}, but data.source={data.source!r} has '
+                     f'{info.num_classes} classes: set --config.model.num_labels={info.num_classes}')
+  if data.objective is tasks.Objective.REGRESSION and cfg.num_labels != 1:
+    raise ValueError(f'model.num_labels={cfg.num_labels}: regression predicts one number; set model.num_labels=1')
+  if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
+    for name, length in (('data.seq_len', data.seq_len), ('data.decoder_seq_len', data.targets_len)):
+      if name == 'data.decoder_seq_len' and cfg.family is not model.Family.ENCODER_DECODER:
+        continue
+      if length > cfg.max_len:
+        raise ValueError(f'{name}={length} exceeds model.max_len={cfg.max_len}, the size of the position '
+                         f'table: shorten {name} or raise model.max_len')
+  if vocab_size > cfg.vocab_size:
+    raise ValueError(f'data.tokenizer has {vocab_size} ids but model.vocab_size={cfg.vocab_size}: set '
+                     f'--config.model.vocab_size={vocab_size} (or larger)')
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from the config before the loop: checked, compiled once."""
+
+  train: TrainConfig
+  model_cfg: model.ModelConfig
+  data: tasks.DataConfig
+  task: tasks.Task
+  eval_task: tasks.Task
+  mesh: jax.sharding.Mesh
+  rules: Any
+  abstract: TrainState
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  step_cfg: StepConfig
+  module: model.Transformer
+  workdir: Path
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+  train = TrainConfig.from_dict(config.train)
+  optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)  # its errors before any tokenizer
+  model_cfg = model.ModelConfig.from_dict(config.model)
+  data = tasks.DataConfig.from_dict(config.data)
+  if data.tokenizer == INIT_FROM:
+    data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
+  eval_cfg = EvalConfig.from_config(config)
+  mesh_cfg = MeshConfig.from_dict(config.mesh)
+  mesh = make_mesh(mesh_cfg)  # a shape that does not fit the devices fails here
+  task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
+  if train.num_epochs:
+    train = dataclasses.replace(train, num_steps=max(1, math.ceil(train.num_epochs * len(task.source) /
+                                                                  train.batch_size)))
+    optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)
+  if warmup_note:
+    say(warmup_note)
+  eval_split = (eval_cfg.splits or ('validation',))[0]
+  eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
+  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
+  if train.standardize_targets:
+    model_cfg = _standardized(model_cfg, data, task)
+  tx, schedule = make_optimizer(optim_cfg)
+  if train.nan_policy is NanPolicy.SKIP:
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
+  module = model.build(model_cfg)
+  abstract = abstract_train_state(module, tx, mesh, mesh_cfg.logical_rules)
+  step_cfg = StepConfig(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss)
+  return Run(train, model_cfg, data, task, eval_task, mesh, mesh_cfg.logical_rules, abstract, tx, schedule, step_cfg,
+             module, workdir)
+
+
+def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Task) -> model.ModelConfig:
+  """`cfg` with target_mean / target_scale = the mean and std of the training split's labels (recomputed
+  identically by eval.py, which builds the same run)."""
+  if data.objective is not tasks.Objective.REGRESSION:
+    raise ValueError(f'train.standardize_targets=True: only for data.objective=regression, not '
+                     f'{data.objective.value}; set it to False')
+  labels = np.array([float(task.source[i][task.info.label_feature]) for i in range(len(task.source))], np.float64)
+  mean, std = float(labels.mean()), float(labels.std())
+  if not std > 0:
+    raise ValueError(f'train.standardize_targets=True: every training label of {data.source!r} is {mean}; set it '
+                     'to False')
+  say(f'regression targets: mean {mean:.4f}, std {std:.4f} of {len(labels)} training labels')
+  return cfg.replace(target_mean=mean, target_scale=std)
+
+
+INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint
+
+
+def _saved_config(init_from: str) -> ml_collections.ConfigDict:
+  """The config saved with the latest checkpoint of our workdir `init_from` (not an HF directory)."""
+  with checkpoint.Checkpointer(user_path(init_from), read_only=True) as reader:
+    saved = reader.saved_config() if reader.latest_step() is not None else None
+  if saved is None:
+    raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
+                     'a workdir of ours with a checkpoint')
+  return saved
+
+
+def tokenizer_of(init_from: str) -> str:
+  """The `data.tokenizer` spec of the checkpoint a fine-tune starts from: an HF directory's vocabulary file,
+  or the tokenizer our run trained (its 'auto' SentencePiece model lives in <workdir>/tokenizer)."""
+  if not init_from:
+    raise ValueError(f"data.tokenizer='{INIT_FROM}' takes the tokenizer of train.init_from, which is empty: "
+                     'set --config.train.init_from=<workdir or HF directory>, or name a tokenizer')
+  path = user_path(init_from)
+  if (path / 'config.json').is_file():
+    for name, kind in (('vocab.txt', 'wordpiece'), ('spiece.model', 'sentencepiece'), ('vocab.json', 'byte_bpe')):
+      if (path / name).is_file():
+        return f'{kind}:{path / name}'
+    raise ValueError(f'train.init_from={init_from!r} has no vocab.txt, spiece.model or vocab.json: set '
+                     'data.tokenizer to its tokenizer')
+  saved = _saved_config(init_from)
+  spec = TokenizerSpec.parse(saved.data.tokenizer)
+  if spec.kind is TokenizerKind.SENTENCEPIECE and spec.path is None:
+    return f'sentencepiece:{auto_model_path(spec, path / "tokenizer")}'
+  return saved.data.tokenizer
+
+
+def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | None,
+             bucketed: bool = False) -> InputIterator:
+  """The task's batches; `bucketed` (training with data.length_buckets): of similar lengths, each cut to a
+  bucket (data/bucketing.py), which needs every example's length (computed here, once)."""
+  buckets = run.data.length_buckets if bucketed else ()
+  config = PipelineConfig(global_batch_size=run.train.batch_size, seed=run.train.seed, shuffle=shuffle,
+                          num_epochs=num_epochs, worker_count=run.data.worker_count, length_buckets=buckets,
+                          bucket_window=run.data.bucket_window)
+  lengths = bucketing.example_lengths(task.source, task.transform) if buckets else None
+  return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
+                                    process_count=jax.process_count(), lengths=lengths))
+
+
+class TrainSteps:
+  """The train step compiled once per batch shape: the one shape, or one per length bucket."""
+
+  def __init__(self, run: Run, compiled: Mapping[tuple[Any, ...], jax.stages.Compiled]) -> None:
+    self._run = run
+    self._steps = dict(compiled)
+
+  @staticmethod
+  def key(shapes: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple(sorted((k, tuple(v.shape)) for k, v in shapes.items()))
+
+  def __call__(self, state: TrainState, batch: Mapping[str, np.ndarray], rng: jax.Array) -> tuple[TrainState, Any]:
+    run = self._run
+    global_batch = to_global(batch, run.mesh, run.rules)
+    key = self.key(global_batch)
+    if key not in self._steps:  # not a shape `train_batch_shapes` foresaw: compile it now rather than fail
+      self._steps[key] = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
+                                            run.abstract, global_batch)
+    return self._steps[key](state, global_batch, rng)
+
+
+def train_batch_shapes(run: Run) -> list[dict[str, jax.ShapeDtypeStruct]]:
+  """Every global batch shape of the training stream: one, or one per data.length_buckets bucket."""
+  shapes = _global_shapes(run)
+  if not run.data.length_buckets:
+    return [shapes]
+  per_bucket = bucketing.bucket_shapes({k: v.shape for k, v in shapes.items()}, run.data.length_buckets)
+  return [{k: jax.ShapeDtypeStruct(shape, shapes[k].dtype) for k, shape in bucket.items()} for bucket in per_bucket]
+
+
+def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
+  """The train step for every batch shape and the eval step, compiled up front and side by side (one thread
+  per core): a program's compile keeps the cores only partly busy. The MiniLM fine-tune's five bucket steps
+  and eval step: 45 s one after the other, 38 s side by side on 2 cores."""
+  def train_step(shapes: Mapping[str, Any]) -> jax.stages.Compiled:
+    return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules, run.abstract,
+                              shapes)
+
+  train_shapes = train_batch_shapes(run)
+  # Tracing holds the GIL but the compiles release it; each thread sets its own mesh and axis-rule contexts.
+  # Several processes compile one at a time, in the same order: a GPU cluster shares autotuning results
+  # between the processes' compiles of the same program.
+  workers = len(os.sched_getaffinity(0)) if jax.process_count() == 1 else 1
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    # The eval batches are never cut: the last shape, data.seq_len (the last bucket, or the only shape).
+    eval_future = pool.submit(compile_eval_step, run.module, run.step_cfg, run.mesh, run.rules, run.abstract.params,
+                              train_shapes[-1])
+    train_compiled = list(pool.map(train_step, train_shapes))
+    eval_step = eval_future.result()
+  return TrainSteps(run, {TrainSteps.key(s): c for s, c in zip(train_shapes, train_compiled)}), eval_step
+
+
+def _global_shapes(run: Run) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch's features: one example's (every feature has a fixed shape) under the batch axis."""
+  example = run.task.transform(0, run.task.source[0])
+  return {k: jax.ShapeDtypeStruct((run.train.batch_size,) + np.shape(v), np.asarray(v).dtype)
+          for k, v in example.items()}
+
+
+def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
+  """Mean loss over up to `train.eval_batches` validation batches (same batches every time); perplexity
+  for language models, accuracy for classification."""
+  batches = _batches(run, run.eval_task, shuffle=False, num_epochs=1)
+  totals = None
+  for _, batch in zip(range(run.train.eval_batches), batches):
+    sums = eval_step(params, to_global(batch, run.mesh, run.rules))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  batches.close()
+  if totals is None:
+    raise ValueError(f'the validation split of data.source={run.data.source!r} has fewer examples than one batch '
+                     f'of train.batch_size={run.train.batch_size}')
+  totals = jax.device_get(totals)
+  weight = max(float(totals['weight']), 1.0)
+  out = {'loss': float(totals['loss']) / weight}
+  if run.data.objective in tasks.CORPUS_OBJECTIVES:
+    out['perplexity'] = math.exp(min(out['loss'], 700.0))
+  if 'correct' in totals and run.data.objective is not tasks.Objective.REGRESSION:
+    out['accuracy'] = float(totals['correct']) / weight
+  return out
+
+
+def _initial_params(run: Run, init_from: str, params: Any) -> Any:
+  """Parameters of another run or an HF directory, onto this model: matching tensors are taken, heads that
+  this model lacks are dropped and heads it adds keep their fresh initialisation (both listed in the log)."""
+  path = user_path(init_from)
+  source_standardized = False  # a regression head of the source predicts in label units unless it was standardized
+  if (path / 'config.json').is_file():
+    _, loaded = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
+  else:
+    saved = _saved_config(init_from)
+    saved_module = model.build(model.ModelConfig.from_dict(saved.model))
+    target = abstract_train_state(saved_module, optax.identity(), run.mesh, run.rules).params
+    loaded = checkpoint.restore_params(path, target)
+    if saved_module.cfg.scan_layers != run.model_cfg.scan_layers:  # e.g. a scanned pretraining -> configs/glue.py
+      loaded = (model.stack_layers if run.model_cfg.scan_layers else model.unstack_layers)(loaded)
+    source_standardized = bool(saved.train.get('standardize_targets', False))
+  mean, scale = run.model_cfg.target_mean, run.model_cfg.target_scale
+  if 'classifier' in loaded and (mean, scale) != (0.0, 1.0):
+    if source_standardized:
+      say(f'init_from {init_from}: its regression head is in its own run\'s standardized units; loaded as is')
+    else:  # re-expressed in this run's standardized units, so it predicts the same values as in its source
+      head = loaded['classifier']
+      loaded = loaded | {'classifier': {'kernel': head['kernel'] / scale, 'bias': (head['bias'] - mean) / scale}}
+  flat_init = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  flat_loaded = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  kept, fresh = 0, []
+  leaves = []
+  for key, value in flat_init.items():
+    name = jax.tree_util.keystr(key)
+    if name in flat_loaded:
+      source = flat_loaded.pop(name)
+      if tuple(source.shape) != tuple(value.shape):
+        raise ValueError(f'train.init_from: {name} has shape {tuple(source.shape)} there but {tuple(value.shape)} '
+                         'here: the architectures differ')
+      leaves.append(jax.device_put(jnp.asarray(source, value.dtype), value.sharding))
+      kept += 1
+    else:
+      leaves.append(value)
+      fresh.append(name)
+  say(f'init_from {init_from}: {kept} tensors loaded; newly initialised: {fresh or "none"}; dropped: '
+       f'{sorted(flat_loaded) or "none"}')
+  return jax.tree.unflatten(jax.tree.structure(params), leaves)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
+  workdir = user_path(workdir)
+  run = build_run(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
+                                 keep=run.train.keep, best_metric='loss', best_mode='min')
+  # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
+  # differs between the processes of one run (process_id) and between launches (the coordinator's port).
+  ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
+  train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
+  train_step, eval_step = compile_steps(run)
+
+  start = ckpt.latest_step()
+  if start is not None:
+    restored = ckpt.restore(run.abstract)
+    state = restored.state
+    train_batches.set_state(restored.data_iterator)
+    say(f'resumed from step {start} in {workdir}')
+  else:
+    start = 0
+    state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
+    if run.train.init_from:
+      state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
+
+  stop = {'signal': None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  seq = run.data.seq_len
+  dec = run.data.targets_len if run.model_cfg.family is model.Family.ENCODER_DECODER else None
+  meter = metrics.Throughput(run.train.num_steps, run.train.batch_size * metrics.tokens_per_example(
+      run.model_cfg, seq, dec), flops_per_token=metrics.flops_per_token(run.model_cfg, seq, dec),
+      peak_flops=metrics.total_peak_flops())
+  rng = jax.random.key(run.train.seed)
+  eval_metrics: dict[str, float] = {}
+  pending: tuple[int, Any] | None = None  # the previous step's metrics, checked once the next step is queued
+  with metrics.MetricWriter(workdir, resume_step=start) as writer:
+    try:
+      for step in range(start + 1, run.train.num_steps + 1):
+        state, step_metrics = train_step(state, next(train_batches), rng)
+        if pending is not None:
+          _check_finite(run, ckpt, *pending)
+        pending = (step, step_metrics)
+        if step == start + 1 or step % run.train.log_every == 0:
+          values = writer.write(step, metrics.Split.TRAIN, step_metrics)
+          meter.tick(step)
+          if step % run.train.log_every == 0:
+            rates = meter.rates()
+            if rates is not None:
+              writer.write(step, metrics.Split.TRAIN, rates.as_metrics())
+            writer.print_progress(step, run.train.num_steps, values, rates)
+        evaluated = None
+        if step % run.train.eval_every == 0 or step == run.train.num_steps:
+          with meter.paused():
+            evaluated = eval_metrics = evaluate(run, eval_step, state.params)
+            writer.write(step, metrics.Split.EVAL, evaluated)
+            say(f'step {step} eval: ' + '  '.join(f'{k} {v:.4f}' for k, v in evaluated.items()))
+        # Read the flag once: a signal landing between the save decision and the exit must not skip the save.
+        stopping = stop['signal'] is not None
+        if step == run.train.num_steps or stopping or ckpt.should_save(step):
+          _check_finite(run, ckpt, *pending)  # never save a state whose loss went bad
+          with meter.paused():
+            ckpt.save(step, state, data_iterator=train_batches.get_state(), metrics=evaluated, force=True)
+        if stopping:
+          ckpt.wait_until_finished()
+          say(f'signal {stop["signal"]}: saved step {ckpt.latest_step()} in {workdir}; exiting')
+          break
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      ckpt.close()  # waits for the write in flight
+      train_batches.close()
+  if stop['signal'] is None and not eval_metrics:  # resumed at the last step: evaluate what was restored
+    eval_metrics = evaluate(run, eval_step, state.params)
+  return eval_metrics
+
+
+def say(line: str) -> None:
+  """Prints `line` once, on process 0."""
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
+def _check_finite(run: Run, ckpt: checkpoint.Checkpointer, step: int, step_metrics: Mapping[str, Any]) -> None:
+  # The loss is that of the parameters before this step's update; param_norm is of those after it, which a
+  # checkpoint of this step would hold (a non-finite gradient makes them NaN while the loss is still finite).
+  loss, param_norm = float(step_metrics['loss']), float(step_metrics['param_norm'])
+  if math.isfinite(loss) and math.isfinite(param_norm):
+    return
+  if run.train.nan_policy is NanPolicy.SKIP:
+    logging.warning('step %d: loss %s, param_norm %s, update skipped (train.nan_policy=skip)', step, loss,
+                    param_norm)
+    return
+  ckpt.wait_until_finished()
+  what = f'loss is {loss}' if not math.isfinite(loss) else f'param_norm is {param_norm} after the update'
+  raise TrainingHalted(f'{what} at step {step}; the last good checkpoint is step {ckpt.latest_step()} '
+                       f'in {checkpoint.checkpoint_dir(run.workdir)}. Lower optim.learning_rate, or set train.nan_policy=skip to drop '
+                       'such updates')
