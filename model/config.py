@@ -76,6 +76,10 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
 
+# Fields that change how the same function runs, not what it computes nor the parameters it has: a run may
+# resume with others (trainer/checkpoint.RUNTIME_FIELDS), an HF export ignores them (model/hf/io.py).
+EXECUTION_FIELDS: tuple[str, ...] = ('attention_impl', 'remat')
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:

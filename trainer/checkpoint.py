@@ -27,7 +27,7 @@ afresh. Configs go through JSON, so tuples come back as lists.
 In the training loop (every process runs the same calls):
 
   ckpt = Checkpointer(workdir, config=config, save_every=config.train.checkpoint_every, keep=config.train.keep,
-                      best_metric='eval_loss', best_mode='min')
+                      best_metric='loss', best_mode='min')   # save(metrics=) holds the eval 'loss'
   ckpt.check_config(config)                 # ConfigMismatchError if the workdir was written by another config
   abstract_state = jax.eval_shape(sharded_init, rng)   # ShapeDtypeStructs carrying this mesh's shardings
   if ckpt.latest_step() is not None:        # resume: the state and this process's iterator position
@@ -62,6 +62,7 @@ from absl import logging
 from etils import epath
 
 from core.paths import user_path
+from model.config import EXECUTION_FIELDS
 
 PyTree = Any
 StepSpec = int | Literal['latest', 'best']
@@ -74,7 +75,7 @@ STATE, DATA_ITERATOR, CONFIG = 'state', 'data_iterator', 'config'
 RUNTIME_FIELDS: tuple[str, ...] = (
     'train.num_steps', 'train.num_epochs', 'train.log_every', 'train.eval_every', 'train.eval_batches',
     'train.checkpoint_every', 'train.keep',
-    'mesh.*', 'data.worker_count', 'data.data_dir', 'eval.*', 'model.remat', 'model.attention_impl',
+    'mesh.*', 'data.worker_count', 'data.data_dir', 'eval.*', *(f'model.{f}' for f in EXECUTION_FIELDS),
 )
 
 _PROCESS_FILE = re.compile(r'^process_(\d+)-of-(\d+)\.json$')
