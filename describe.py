@@ -3,8 +3,6 @@ jitted forward pass on a batch of the config's shape.
 
   python describe.py --config configs/gpt_tiny.py [--config.model.position=rope]
   python describe.py --hf_dir path/to/hf/checkpoint      # a directory written by HF save_pretrained
-
-This is the main job until the training loop (train.py) lands.
 """
 
 from __future__ import annotations

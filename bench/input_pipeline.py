@@ -5,8 +5,8 @@
 For the tiny configs (and BERT-tiny fine-tuning on movie sentiment) it prints the pipeline's examples/s and
 tokens/s, the tokens/s of a jitted train step (forward, backward, AdamW) of that config, and their ratio:
 above 1 the pipeline keeps up with the step. Built-in datasets are built on first use; the SentencePiece
-vocabulary is trained once into bench/.cache. Until train.py lands, the step is the plain loss of each
-objective written here (cross-entropy over the weighted targets, or over the label; MSE for regression).
+vocabulary is trained once into bench/.cache. The step is a plain loss of each objective written here
+(cross-entropy over the weighted targets, or over the label; MSE for regression), not trainer.step's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

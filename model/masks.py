@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 
 def attention_mask(*, kv_valid: jax.Array | None = None, q_segment_ids: jax.Array | None = None,
@@ -41,7 +40,3 @@ def token_validity(attention_mask: jax.Array | None, segment_ids: jax.Array | No
     seg_valid = segment_ids > 0
     valid = seg_valid if valid is None else valid & seg_valid
   return valid
-
-
-def ones_like_tokens(ids: jax.Array) -> jax.Array:
-  return jnp.ones(ids.shape, bool)

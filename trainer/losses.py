@@ -85,9 +85,3 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
       return {'loss': jnp.sum(jnp.square(error)), 'z_loss': jnp.zeros((), jnp.float32),
               'weight': jnp.asarray(error.shape[0], jnp.float32)}
   raise ValueError(f'unknown loss kind {kind}')
-
-
-def safe_divide(total: jax.Array, weight: jax.Array) -> jax.Array:
-  """total / weight, 0 where weight is 0 (an all-padding batch) with a finite gradient: a jnp.where over
-  total / 0 would send inf * 0 = nan back through the unselected branch."""
-  return total / jnp.where(weight > 0, weight, 1.0)
