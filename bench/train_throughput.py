@@ -221,9 +221,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   # pylint: disable=import-outside-toplevel
   import jax
   import model
-  from data.pipeline import to_global
   from model import hf
-  from trainer.mesh import MeshConfig, make_mesh
+  from trainer.mesh import MeshConfig, make_mesh, to_global
   from trainer.metrics import flops_per_token, peak_flops_per_device, tokens_per_example, total_peak_flops
   from trainer.optim import OptimConfig, make_optimizer
   from trainer.step import StepConfig, abstract_train_state, compile_train_step, init_train_state

@@ -15,8 +15,8 @@ along axis 1 of data.length_features; the other features keep their shapes. Ever
 each epoch is a permutation of the source, batch b is the same for any P, and a resume is exact.
 
 The iterator's state is a small JSON-able dict (grain's), saved with every checkpoint; restoring it makes
-the next batch exactly the one that would have come. Host-local numpy batches become global `jax.Array`s
-with the batch sharding of the mesh (`to_global`).
+the next batch exactly the one that would have come. Batches are host-local numpy arrays; trainer/mesh.py's
+`to_global` makes them global `jax.Array`s with the batch sharding of the mesh.
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-import flax.linen as nn
 import grain
-import jax
 import numpy as np
 from absl import flags
 
 from data import bucketing
-from model import partitioning as P
 
 Batch = dict[str, np.ndarray]
 
@@ -163,17 +160,3 @@ class InputIterator:
     close = getattr(self._iterator, 'close', None)
     if close is not None:
       close()
-
-
-def batch_sharding(mesh: jax.sharding.Mesh, rules: P.Rules, ndim: int) -> jax.sharding.NamedSharding:
-  """Leading axis over the mesh axes of the logical 'batch' axis (the rules table), the rest replicated."""
-  spec = nn.logical_to_mesh_axes((P.BATCH,) + (None,) * (ndim - 1), rules)
-  return jax.sharding.NamedSharding(mesh, spec)
-
-
-def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
-              rules: P.Rules = P.DEFAULT_RULES) -> dict[str, jax.Array]:
-  """This process's rows -> global arrays sharded along the batch axis (every process calls this)."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
-          for k, v in batch.items()}
-

@@ -20,10 +20,10 @@ from jax.experimental import multihost_utils
 
 import decoding
 from data import tasks
-from data.pipeline import to_global
 from data.tokenization import Tokenizer
 from evaluation import predict
 from evaluation.config import EvalConfig
+from trainer.mesh import to_global
 
 # Defaults under config.eval.generate: beam search as in Vaswani et al. (4 beams, alpha 0.6) for seq2seq,
 # top-k sampling for samples of a language model.

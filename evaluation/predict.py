@@ -26,10 +26,10 @@ import numpy as np
 
 import model
 from data import tasks
-from data.pipeline import per_process_batch_size, to_global
+from data.pipeline import per_process_batch_size
 from model import partitioning as P
-from trainer.mesh import replicated
-from trainer.step import apply_model, batch_shardings
+from trainer.mesh import batch_shardings, replicated, to_global
+from trainer.step import apply_model
 
 Batch = dict[str, np.ndarray]
 

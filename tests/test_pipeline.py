@@ -15,8 +15,9 @@ import pytest
 
 from data.objectives import Stream, example_rng
 from data import bucketing
-from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
+from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from model import partitioning as P
+from trainer.mesh import to_global
 
 N = 24  # examples in the fake source
 

@@ -17,13 +17,12 @@ import pytest
 
 import model
 from configs import gpt_tiny
-from data.pipeline import to_global
 from data.tasks import Objective
 from tests.tiny import TINY, VOCAB
 from trainer import losses
-from trainer.mesh import MeshConfig, make_mesh
+from trainer.mesh import MeshConfig, batch_shardings, make_mesh, to_global
 from trainer.optim import OptimConfig, make_optimizer
-from trainer.step import (StepConfig, TrainState, abstract_train_state, batch_shardings, compile_eval_step,
+from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step,
                           compile_train_step, init_train_state, shardings_of)
 
 B, T, DECODER_T = 8, 16, 8

@@ -4,6 +4,7 @@ tree of logically named arrays on it.
   cfg = MeshConfig.from_dict(config.mesh)     # data=-1, fsdp=1, tensor=1, rules={} (overrides)
   mesh = make_mesh(cfg)                       # -1 = the rest of the devices; a misfit fails here
   rules = cfg.logical_rules                   # model.partitioning.make_rules(cfg.rules)
+  batch = to_global(host_batch, mesh, rules)  # this process's numpy rows -> global arrays, batch-sharded
 """
 
 from __future__ import annotations
@@ -147,3 +148,38 @@ def logical_shardings(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, 
   if unsharded:
     logging.warning('replicated instead of sharded (size not divisible by the mesh axes): %s', '; '.join(unsharded))
   return jax.tree.unflatten(tree, out)
+
+
+# --- the batch ---------------------------------------------------------------------------------------------
+
+def batch_sharding(mesh: jax.sharding.Mesh, rules: P.Rules, ndim: int) -> jax.sharding.NamedSharding:
+  """Leading axis over the mesh axes of the logical 'batch' axis (the rules table), the rest replicated."""
+  spec = nn.logical_to_mesh_axes((P.BATCH,) + (None,) * (ndim - 1), rules)
+  return jax.sharding.NamedSharding(mesh, spec)
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
+              rules: P.Rules = P.DEFAULT_RULES) -> dict[str, jax.Array]:
+  """This process's rows -> global arrays sharded along the batch axis (every process calls this)."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in batch.items()}
+
+
+def batch_shardings(batch_shapes: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: P.Rules,
+                    microbatches: int = 1) -> dict[str, NamedSharding]:
+  """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
+  that the rows (and each microbatch's rows) divide evenly over those devices."""
+  out = {}
+  for name, x in batch_shapes.items():
+    sharding = batch_sharding(mesh, rules, len(x.shape))
+    entry = sharding.spec[0] if len(sharding.spec) else None
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    devices = math.prod(mesh.shape[a] for a in axes)
+    rows = x.shape[0] // microbatches
+    if x.shape[0] % microbatches or rows % devices:
+      per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
+      raise ValueError(f'batch feature {name!r}: {x.shape[0]} rows{per} do not split over the {devices} devices '
+                       f'of mesh axes {axes} (the logical batch axis); use train.batch_size a multiple of '
+                       f'{devices * microbatches}')
+    out[name] = sharding
+  return out

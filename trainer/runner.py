@@ -27,13 +27,13 @@ from absl import logging
 import model
 from core.paths import user_path
 from data import bucketing, sources, tasks
-from data.pipeline import InputIterator, PipelineConfig, make_dataset, to_global
+from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, metrics
 from trainer.config import NanPolicy, TrainConfig, schema_defaults
-from trainer.mesh import MeshConfig, make_mesh
+from trainer.mesh import MeshConfig, make_mesh, to_global
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
                           init_train_state)

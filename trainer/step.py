@@ -3,7 +3,7 @@
   abstract = abstract_train_state(module, tx, mesh, rules)    # shapes + NamedShardings, nothing allocated
   state = init_train_state(module, tx, rng, abstract)         # float32 params and opt state, sharded
   step = compile_train_step(module, tx, schedule, step_cfg, mesh, rules, abstract, batch_shapes)
-  state, metrics = step(state, batch, rng)                    # state donated; batch from data.pipeline.to_global
+  state, metrics = step(state, batch, rng)                    # state donated; batch from trainer.mesh.to_global
 
 Sharding: every parameter carries logical axis names (model/); `nn.get_partition_spec` of the boxed init
 gives them, the rules table maps them onto the mesh, and each optimizer-state leaf takes the sharding of
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,14 +25,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
 import model
-from data.pipeline import batch_sharding
 from data.tasks import Objective, to_objective
 from model import partitioning as P
 from trainer import losses
-from trainer.mesh import logical_shardings, replicated
+from trainer.mesh import batch_shardings, logical_shardings, replicated
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -234,26 +232,6 @@ def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: S
 
 
 # --- compiling once, with shardings ----------------------------------------------------------------------
-
-def batch_shardings(batch_shapes: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: P.Rules,
-                    microbatches: int = 1) -> dict[str, NamedSharding]:
-  """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
-  that the rows (and each microbatch's rows) divide evenly over those devices."""
-  out = {}
-  for name, x in batch_shapes.items():
-    sharding = batch_sharding(mesh, rules, len(x.shape))
-    entry = sharding.spec[0] if len(sharding.spec) else None
-    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-    devices = math.prod(mesh.shape[a] for a in axes)
-    rows = x.shape[0] // microbatches
-    if x.shape[0] % microbatches or rows % devices:
-      per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
-      raise ValueError(f'batch feature {name!r}: {x.shape[0]} rows{per} do not split over the {devices} devices '
-                       f'of mesh axes {axes} (the logical batch axis); use train.batch_size a multiple of '
-                       f'{devices * microbatches}')
-    out[name] = sharding
-  return out
-
 
 def compile_train_step(module: model.Transformer, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        cfg: StepConfig, mesh: jax.sharding.Mesh, rules: P.Rules, abstract_state: TrainState,
