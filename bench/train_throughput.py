@@ -186,7 +186,7 @@ class Case:
 def load_case(args: argparse.Namespace) -> Case:
   """configs/<name>.py with --dtype, --dropout, --model overrides and the batch shape of the flags."""
   import model  # pylint: disable=import-outside-toplevel
-  from data import objectives  # pylint: disable=import-outside-toplevel
+  from data import examples  # pylint: disable=import-outside-toplevel
 
   name, _, arg = args.config.partition(':')
   config = importlib.import_module(f'configs.{name}').get_config(arg or None)
@@ -199,7 +199,7 @@ def load_case(args: argparse.Namespace) -> Case:
   decoder_len = None
   if cfg.family is model.Family.ENCODER_DECODER:  # the config's length if its seq_len stands, else T5's rule
     decoder_len = args.decoder_seq_len or (config.data.decoder_seq_len if seq_len == config.data.seq_len else None)
-    decoder_len = decoder_len or objectives.random_spans_helper(seq_len)[1]
+    decoder_len = decoder_len or examples.random_spans_helper(seq_len)[1]
   if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL) and seq_len > cfg.max_len:
     raise ValueError(f'--seq_len {seq_len} exceeds model.max_len={cfg.max_len} (the position table)')
   return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len)

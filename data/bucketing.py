@@ -40,10 +40,10 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 
-# The per-position features of the encoder as data/objectives.py builds them (classification, seq2seq).
+# The per-position features of the encoder as data/examples.py builds them (classification, seq2seq).
 LENGTH_FEATURES = ('input_ids', 'attention_mask', 'token_type_ids')
 MASK_FEATURE = 'attention_mask'  # 1 at real tokens: a trim that cuts one is a caller's wrong `lengths`.
-# SeedSequence spawn key of the batch order: apart from the objectives' streams (data/objectives.Stream: 1, 2).
+# SeedSequence spawn key of the batch order: apart from the objectives' streams (data/examples.Stream: 1, 2).
 _ORDER_STREAM = 1000
 _CACHED_WINDOWS = 64  # grain's reader threads run up to hundreds of batches ahead, over many windows.
 
@@ -151,7 +151,7 @@ class BucketedOrder:
       full = len(order) // self._g
       if self._shuffle and full > 1:
         # Uniform doubles + argsort, not Generator.permutation: numpy keeps `random`'s stream across versions
-        # (NEP 19), so a resumed run after an upgrade sees the same order (as data/objectives.example_rng).
+        # (NEP 19), so a resumed run after an upgrade sees the same order (as data/examples.example_rng).
         rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(
             self._seed, spawn_key=(_ORDER_STREAM, epoch, window))))
         batches = order[:full * self._g].reshape(full, self._g)

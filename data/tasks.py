@@ -13,7 +13,8 @@
       -> encoder inputs, teacher-forced decoder inputs, targets; the raw target text stays in
       `task.source[i][task.info.target_feature]`, the reference for BLEU / ROUGE of generated text
 
-Every feature has a fixed shape, so the train step compiles once.
+Every feature has a fixed shape, so the train step compiles once. `EXAMPLES` (at the end) holds, per
+objective, the kind of source it reads and its builder; objectives/__init__.py the rest of its spec.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from core.config import known_fields, parse_enum
-from data import objectives, packing, sources
+from data import examples, packing, sources
 from data.tokenization import Tokenizer, load_tokenizer
 
 Example = dict[str, np.ndarray]
+Transform = Callable[[int, Any], Example]
 
 
 class Objective(enum.Enum):
@@ -45,14 +47,6 @@ class Objective(enum.Enum):
 def to_objective(value: Objective | str) -> Objective:
   """`data.objective` as the enum; an unknown string is an error naming the valid ones."""
   return parse_enum(Objective, value, field='data.objective', what='objective', error=ValueError)
-
-
-CORPUS_OBJECTIVES = (Objective.CAUSAL_LM, Objective.MLM, Objective.SPAN_CORRUPTION)
-# The kind of source each objective reads.
-_SOURCE_KINDS = {**{o: sources.TaskKind.CORPUS for o in CORPUS_OBJECTIVES},
-                 Objective.CLASSIFICATION: sources.TaskKind.CLASSIFICATION,
-                 Objective.REGRESSION: sources.TaskKind.REGRESSION, Objective.SEQ2SEQ: sources.TaskKind.SEQ2SEQ}
-_STREAMS = {Objective.MLM: objectives.Stream.MLM, Objective.SPAN_CORRUPTION: objectives.Stream.SPAN_CORRUPTION}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,7 +89,7 @@ class DataConfig:
                        'data.target_feature')
     object.__setattr__(self, 'length_buckets', tuple(self.length_buckets))  # config trees hold lists
     if self.length_buckets:
-      if self.objective in CORPUS_OBJECTIVES:
+      if EXAMPLES[self.objective].source is sources.TaskKind.CORPUS:
         raise ValueError(f'data.length_buckets={self.length_buckets}: corpus objectives fill every row; bucketing is '
                          'for classification, regression and seq2seq examples: set data.length_buckets=()')
       if self.length_buckets[-1] != self.seq_len:
@@ -118,7 +112,7 @@ class DataConfig:
       return self.decoder_seq_len
     if self.objective is Objective.SEQ2SEQ:
       return self.seq_len
-    return objectives.random_spans_helper(self.seq_len)[1]
+    return examples.random_spans_helper(self.seq_len)[1]
 
   @property
   def seq2seq_features(self) -> tuple[str, str] | None:
@@ -137,10 +131,10 @@ class Task:
   config: DataConfig
 
 
-def special_ids(tokenizer: Tokenizer) -> objectives.SpecialIds:
-  return objectives.SpecialIds(vocab_size=tokenizer.vocab_size, pad=tokenizer.pad_id, eos=tokenizer.eos_id,
-                               bos=tokenizer.bos_id, unk=tokenizer.unk_id, cls=tokenizer.cls_id,
-                               sep=tokenizer.sep_id, mask=tokenizer.mask_id, sentinels=tuple(tokenizer.sentinel_ids))
+def special_ids(tokenizer: Tokenizer) -> examples.SpecialIds:
+  return examples.SpecialIds(vocab_size=tokenizer.vocab_size, pad=tokenizer.pad_id, eos=tokenizer.eos_id,
+                             bos=tokenizer.bos_id, unk=tokenizer.unk_id, cls=tokenizer.cls_id,
+                             sep=tokenizer.sep_id, mask=tokenizer.mask_id, sentinels=tuple(tokenizer.sentinel_ids))
 
 
 def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenizer | None = None,
@@ -149,10 +143,10 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
   SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`."""
   source = sources.open_source(config.source, split, data_dir=config.data_dir,
                                seq2seq_features=config.seq2seq_features)
-  kind = source.info.kind
-  if kind is not _SOURCE_KINDS[config.objective]:
+  kind, wanted = source.info.kind, EXAMPLES[config.objective].source
+  if kind is not wanted:
     hint = ''
-    if sources.TaskKind.SEQ2SEQ in (kind, _SOURCE_KINDS[config.objective]):
+    if sources.TaskKind.SEQ2SEQ in (kind, wanted):
       hint = (" (seq2seq needs a source text and a target text: a 'tsv:' file with source and target columns, a "
               "translation or summarisation 'tfds:' dataset, 'builtin:sentence_reversal', or two text features "
               'named by data.source_feature and data.target_feature)')
@@ -166,15 +160,8 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
       corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir,
                                           seq2seq_features=config.seq2seq_features))
     tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
-  specials = special_ids(tokenizer)
-  if config.objective in CORPUS_OBJECTIVES:
-    rows, transform = _corpus_task(config, _tokenize(source, tokenizer), specials, seed)
-    return Task(rows, transform, tokenizer, source.info, config)
-  if config.objective is Objective.SEQ2SEQ:
-    return Task(source, _seq2seq_transform(config, source.info, tokenizer, specials), tokenizer, source.info,
-                config)
-  return Task(source, _classification_transform(config, source.info, tokenizer, specials), tokenizer,
-              source.info, config)
+  rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
+  return Task(rows, transform, tokenizer, source.info, config)
 
 
 def _texts(source: sources.Source) -> Iterator[str]:
@@ -191,76 +178,85 @@ def _tokenize(source: sources.Source, tokenizer: Tokenizer) -> list[np.ndarray]:
   return [np.asarray(ids, np.int32) for ids in tokenizer.encode_batch(texts)]
 
 
-def _require(specials: objectives.SpecialIds, objective: Objective, *names: str) -> None:
+def _require(specials: examples.SpecialIds, objective: Objective, *names: str) -> None:
   missing = [n for n in names if getattr(specials, n) is None]
   if missing:
     raise ValueError(f'data.tokenizer has no {", ".join(missing)} token, which data.objective='
                      f'{objective.value} needs; use one that has it (sentencepiece reserves every special token)')
 
 
-def _corpus_task(config: DataConfig, documents: list[np.ndarray], specials: objectives.SpecialIds,
-                 seed: int) -> tuple[Any, Callable[[int, Any], Example]]:
-  """Rows (a numpy array or a dict of them, indexed by row) and the objective's transform of a row."""
-  length, objective = config.seq_len, config.objective
-  if objective is Objective.CAUSAL_LM:
-    _require(specials, objective, 'eos')
-    if config.packing:
-      rows = _packed([np.append(d, specials.eos) for d in documents], length + 1, specials)
-      return rows, lambda i, row: objectives.causal_lm(row['tokens'], segment_ids=row['segment_ids'],
-                                                       position_ids=row['position_ids'], pad_id=specials.pad)
-    rows = _chunks(documents, length, specials.eos)
-    return rows, lambda i, row: objectives.causal_lm(row, pad_id=specials.pad)
+def _causal_lm(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
+               seed: int) -> tuple[Any, Transform]:
+  """Documents joined by EOS and cut into rows of seq_len + 1 (inputs and shifted targets), or packed."""
+  del seed  # nothing is drawn
+  _require(specials, config.objective, 'eos')
+  documents = _tokenize(source, tokenizer)
+  if config.packing:
+    rows = _packed([np.append(d, specials.eos) for d in documents], config.seq_len + 1, specials)
+    return rows, lambda i, row: examples.causal_lm(row['tokens'], segment_ids=row['segment_ids'],
+                                                   position_ids=row['position_ids'], pad_id=specials.pad)
+  rows = _chunks(documents, config.seq_len, specials.eos)
+  return rows, lambda i, row: examples.causal_lm(row, pad_id=specials.pad)
 
-  if objective is Objective.MLM:
-    _require(specials, objective, 'cls', 'sep', 'mask', 'pad')
-    rng = _rng_of(seed, objective)
-    if config.packing:
-      pieces = [np.concatenate([[specials.cls], p, [specials.sep]])
-                for d in documents for p in _split(d, length - 2)]
-      rows = _packed(pieces, length, specials)
 
-      def mlm_packed(i: int, row: dict[str, np.ndarray]) -> Example:
-        out = objectives.mask_tokens(row['tokens'], specials, rng(i, len(rows)))
-        return out | {'segment_ids': row['segment_ids'], 'position_ids': row['position_ids'],
-                      'attention_mask': (row['segment_ids'] > 0).astype(np.int32),
-                      'token_type_ids': np.zeros(length, np.int32)}
-      return rows, mlm_packed
-    # RoBERTa's FULL-SENTENCES rows: documents joined by [SEP], then [CLS] row [SEP].
-    chunks = _chunks(documents, length - 3, specials.sep)
+def _mlm(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
+         seed: int) -> tuple[Any, Transform]:
+  """BERT's masking of rows of whole documents, redrawn every epoch from (seed, epoch, row)."""
+  length = config.seq_len
+  _require(specials, config.objective, 'cls', 'sep', 'mask', 'pad')
+  documents = _tokenize(source, tokenizer)
+  rng = _rng_of(seed, examples.Stream.MLM)
+  if config.packing:
+    pieces = [np.concatenate([[specials.cls], p, [specials.sep]])
+              for d in documents for p in _split(d, length - 2)]
+    rows = _packed(pieces, length, specials)
 
-    def mlm(i: int, row: np.ndarray) -> Example:
-      ids = np.concatenate([[specials.cls], row, [specials.sep]]).astype(np.int32)
-      out = objectives.mask_tokens(ids, specials, rng(i, len(chunks)))
-      return out | {'attention_mask': np.ones(length, np.int32), 'token_type_ids': np.zeros(length, np.int32)}
-    return chunks, mlm
+    def mlm_packed(i: int, row: dict[str, np.ndarray]) -> Example:
+      out = examples.mask_tokens(row['tokens'], specials, rng(i, len(rows)))
+      return out | {'segment_ids': row['segment_ids'], 'position_ids': row['position_ids'],
+                    'attention_mask': (row['segment_ids'] > 0).astype(np.int32),
+                    'token_type_ids': np.zeros(length, np.int32)}
+    return rows, mlm_packed
+  # RoBERTa's FULL-SENTENCES rows: documents joined by [SEP], then [CLS] row [SEP].
+  chunks = _chunks(documents, length - 3, specials.sep)
 
-  _require(specials, objective, 'eos', 'pad')
+  def mlm(i: int, row: np.ndarray) -> Example:
+    ids = np.concatenate([[specials.cls], row, [specials.sep]]).astype(np.int32)
+    out = examples.mask_tokens(ids, specials, rng(i, len(chunks)))
+    return out | {'attention_mask': np.ones(length, np.int32), 'token_type_ids': np.zeros(length, np.int32)}
+  return chunks, mlm
+
+
+def _span_corruption(config: DataConfig, source: sources.Source, tokenizer: Tokenizer,
+                     specials: examples.SpecialIds, seed: int) -> tuple[Any, Transform]:
+  """T5's noise spans over rows of joined documents, sized so inputs fit seq_len and targets targets_len."""
+  length = config.seq_len
+  _require(specials, config.objective, 'eos', 'pad')
   if not specials.sentinels:
     raise ValueError('data.tokenizer has no sentinel tokens, which span_corruption needs; use '
                      "'sentencepiece:...' (it reserves 100 sentinels)")
-  raw_len, _ = objectives.random_spans_helper(length)
+  raw_len, _ = examples.random_spans_helper(length)
   targets_len = config.targets_len
-  chunks = _chunks(documents, raw_len - 1, specials.eos)
-  rng = _rng_of(seed, objective)
+  chunks = _chunks(_tokenize(source, tokenizer), raw_len - 1, specials.eos)
+  rng = _rng_of(seed, examples.Stream.SPAN_CORRUPTION)
 
   def span(i: int, row: np.ndarray) -> Example:
-    out = objectives.span_corruption(row, specials, rng(i, len(chunks)))
+    out = examples.span_corruption(row, specials, rng(i, len(chunks)))
     inputs, targets = _pad(out['inputs'], length, specials.pad), _pad(out['targets'], targets_len, specials.pad)
     return {'input_ids': inputs, 'attention_mask': (np.arange(length) < len(out['inputs'])).astype(np.int32),
-            'decoder_input_ids': objectives.decoder_inputs(targets, start_id=specials.pad),
+            'decoder_input_ids': examples.decoder_inputs(targets, start_id=specials.pad),
             'decoder_attention_mask': (np.arange(targets_len) < len(out['targets'])).astype(np.int32),
             'targets': targets, 'loss_weights': (np.arange(targets_len) < len(out['targets'])).astype(np.float32)}
   return chunks, span
 
 
-def _rng_of(seed: int, objective: Objective) -> Callable[[int, int], np.random.Generator]:
+def _rng_of(seed: int, stream: examples.Stream) -> Callable[[int, int], np.random.Generator]:
   """position in the stream -> the generator of that example: epoch = position // rows, index = the rest."""
-  stream = _STREAMS[objective]
-  return lambda position, rows: objectives.example_rng(seed, position // rows, position % rows, stream)
+  return lambda position, rows: examples.example_rng(seed, position // rows, position % rows, stream)
 
 
 def _chunks(documents: list[np.ndarray], length: int, separator: int) -> np.ndarray:
-  rows, _ = objectives.chunk_documents(documents, length, eos_id=separator, drop_remainder=True)
+  rows, _ = examples.chunk_documents(documents, length, eos_id=separator, drop_remainder=True)
   if not len(rows):
     raise ValueError(f'the corpus has fewer than {length + 1} tokens: lower data.seq_len or use a larger source')
   return rows
@@ -270,7 +266,7 @@ def _split(ids: np.ndarray, length: int) -> list[np.ndarray]:
   return [ids[i:i + length] for i in range(0, max(len(ids), 1), length)]
 
 
-def _packed(pieces: list[np.ndarray], length: int, specials: objectives.SpecialIds) -> list[dict[str, np.ndarray]]:
+def _packed(pieces: list[np.ndarray], length: int, specials: examples.SpecialIds) -> list[dict[str, np.ndarray]]:
   """First-fit packing of all pieces at once (a fixed plan over the split: rows stay random-access)."""
   packed = packing.pack_sequences([{'tokens': p} for p in pieces], length, overflow=packing.Overflow.SPLIT,
                                   pad_values={'tokens': specials.pad})
@@ -284,29 +280,53 @@ def _pad(ids: np.ndarray, length: int, pad: int) -> np.ndarray:
   return np.pad(np.asarray(ids, np.int32), (0, length - len(ids)), constant_values=pad)
 
 
-def _seq2seq_transform(config: DataConfig, info: sources.TaskInfo, tokenizer: Tokenizer,
-                       specials: objectives.SpecialIds) -> Callable[[int, Any], Example]:
-  """example -> `objectives.seq2seq_example` of its source and target texts (seq_len, targets_len)."""
+def _seq2seq(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
+             seed: int) -> tuple[Any, Transform]:
+  """example -> `examples.seq2seq_example` of its source and target texts (seq_len, targets_len)."""
+  del seed  # nothing is drawn
   _require(specials, config.objective, 'eos', 'pad')
-  (source_name,), target_name = info.text_features, info.target_feature
+  (source_name,), target_name = source.info.text_features, source.info.target_feature
   inputs_len, targets_len = config.seq_len, config.targets_len
 
   def transform(i: int, example: Mapping[str, Any]) -> Example:
     del i  # deterministic: nothing is drawn
-    return objectives.seq2seq_example(tokenizer.encode(example[source_name]), tokenizer.encode(example[target_name]),
-                                      specials, inputs_len, targets_len)
-  return transform
+    return examples.seq2seq_example(tokenizer.encode(example[source_name]), tokenizer.encode(example[target_name]),
+                                    specials, inputs_len, targets_len)
+  return source, transform
 
 
-def _classification_transform(config: DataConfig, info: sources.TaskInfo, tokenizer: Tokenizer,
-                              specials: objectives.SpecialIds) -> Callable[[int, Any], Example]:
+def _classification(config: DataConfig, source: sources.Source, tokenizer: Tokenizer,
+                    specials: examples.SpecialIds, seed: int) -> tuple[Any, Transform]:
+  """example -> [CLS] A [SEP] (B [SEP]), token types, attention mask and the label (a class or a number)."""
+  del seed  # nothing is drawn
   _require(specials, config.objective, 'cls', 'sep', 'pad')
+  info = source.info
   regression = config.objective is Objective.REGRESSION
 
   def transform(i: int, example: Mapping[str, Any]) -> Example:
     del i  # deterministic: nothing is drawn
     texts = [tokenizer.encode(example[name]) for name in info.text_features]
-    return objectives.classification_example(texts[0], texts[1] if len(texts) > 1 else None, specials,
+    return examples.classification_example(texts[0], texts[1] if len(texts) > 1 else None, specials,
                                              config.seq_len, label=example[info.label_feature],
                                              regression=regression)
-  return transform
+  return source, transform
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """What the data side needs of an objective: the kind of source it reads and how its examples are built
+  (rows to index, and the transform of row i; random draws seeded by (seed, epoch, row))."""
+
+  source: sources.TaskKind
+  build: Callable[[DataConfig, sources.Source, Tokenizer, examples.SpecialIds, int], tuple[Any, Transform]]
+
+
+# One entry per objective (its model, loss and scoring: objectives/__init__.py).
+EXAMPLES: dict[Objective, Examples] = {
+    Objective.CAUSAL_LM: Examples(sources.TaskKind.CORPUS, _causal_lm),
+    Objective.MLM: Examples(sources.TaskKind.CORPUS, _mlm),
+    Objective.SPAN_CORRUPTION: Examples(sources.TaskKind.CORPUS, _span_corruption),
+    Objective.CLASSIFICATION: Examples(sources.TaskKind.CLASSIFICATION, _classification),
+    Objective.REGRESSION: Examples(sources.TaskKind.REGRESSION, _classification),
+    Objective.SEQ2SEQ: Examples(sources.TaskKind.SEQ2SEQ, _seq2seq),
+}

@@ -19,31 +19,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import objectives
 from core.config import known_fields
 from data.tasks import Objective, to_objective
 from evaluation.metrics import Metric
 from evaluation.submission import submission_spec
-
-# The metrics eval.py reports when config.eval.metrics is empty.
-DEFAULT_METRICS: Mapping[Objective, tuple[Metric, ...]] = {
-    Objective.CLASSIFICATION: (Metric.ACCURACY,),
-    Objective.REGRESSION: (Metric.PEARSON, Metric.SPEARMAN),
-    Objective.CAUSAL_LM: (Metric.PERPLEXITY, Metric.BITS_PER_BYTE),
-    Objective.MLM: (Metric.PERPLEXITY,),
-    Objective.SPAN_CORRUPTION: (Metric.PERPLEXITY,),
-    Objective.SEQ2SEQ: (Metric.PERPLEXITY, Metric.BLEU, Metric.ROUGE1, Metric.ROUGE2, Metric.ROUGEL),
-}
-
-# Which metrics make sense for which objective (a CoLA config asking for BLEU is a mistake worth an error).
-_ALLOWED: Mapping[Objective, frozenset[Metric]] = {
-    Objective.CLASSIFICATION: frozenset({Metric.ACCURACY, Metric.F1, Metric.MATTHEWS}),
-    Objective.REGRESSION: frozenset({Metric.PEARSON, Metric.SPEARMAN}),
-    Objective.CAUSAL_LM: frozenset({Metric.PERPLEXITY, Metric.BITS_PER_BYTE, Metric.ACCURACY}),
-    Objective.MLM: frozenset({Metric.PERPLEXITY, Metric.ACCURACY}),
-    Objective.SPAN_CORRUPTION: frozenset({Metric.PERPLEXITY, Metric.ACCURACY}),
-    Objective.SEQ2SEQ: frozenset({Metric.PERPLEXITY, Metric.ACCURACY, Metric.BLEU, Metric.ROUGE1, Metric.ROUGE2,
-                                  Metric.ROUGEL}),
-}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,12 +45,13 @@ class EvalConfig:
     for name in ('splits', 'predict_splits', 'submission'):
       value = getattr(self, name)
       object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
-    metrics = tuple(self._metric(m) for m in self.metrics) or DEFAULT_METRICS[self.objective]
+    spec = objectives.spec(self.objective)
+    metrics = tuple(self._metric(m) for m in self.metrics) or spec.metrics
     object.__setattr__(self, 'metrics', metrics)
-    bad = [m.value for m in metrics if m not in _ALLOWED[self.objective]]
+    bad = [m.value for m in metrics if m not in spec.allowed]
     if bad:
       raise ValueError(f'eval.metrics: {bad} do not apply to data.objective={self.objective.value}; use some of '
-                       f'{sorted(m.value for m in _ALLOWED[self.objective])}')
+                       f'{sorted(m.value for m in spec.allowed)}')
     if len(self.submission) != len(self.predict_splits):
       raise ValueError(f'eval.submission={list(self.submission)} must name one GLUE task per eval.predict_splits '
                        f'entry ({list(self.predict_splits)})')

@@ -22,11 +22,13 @@ import jax
 import ml_collections
 import numpy as np
 
+import objectives
 from core.paths import user_path
 from data import tasks
 from evaluation import metrics as M
 from evaluation import generation, predict, submission, text_metrics
 from evaluation.config import EvalConfig
+from objectives import Generation, Scoring
 from trainer import checkpoint, runner
 from trainer.config import schema_defaults
 
@@ -70,9 +72,9 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
   """The metrics of one split; classification and regression also write their predictions there."""
   limit = eval_cfg.max_examples or None
   batches = predict.split_batches(task, batch_size, limit=limit)
-  objective = run.data.objective
-  if objective in (tasks.Objective.CLASSIFICATION, tasks.Objective.REGRESSION):
-    regression = objective is tasks.Objective.REGRESSION
+  spec = objectives.spec(run.data.objective)
+  if spec.scoring in (Scoring.CLASSES, Scoring.VALUES):
+    regression = spec.scoring is Scoring.VALUES
     preds = predictor.classes(params, batches, regression=regression)
     labels = _labels(task, len(preds))
     if jax.process_index() == 0:
@@ -91,11 +93,11 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
       case M.Metric.BITS_PER_BYTE:
         out['bits_per_byte'] = M.bits_per_byte(loss, target_bytes(task, limit))
   gen_cfg = generation.generate_config(eval_cfg, task.tokenizer, run.data)
-  if objective is tasks.Objective.SEQ2SEQ and set(eval_cfg.metrics) & set(_TEXT_METRICS):
+  if spec.generation is Generation.TRANSLATION and set(eval_cfg.metrics) & set(objectives.TEXT_METRICS):
     hypotheses, references = generation.translate_split(run, params, task, gen_cfg, batch_size, limit)
     if M.Metric.BLEU in eval_cfg.metrics:
       out['bleu'] = text_metrics.bleu(hypotheses, references)
-    rouge = [m for m in eval_cfg.metrics if m in _TEXT_METRICS and m is not M.Metric.BLEU]
+    rouge = [m for m in eval_cfg.metrics if m in objectives.TEXT_METRICS and m is not M.Metric.BLEU]
     if rouge:
       out |= text_metrics.rouge(hypotheses, references, rouge)
     if jax.process_index() == 0:
@@ -103,7 +105,7 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
       sources = [task.source[i][task.info.text_features[0]] for i in range(eval_cfg.num_samples)]
       for source, hyp, ref in zip(sources, hypotheses, references):
         print(f'  source:    {source}\n  generated: {hyp}\n  reference: {ref}', flush=True)
-  if objective is tasks.Objective.CAUSAL_LM and eval_cfg.num_samples:
+  if spec.generation is Generation.SAMPLES and eval_cfg.num_samples:
     samples = generation.lm_samples(run, params, task, gen_cfg, eval_cfg.num_samples, eval_cfg.prompt_len,
                                     jax.random.key(run.train.seed))
     if jax.process_index() == 0:
@@ -112,9 +114,6 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
       predictions_path.with_name(f'{predictions_path.stem}_samples.txt').write_text(text + '\n')
       print(f'samples ({gen_cfg.strategy.value}):\n{text}', flush=True)
   return out
-
-
-_TEXT_METRICS = (M.Metric.BLEU, M.Metric.ROUGE1, M.Metric.ROUGE2, M.Metric.ROUGEL)
 
 
 def _write_texts(path: Path, texts: list[str]) -> None:
@@ -143,7 +142,7 @@ def target_bytes(task: tasks.Task, limit: int | None) -> int:
 def write_submission(run: runner.Run, predictor: predict.Predictor, params: Any, task: tasks.Task, key: str, batch_size: int, folder: Path) -> Path:
   """The GLUE leaderboard file of task `key` ('sst2', 'mnli_matched', ...) from the predictions on `task`."""
   spec = submission.submission_spec(key)
-  regression = run.data.objective is tasks.Objective.REGRESSION
+  regression = objectives.spec(run.data.objective).scoring is Scoring.VALUES
   if spec.regression != regression:
     raise ValueError(f'eval.submission={key!r} expects {"scores" if spec.regression else "classes"}, but '
                      f'data.objective={run.data.objective.value}')

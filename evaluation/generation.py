@@ -19,6 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import decoding
+import objectives
 from data import tasks
 from data.tokenization import Tokenizer
 from evaluation import predict
@@ -33,7 +34,7 @@ LM_DEFAULTS = {'strategy': 'sample', 'temperature': 0.8, 'top_k': 40, 'max_new_t
 
 def generate_config(eval_cfg: EvalConfig, tokenizer: Tokenizer, data: tasks.DataConfig) -> decoding.GenerateConfig:
   """The task's defaults, the tokenizer's special ids, then `config.eval.generate` on top."""
-  seq2seq = data.objective is tasks.Objective.SEQ2SEQ
+  seq2seq = objectives.spec(data.objective).generation is objectives.Generation.TRANSLATION
   defaults: dict[str, Any] = dict(SEQ2SEQ_DEFAULTS if seq2seq else LM_DEFAULTS)
   if seq2seq:
     defaults['max_new_tokens'] = data.targets_len

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import model
-from data import objectives as O
+from data import examples as O
 from data.packing import Overflow, Strategy, pack_pairs, pack_sequences, segment_positions
 from tests.tiny import TINY, VOCAB, params_for
 

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from data.objectives import Stream, example_rng
+from data.examples import Stream, example_rng
 from data import bucketing
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from model import partitioning as P

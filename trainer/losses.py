@@ -12,39 +12,25 @@ normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
-from data.tasks import Objective, to_objective
+import objectives
+from data.tasks import Objective
+from objectives import LossKind
 
 Sums = dict[str, jax.Array]
 
-
-class LossKind(enum.Enum):
-  TOKENS = 'tokens'
-  CLASSIFICATION = 'classification'
-  REGRESSION = 'regression'
-
-
-_KINDS = {
-    Objective.CAUSAL_LM: LossKind.TOKENS,
-    Objective.MLM: LossKind.TOKENS,
-    Objective.SPAN_CORRUPTION: LossKind.TOKENS,
-    Objective.SEQ2SEQ: LossKind.TOKENS,  # the decoder's logits (B, T, V) against the target tokens + EOS
-    Objective.CLASSIFICATION: LossKind.CLASSIFICATION,
-    Objective.REGRESSION: LossKind.REGRESSION,
-}
 
 # Batch features that are targets, not model inputs (data/tasks.py); the rest go to Transformer.__call__.
 TARGET_FEATURES = ('targets', 'loss_weights', 'label')
 
 
 def loss_kind(objective: Objective | str) -> LossKind:
-  """The loss of a `data.objective` (an Objective or its string)."""
-  return _KINDS[to_objective(objective)]
+  """The loss of a `data.objective` (an Objective or its string): its spec's."""
+  return objectives.spec(objective).loss
 
 
 def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:

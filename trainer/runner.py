@@ -25,6 +25,7 @@ import optax
 from absl import logging
 
 import model
+import objectives
 from core.paths import user_path
 from data import bucketing, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
@@ -43,28 +44,18 @@ class TrainingHalted(RuntimeError):
   """The loss stopped being finite; the message names the step and the last good checkpoint."""
 
 
-# Which model each objective trains: (family, head).
-_OBJECTIVE_MODELS = {
-    tasks.Objective.CAUSAL_LM: (model.Family.DECODER, model.Head.LM),
-    tasks.Objective.MLM: (model.Family.ENCODER, model.Head.LM),
-    tasks.Objective.SPAN_CORRUPTION: (model.Family.ENCODER_DECODER, model.Head.LM),
-    tasks.Objective.CLASSIFICATION: (model.Family.ENCODER, model.Head.CLASSIFIER),
-    tasks.Objective.REGRESSION: (model.Family.ENCODER, model.Head.CLASSIFIER),
-    tasks.Objective.SEQ2SEQ: (model.Family.ENCODER_DECODER, model.Head.LM),
-}
-
-
 def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo,
                           vocab_size: int) -> None:
   """Errors, before any compile, for a model that cannot train on this data."""
-  family, head = _OBJECTIVE_MODELS[data.objective]
+  spec = objectives.spec(data.objective)
+  family, head = spec.family, spec.head
   if (cfg.family, cfg.head) != (family, head):
     raise ValueError(f'data.objective={data.objective.value} trains family={family.value} with head={head.value}, '
                      f'but model.family={cfg.family.value}, model.head={cfg.head.value}: change one of them')
-  if data.objective is tasks.Objective.CLASSIFICATION and cfg.num_labels != info.num_classes:
+  if spec.loss is objectives.LossKind.CLASSIFICATION and cfg.num_labels != info.num_classes:
     raise ValueError(f'model.num_labels={cfg.num_labels}, but data.source={data.source!r} has '
                      f'{info.num_classes} classes: set --config.model.num_labels={info.num_classes}')
-  if data.objective is tasks.Objective.REGRESSION and cfg.num_labels != 1:
+  if spec.loss is objectives.LossKind.REGRESSION and cfg.num_labels != 1:
     raise ValueError(f'model.num_labels={cfg.num_labels}: regression predicts one number; set model.num_labels=1')
   if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
     for name, length in (('data.seq_len', data.seq_len), ('data.decoder_seq_len', data.targets_len)):
@@ -132,7 +123,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
 def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Task) -> model.ModelConfig:
   """`cfg` with target_mean / target_scale = the mean and std of the training split's labels (recomputed
   identically by eval.py, which builds the same run)."""
-  if data.objective is not tasks.Objective.REGRESSION:
+  if objectives.spec(data.objective).loss is not objectives.LossKind.REGRESSION:
     raise ValueError(f'train.standardize_targets=True: only for data.objective=regression, not '
                      f'{data.objective.value}; set it to False')
   labels = np.array([float(task.source[i][task.info.label_feature]) for i in range(len(task.source))], np.float64)
@@ -264,9 +255,9 @@ def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
   totals = jax.device_get(totals)
   weight = max(float(totals['weight']), 1.0)
   out = {'loss': float(totals['loss']) / weight}
-  if run.data.objective in tasks.CORPUS_OBJECTIVES:
+  if objectives.spec(run.data.objective).perplexity:
     out['perplexity'] = math.exp(min(out['loss'], 700.0))
-  if 'correct' in totals and run.data.objective is not tasks.Objective.REGRESSION:
+  if 'correct' in totals:  # every cross-entropy: token or class accuracy
     out['accuracy'] = float(totals['correct']) / weight
   return out
 

@@ -1,4 +1,4 @@
-"""Objectives: causal LM shifting and chunking, BERT MLM statistics, T5 span corruption against its reference
+"""data/examples.py: causal LM shifting and chunking, BERT MLM statistics, T5 span corruption against its reference
 properties, and classification inputs against HF's BERT tokenizers."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import importlib.resources
 import numpy as np
 import pytest
 
-from data import objectives as O
+from data import examples as O
 from data import packing
 
 # A BERT-like vocabulary for the statistics: 1000 ids, specials at the bottom.

@@ -1,4 +1,4 @@
-"""Training objectives as pure numpy functions over token arrays: causal LM, BERT MLM, T5 span corruption,
+"""Examples of each objective as pure numpy functions over token arrays: causal LM, BERT MLM, T5 span corruption,
 sequence-to-sequence pairs and classification / regression inputs.
 
 They run in the input pipeline's worker processes, one example (or one batch) at a time. Nothing reads global
