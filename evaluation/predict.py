@@ -19,7 +19,6 @@ import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,8 +27,9 @@ import model
 from data import tasks
 from data.pipeline import per_process_batch_size
 from model import partitioning as P
-from trainer.mesh import batch_shardings, replicated, to_global
-from trainer.step import apply_model
+from trainer import losses
+from trainer.mesh import to_global
+from trainer.step import apply_model, compile_forward
 
 Batch = dict[str, np.ndarray]
 
@@ -89,16 +89,11 @@ class Predictor:
       yield jax.tree.map(lambda x: np.asarray(x)[split_batch.valid], out)
 
   def _compile(self, fn: Any, params: Any, batch: Batch) -> Any:
-    """`fn(params, batch)` jitted for this batch's global shapes with the batch sharding, outputs replicated."""
+    """`fn(params, batch)` compiled for this batch's global shapes (the train loop's compile path)."""
     count = jax.process_count()
     shapes = {k: jax.ShapeDtypeStruct((v.shape[0] * count,) + v.shape[1:], v.dtype) for k, v in batch.items()}
-    in_batch = batch_shardings(shapes, self.mesh, self.rules)
     abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
-    jitted = jax.jit(fn, in_shardings=(jax.tree.map(lambda x: x.sharding, params), in_batch),
-                     out_shardings=replicated(self.mesh))
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in shapes.items()}
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      return jitted.lower(abstract_params, abstract_batch).compile()
+    return compile_forward(fn, self.mesh, self.rules, abstract_params, shapes)
 
 
 def _classify(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer,
@@ -109,9 +104,7 @@ def _classify(params: Any, batch: Mapping[str, jax.Array], *, module: model.Tran
 
 
 def _token_sums(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer) -> dict[str, jax.Array]:
-  """Per-example sums of token cross-entropy (nats), weight and hits: (B,) each."""
+  """Per-example sums of token cross-entropy (nats), weight and hits: (B,) each (the training loss's)."""
   logits = apply_model(module, params, batch, deterministic=True)['logits']
-  weights = batch['loss_weights'].astype(jnp.float32)
-  nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch['targets'][..., None], -1)[..., 0]
-  hits = (jnp.argmax(logits, -1) == batch['targets']).astype(jnp.float32)
-  return {'loss': jnp.sum(nll * weights, -1), 'weight': jnp.sum(weights, -1), 'correct': jnp.sum(hits * weights, -1)}
+  sums = losses.loss_sums(losses.LossKind.TOKENS, logits, batch, per_example=True)
+  return {name: sums[name] for name in ('loss', 'weight', 'correct')}

@@ -314,3 +314,20 @@ def test_classification_and_regression_losses():
   assert losses.loss_kind('regression') is losses.LossKind.REGRESSION
   with pytest.raises(ValueError, match=r"data.objective='lm': unknown objective"):
     losses.loss_kind('lm')
+
+
+@pytest.mark.parametrize('kind', list(losses.LossKind))
+def test_per_example_sums_add_up_to_the_batch_sums(kind):
+  """eval.py's per-example sums are the training loss's, example by example (one cross-entropy)."""
+  rng = np.random.default_rng(3)
+  logits = {losses.LossKind.TOKENS: rng.normal(size=(4, 5, 7)), losses.LossKind.CLASSIFICATION: rng.normal(size=(4, 3)),
+            losses.LossKind.REGRESSION: rng.normal(size=(4, 1))}[kind]
+  batch = {'targets': rng.integers(0, 7, (4, 5)), 'loss_weights': (rng.random((4, 5)) < 0.7).astype(np.float32),
+           'label': rng.integers(0, 3, 4) if kind is losses.LossKind.CLASSIFICATION else rng.normal(size=4)}
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  whole = losses.loss_sums(kind, jnp.asarray(logits, jnp.float32), batch, z_loss=1e-3)
+  each = losses.loss_sums(kind, jnp.asarray(logits, jnp.float32), batch, z_loss=1e-3, per_example=True)
+  assert each.keys() == whole.keys()
+  for name, value in each.items():
+    assert value.shape == (4,), name
+    np.testing.assert_allclose(value.sum(), whole[name], rtol=1e-5, atol=1e-6, err_msg=name)

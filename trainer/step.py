@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -259,9 +259,17 @@ def compile_eval_step(module: model.Transformer, cfg: StepConfig, mesh: jax.shar
                       abstract_params: Params, batch_shapes: Mapping[str, Any],
                       compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
   """`eval_step` compiled ahead of time; abstract_params: `abstract_train_state(...).params`."""
-  in_batch = batch_shardings(batch_shapes, mesh, rules)
   step = functools.partial(eval_step, module=module, cfg=cfg)
-  jitted = jax.jit(step, in_shardings=(shardings_of(abstract_params), in_batch), out_shardings=replicated(mesh))
+  return compile_forward(step, mesh, rules, abstract_params, batch_shapes, compiler_options)
+
+
+def compile_forward(fn: Callable[[Params, Batch], Any], mesh: jax.sharding.Mesh, rules: P.Rules,
+                    abstract_params: Params, batch_shapes: Mapping[str, Any],
+                    compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
+  """`fn(params, batch)` (no update: the loop's eval_step, eval.py's predictions) compiled ahead of time:
+  params in their shardings, the batch sharded along its rows, the outputs replicated on every device."""
+  in_batch = batch_shardings(batch_shapes, mesh, rules)
+  jitted = jax.jit(fn, in_shardings=(shardings_of(abstract_params), in_batch), out_shardings=replicated(mesh))
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     return jitted.lower(abstract_params, batch).compile(compiler_options)
