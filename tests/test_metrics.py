@@ -165,28 +165,45 @@ def test_format_duration(seconds, text):
 
 
 def test_flops_per_token_gpt_closed_form():
-  cfg = TINY['gpt2']  # d=32, H=4, head_dim 8, d_ff=64, L=2, V=101, max_len=64, biases, tied LM head
+  """Matmul multiply-adds per token, x6: 4 attention projections and the MLP per layer, the (tied) head, and
+  2·T·d for the attention scores and values; lookups, norms and biases are not matmuls."""
+  cfg = TINY['gpt2']  # d=32, H=4, head_dim 8, d_ff=64, L=2, V=101, biases, tied LM head
   d, ff, L, V, T = 32, 64, 2, 101, 16
-  layer = (4 * d * d + 4 * d) + (2 * d * ff + ff + d) + 2 * 2 * d  # attention, MLP, two LayerNorms
-  n = V * d + 64 * d + L * layer + 2 * d  # token + position embeddings, layers, final LayerNorm
-  assert n == 22432
-  assert metrics.flops_per_token(cfg, T) == 6 * n + 12 * L * d * T
+  per_token = L * (4 * d * d + 2 * d * ff + 2 * d * T) + V * d
+  assert per_token == 21664
+  assert metrics.flops_per_token(cfg, T) == 6 * per_token
   assert metrics.tokens_per_example(cfg, T) == T
   with pytest.raises(ValueError, match='decoder_seq_len'):
     metrics.flops_per_token(cfg, T, decoder_seq_len=8)
+  # Every application of a layer counts: twice the depth, twice the layers' share.
+  deeper = metrics.flops_per_token(cfg.replace(num_layers=2 * L), T) / 6 - per_token
+  assert deeper == L * (4 * d * d + 2 * d * ff + 2 * d * T)
 
 
 def test_flops_per_token_t5_closed_form():
-  cfg = TINY['t5']  # d=32, H=4, head_dim 12 (H·Q = 48 != d), d_ff=64, 2+2 layers, no biases, RMSNorm
-  d, hq, ff, L, V, buckets, te, td = 32, 48, 64, 2, 101, 32, 16, 6
-  n_enc = L * (4 * d * hq + 2 * d * ff + 2 * d) + buckets * 4 + d  # self-attn, FFN, 2 norms; bias table; norm
-  n_dec = L * (8 * d * hq + 2 * d * ff + 3 * d) + buckets * 4 + d + V * d  # + cross-attn; shared embedding
-  per_example = 6 * (n_enc * te + n_dec * td) + 12 * hq * (L * te * te + L * td * td + L * td * te)
-  assert metrics.flops_per_token(cfg, te, td) == pytest.approx(per_example / (te + td), rel=1e-12)
+  """Each stack over its own length; cross-attention projects its keys and values once per encoder token."""
+  cfg = TINY['t5']  # d=32, H=4, head_dim 12 (H·Q = 48 != d), d_ff=64, 2+2 layers, no biases, tied head
+  d, hq, ff, L, V, te, td = 32, 48, 64, 2, 101, 16, 6
+  encoder = L * (te * (4 * d * hq + 2 * d * ff) + 2 * hq * te * te)
+  decoder = L * (td * (4 * d * hq + 2 * d * ff) + 2 * hq * td * td  # self-attention and MLP
+                 + td * 2 * d * hq + te * 2 * d * hq + 2 * hq * td * te)  # cross: q, o per decoder token; k, v
+  per_example = encoder + decoder + td * V * d
+  assert metrics.forward_macs(cfg, te, td) == per_example
+  assert metrics.flops_per_token(cfg, te, td) == pytest.approx(6 * per_example / (te + td), rel=1e-12)
   assert metrics.tokens_per_example(cfg, te, td) == te + td
-  # Equal lengths: the attention term is the one-stack formula over L_e + 2·L_d layers (cross-attention).
-  assert metrics.flops_per_token(cfg, te) == pytest.approx(
-      (6 * (n_enc + n_dec) * te + 12 * hq * te * te * (L + 2 * L)) / (2 * te), rel=1e-12)
+
+
+def test_flops_per_token_of_a_classifier_and_an_mlm_head():
+  """BERT: the MLM transform and the vocabulary matmul per token; a classifier's last layer for [CLS] alone
+  (keys and values of every position), then the pooler and the classifier once per example."""
+  d, ff, L, V, T, C = 32, 64, 2, 101, 16, 3
+  layer = T * (4 * d * d + 2 * d * ff) + 2 * d * T * T
+  mlm = TINY['bert']  # tied MLM head with its dense transform, no pooler
+  assert metrics.forward_macs(mlm, T) == L * layer + T * (d * d + V * d)
+  classifier = TINY['bert'].replace(head='classifier', num_labels=C, pooler=True, tie_embeddings=False,
+                                    lm_head_bias=False)
+  last = T * 2 * d * d + (2 * d * d + 2 * d * ff) + 2 * d * T
+  assert metrics.forward_macs(classifier, T) == (L - 1) * layer + last + d * d + d * C
 
 
 @pytest.mark.parametrize('kind, peak', [

@@ -47,8 +47,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-import model
-from model.config import Family, ModelConfig
+from model.config import Family, Head, ModelConfig
 
 JSONL_NAME = 'metrics.jsonl'
 TB_DIR = 'tb'
@@ -65,33 +64,57 @@ class Split(enum.Enum):
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = None) -> float:
-  """Training FLOPs (forward + backward) per token: 6N + 12·L·H·Q·T, for MFU.
+  """Training FLOPs (forward + backward) per token, for MFU: 6 x the multiply-adds of one example's forward
+  pass (`forward_macs`), divided by its tokens (`tokens_per_example`)."""
+  if cfg.family is not Family.ENCODER_DECODER and decoder_seq_len is not None:
+    raise ValueError(f'decoder_seq_len only applies to family=encoder_decoder, not {cfg.family.value}')
+  return 6 * forward_macs(cfg, seq_len, decoder_seq_len) / tokens_per_example(cfg, seq_len, decoder_seq_len)
 
-  Source: PaLM (Chowdhery et al. 2022), appendix B: 6N for the parameter matmuls (2 FLOPs per multiply-add,
-  x3 for forward + backward, Kaplan et al. 2020 sec. 2.1) plus 12·L·H·Q·T for the attention matmuls QK^T
-  and AV (each 2·T·H·Q per token and layer, x3), with H·Q = num_heads × head_dim (d_model unless T5 sets
-  head_dim). Conventions, as PaLM's: N is ALL parameters (`count_params`, tied weights once: a tied
-  embedding matrix is the LM head's matmul; embedding lookups are counted as if they were matmuls, a
-  small overcount for untied or head-less models); the full T×T attention is counted even under a causal
-  mask; recomputation (remat) is not counted, being no model FLOPs.
 
-  Encoder-decoder: each stack uses its own length, T_e = seq_len and T_d = decoder_seq_len (default
-  seq_len); encoder parameters N_e see T_e tokens, the rest N_d (decoder, embedding, head) T_d tokens, and
-  every decoder layer also cross-attends T_e keys. Per example:
-      6·(N_e·T_e + N_d·T_d) + 12·H·Q·(L_e·T_e² + L_d·T_d·(T_d + T_e)),
-  divided by the T_e + T_d tokens of the example: count tokens/s over both streams (`tokens_per_example`).
-  With one stack this is exactly 6N + 12·L·H·Q·T.
+def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = None) -> int:
+  """Multiply-adds of the matmuls of one example's forward pass, from the architecture.
+
+  Each weight matrix counts where it runs: per token of its stack, per example for a classifier's pooler
+  and head, and once per application of a layer (`num_layers` applications, also when layers share
+  parameters). Attention adds 2·T·H·Q per query and layer (scores and values over all T keys, also under a
+  causal mask, as PaLM counts them); cross-attention's keys and values are projected once per encoder
+  token. A classifier's last layer computes [CLS] alone (the model's head_only): queries, output and
+  feed-forward for one position, keys and values for all. Not counted: embedding and bias-table lookups,
+  norms, activations, biases, softmax (PaLM appendix B; x2 FLOPs per multiply-add, x3 for the backward
+  pass in `flops_per_token`). Tied or untied, an LM head is one V x d matmul per predicted token.
   """
-  attn_width = cfg.num_heads * cfg.kv_dim
-  if cfg.family is not Family.ENCODER_DECODER:
-    if decoder_seq_len is not None:
-      raise ValueError(f'decoder_seq_len only applies to family=encoder_decoder, not {cfg.family.value}')
-    return float(6 * model.count_params(cfg) + 12 * cfg.num_layers * attn_width * seq_len)
-  t_enc, t_dec = seq_len, seq_len if decoder_seq_len is None else decoder_seq_len
-  n_enc, n_dec = _encoder_decoder_params(cfg)
-  per_example = (6 * (n_enc * t_enc + n_dec * t_dec)
-                 + 12 * attn_width * (cfg.num_layers * t_enc**2 + cfg.decoder_layers * t_dec * (t_dec + t_enc)))
-  return per_example / (t_enc + t_dec)
+  d, hq, vocab = cfg.d_model, cfg.num_heads * cfg.kv_dim, cfg.vocab_size
+  ffn = (3 if cfg.gated_ffn else 2) * d * cfg.d_ff  # wi (wi_0, wi_1 when gated) and wo
+  qo, kv = 2 * d * hq, 2 * d * hq  # query and output projections; key and value projections
+
+  def stack(layers: int, t: int, cross_t: int = 0) -> int:
+    """A stack of `layers` self-attention layers over t tokens (+ cross-attention to cross_t tokens)."""
+    per_layer = t * (qo + kv + ffn) + 2 * hq * t * t
+    if cross_t:
+      per_layer += t * qo + cross_t * kv + 2 * hq * t * cross_t
+    return layers * per_layer
+
+  t = seq_len
+  match cfg.family:
+    case Family.ENCODER_DECODER:
+      t_dec = seq_len if decoder_seq_len is None else decoder_seq_len
+      macs = stack(cfg.num_layers, t) + stack(cfg.decoder_layers, t_dec, cross_t=t)
+      t = t_dec  # the head runs on the decoder's tokens
+    case Family.ENCODER if cfg.head is Head.CLASSIFIER:  # the last layer for [CLS] only (head_only)
+      last = t * kv + (qo + ffn) + 2 * hq * t
+      macs = stack(cfg.num_layers - 1, t) + last
+    case _:
+      macs = stack(cfg.num_layers, t)
+  if cfg.pooler:
+    macs += d * d
+  match cfg.head:
+    case Head.LM:
+      macs += t * (vocab * d + (d * d if cfg.family is Family.ENCODER else 0))  # BERT's MLM transform dense
+    case Head.CLASSIFIER:
+      macs += d * cfg.num_labels
+    case Head.NONE:
+      pass
+  return macs
 
 
 def tokens_per_example(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = None) -> int:
@@ -99,16 +122,6 @@ def tokens_per_example(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | No
   if cfg.family is not Family.ENCODER_DECODER:
     return seq_len
   return seq_len + (seq_len if decoder_seq_len is None else decoder_seq_len)
-
-
-def _encoder_decoder_params(cfg: ModelConfig) -> tuple[int, int]:
-  """(parameters under the 'encoder' subtree, all the others), from shapes alone."""
-  shapes = jax.eval_shape(lambda: model.init_params(model.build(cfg), jax.random.key(0)))
-  size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  if 'encoder' not in shapes:
-    raise ValueError(f'expected an "encoder" subtree in the parameters of an encoder_decoder, got {sorted(shapes)}')
-  n_enc = size(shapes['encoder'])
-  return n_enc, size(shapes) - n_enc
 
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets, without 2:4 sparsity), matched as a case-insensitive
