@@ -222,7 +222,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   import jax
   import model
   from model import hf
-  from trainer.mesh import MeshConfig, make_mesh, to_global
+  from trainer.mesh import MeshConfig
   from trainer.metrics import flops_per_token, peak_flops_per_device, tokens_per_example, total_peak_flops
   from trainer.optim import OptimConfig, make_optimizer
   from trainer.step import StepConfig, abstract_train_state, compile_train_step, init_train_state
@@ -231,14 +231,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   sizes = [int(x) for x in args.mesh.split(',')]
   mesh_cfg = MeshConfig(data=sizes[0], fsdp=sizes[1], tensor=sizes[2])
   devices = jax.devices() if -1 in sizes else jax.devices()[:int(np.prod(sizes))]
-  mesh, rules = make_mesh(mesh_cfg, devices), mesh_cfg.logical_rules
+  mesh = mesh_cfg.context(devices)
   module, (tx, schedule) = model.build(case.cfg), make_optimizer(OptimConfig(**OPTIM))
-  abstract = abstract_train_state(module, tx, mesh, rules)
+  abstract = abstract_train_state(module, tx, mesh)
   state = init_train_state(module, tx, jax.random.key(0), abstract)
   batch_np = make_batch(case.objective, case.batch_size, case.seq_len, case.decoder_len, case.cfg.vocab_size)
-  batch = to_global(batch_np, mesh, rules)
+  batch = mesh.to_global(batch_np)
   start = time.perf_counter()
-  step = compile_train_step(module, tx, schedule, StepConfig(objective=case.objective), mesh, rules, abstract, batch)
+  step = compile_train_step(module, tx, schedule, StepConfig(objective=case.objective), mesh, abstract, batch)
   compile_s = time.perf_counter() - start
 
   hf_result = None

@@ -53,7 +53,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, 
     params = ckpt.restore_params(run.abstract.params, resolved)
   out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
   batch_size = eval_cfg.batch_size or run.train.batch_size
-  predictor = predict.Predictor(run.module, run.mesh, run.rules)
+  predictor = predict.Predictor(run.module, run.mesh)
   results: Results = {}
   for split in eval_cfg.splits:
     task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer)

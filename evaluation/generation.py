@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -24,7 +23,6 @@ from data import tasks
 from data.tokenization import Tokenizer
 from evaluation import predict
 from evaluation.config import EvalConfig
-from trainer.mesh import to_global
 
 # Defaults under config.eval.generate: beam search as in Vaswani et al. (4 beams, alpha 0.6) for seq2seq,
 # top-k sampling for samples of a language model.
@@ -46,8 +44,8 @@ def generate_config(eval_cfg: EvalConfig, tokenizer: Tokenizer, data: tasks.Data
 def _generate(run: Any, params: Any, inputs: Mapping[str, np.ndarray], cfg: decoding.GenerateConfig,
               rng: jax.Array | None) -> np.ndarray:
   """decoding.generate on this process's rows of a global batch -> (G, N) ids of the whole batch."""
-  batch = to_global(inputs, run.mesh, run.rules)
-  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+  batch = run.mesh.to_global(inputs)
+  with run.mesh.active():
     out = decoding.generate(run.module, params, batch, cfg, rng)
   return np.asarray(multihost_utils.process_allgather(out['tokens'], tiled=True))
 

@@ -1,6 +1,6 @@
 """Every example of a split through the model, in order, on any mesh: what eval.py scores.
 
-  predictor = Predictor(module, mesh, rules)
+  predictor = Predictor(module, mesh)                     # mesh: trainer.mesh.MeshContext
   batches = split_batches(task, global_batch_size)        # in source order; the last one padded
   preds = predictor.classes(params, batches, regression=False)   # (N,) class ids (or regression values)
   sums = predictor.token_sums(params, batches)            # language models: per-example loss, weight, hits
@@ -26,9 +26,8 @@ import numpy as np
 import model
 from data import tasks
 from data.pipeline import per_process_batch_size
-from model import partitioning as P
 from trainer import losses
-from trainer.mesh import to_global
+from trainer.mesh import MeshContext
 from trainer.step import apply_model, compile_forward
 
 Batch = dict[str, np.ndarray]
@@ -63,8 +62,8 @@ class Predictor:
   """The model's predictions on split batches; each function is compiled once per batch shape and reused
   across splits (validation, test, MNLI's matched and mismatched)."""
 
-  def __init__(self, module: model.Transformer, mesh: jax.sharding.Mesh, rules: P.Rules) -> None:
-    self.module, self.mesh, self.rules = module, mesh, rules
+  def __init__(self, module: model.Transformer, mesh: MeshContext) -> None:
+    self.module, self.mesh = module, mesh
     self._compiled: dict[tuple[Any, ...], Any] = {}
     self._fns = {'classes': functools.partial(_classify, module=module, regression=False),
                  'values': functools.partial(_classify, module=module, regression=True),
@@ -85,7 +84,7 @@ class Predictor:
       key = (name,) + tuple((k, v.shape, v.dtype.str) for k, v in sorted(split_batch.local.items()))
       if key not in self._compiled:
         self._compiled[key] = self._compile(self._fns[name], params, split_batch.local)
-      out = jax.device_get(self._compiled[key](params, to_global(split_batch.local, self.mesh, self.rules)))
+      out = jax.device_get(self._compiled[key](params, self.mesh.to_global(split_batch.local)))
       yield jax.tree.map(lambda x: np.asarray(x)[split_batch.valid], out)
 
   def _compile(self, fn: Any, params: Any, batch: Batch) -> Any:
@@ -93,7 +92,7 @@ class Predictor:
     count = jax.process_count()
     shapes = {k: jax.ShapeDtypeStruct((v.shape[0] * count,) + v.shape[1:], v.dtype) for k, v in batch.items()}
     abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
-    return compile_forward(fn, self.mesh, self.rules, abstract_params, shapes)
+    return compile_forward(fn, self.mesh, abstract_params, shapes)
 
 
 def _classify(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer,

@@ -179,7 +179,7 @@ def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_reg
   run = runner.build_run(config, workdir)
   params = checkpoint.restore_params(workdir, run.abstract.params)
   task = tasks.build_task(run.data, 'validation', seed=0, tokenizer=run.task.tokenizer)
-  preds = predict.Predictor(run.module, run.mesh, run.rules).classes(
+  preds = predict.Predictor(run.module, run.mesh).classes(
       params, predict.split_batches(task, 8, limit=50), regression=True)
   labels = np.asarray([task.source[i]['label'] for i in range(50)])
   assert results['validation']['pearson'] == pytest.approx(stats.pearsonr(preds, labels)[0], rel=1e-4)
@@ -226,7 +226,7 @@ def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
   # The pretraining's scanned layers arrive in the fine-tune's unscanned layout, every tensor loaded.
   assert pre.model.scan_layers and not run.model_cfg.scan_layers
   pretrained = checkpoint.restore_params(tmp_path / 'pre', runner.abstract_train_state(
-      model.build(model.ModelConfig.from_dict(pre.model)), optax.identity(), run.mesh, run.rules).params)
+      model.build(model.ModelConfig.from_dict(pre.model)), optax.identity(), run.mesh).params)
   fresh = runner.init_train_state(run.module, run.tx, jax.random.key(1), run.abstract).params
   started = runner._initial_params(run, str(tmp_path / 'pre'), fresh)
   for i in range(2):

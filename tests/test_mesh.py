@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from model import partitioning as P
-from trainer.mesh import MeshConfig, MeshConfigError, fit_spec, logical_shardings, make_mesh
+from trainer.mesh import MeshConfig, MeshConfigError, fit_spec, make_mesh
 
 
 @pytest.mark.parametrize('fields, devices, shape', [
@@ -74,12 +74,11 @@ def test_from_config_dict_with_rule_overrides():
 
 
 def test_rules_overrides_change_the_shardings():
-  mesh = make_mesh(MeshConfig(fsdp=2, tensor=2))
   specs = {'w': PartitionSpec('embed', 'mlp')}
   shapes = {'w': jax.ShapeDtypeStruct((32, 64), 'float32')}
-  default = logical_shardings(specs, shapes, mesh, MeshConfig().logical_rules)
+  default = MeshConfig(fsdp=2, tensor=2).context().logical_shardings(specs, shapes)
   assert default['w'].spec == PartitionSpec('fsdp', 'tensor')
-  overridden = logical_shardings(specs, shapes, mesh, MeshConfig(rules={'embed': None}).logical_rules)
+  overridden = MeshConfig(fsdp=2, tensor=2, rules={'embed': None}).context().logical_shardings(specs, shapes)
   assert overridden['w'].spec == PartitionSpec(None, 'tensor')
 
 

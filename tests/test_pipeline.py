@@ -17,7 +17,7 @@ from data.examples import Stream, example_rng
 from data import bucketing
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from model import partitioning as P
-from trainer.mesh import to_global
+from trainer.mesh import MeshContext
 
 N = 24  # examples in the fake source
 
@@ -134,7 +134,7 @@ def test_global_batch_on_a_simulated_8_device_mesh():
   assert jax.device_count() == 8, 'tests/conftest.py sets --xla_force_host_platform_device_count=8'
   mesh = jax.make_mesh((2, 2, 2), P.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
   batch = batches(1, global_batch_size=8)[0]
-  arrays = to_global(batch, mesh)
+  arrays = MeshContext(mesh).to_global(batch)  # the default rules
   assert arrays['tokens'].shape == (8, 3) and arrays['id'].shape == (8,)
   np.testing.assert_array_equal(np.asarray(arrays['tokens']), batch['tokens'])
   # batch -> (data, fsdp): 4 shards of 2 rows, each held by the 2 devices of the tensor axis.

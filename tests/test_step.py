@@ -20,7 +20,7 @@ from configs import gpt_tiny
 from data.tasks import Objective
 from tests.tiny import TINY, VOCAB
 from trainer import losses
-from trainer.mesh import MeshConfig, batch_shardings, make_mesh, to_global
+from trainer.mesh import MeshConfig, MeshContext
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step,
                           compile_train_step, init_train_state, shardings_of)
@@ -76,18 +76,18 @@ def copy(tree):
 
 
 @functools.cache
-def _mesh(mesh_shape: tuple[int, int, int]) -> tuple[jax.sharding.Mesh, tuple]:
+def _mesh(mesh_shape: tuple[int, int, int]) -> MeshContext:
   mesh_cfg = MeshConfig(data=mesh_shape[0], fsdp=mesh_shape[1], tensor=mesh_shape[2])
-  return make_mesh(mesh_cfg, jax.devices()[:math.prod(mesh_shape)]), mesh_cfg.logical_rules
+  return mesh_cfg.context(jax.devices()[:math.prod(mesh_shape)])
 
 
 @functools.cache
 def _initial_state(cfg: model.ModelConfig, optim: OptimConfig, mesh_shape: tuple[int, int, int]) -> TrainState:
   """The sharded init on the (2, 2, 2) mesh; other meshes get a copy of it (saves a compile per test;
   `test_sharded_init_equals_single_device_init` checks the init itself on one device)."""
-  mesh, rules = _mesh(mesh_shape)
+  mesh = _mesh(mesh_shape)
   module, tx = model.build(cfg), make_optimizer(optim)[0]
-  abstract = abstract_train_state(module, tx, mesh, rules)
+  abstract = abstract_train_state(module, tx, mesh)
   if mesh_shape == SHARDED:
     return init_train_state(module, tx, jax.random.key(0), abstract, FAST_COMPILE)
   return jax.device_put(_initial_state(cfg, optim, SHARDED), shardings_of(abstract))
@@ -97,13 +97,13 @@ def _initial_state(cfg: model.ModelConfig, optim: OptimConfig, mesh_shape: tuple
 def _setup(cfg: model.ModelConfig, objective: str, mesh_shape: tuple[int, int, int], microbatches: int,
            z_loss: float, optim: OptimConfig):
   """(initial state, compiled step, global batch, mesh) of one configuration; compiled once per module."""
-  mesh, rules = _mesh(mesh_shape)
+  mesh = _mesh(mesh_shape)
   module = model.build(cfg)
   tx, schedule = make_optimizer(optim)
-  abstract = abstract_train_state(module, tx, mesh, rules)
-  batch = to_global(make_batch(objective), mesh, rules)
+  abstract = abstract_train_state(module, tx, mesh)
+  batch = mesh.to_global(make_batch(objective))
   step_cfg = StepConfig(objective=objective, microbatches=microbatches, z_loss=z_loss)
-  step = compile_train_step(module, tx, schedule, step_cfg, mesh, rules, abstract, batch, FAST_COMPILE)
+  step = compile_train_step(module, tx, schedule, step_cfg, mesh, abstract, batch, FAST_COMPILE)
   return _initial_state(cfg, optim, mesh_shape), step, batch, mesh
 
 
@@ -138,8 +138,7 @@ def family(request):
 def test_sharded_init_equals_single_device_init():
   cfg = TINY['gpt2']
   module, tx = model.build(cfg), make_optimizer(OPTIM)[0]
-  mesh, rules = _mesh(SINGLE)
-  single = init_train_state(module, tx, jax.random.key(0), abstract_train_state(module, tx, mesh, rules),
+  single = init_train_state(module, tx, jax.random.key(0), abstract_train_state(module, tx, _mesh(SINGLE)),
                             FAST_COMPILE)
   sharded = _initial_state(cfg, OPTIM, SHARDED)
   assert_trees_close(sharded, single, atol=0.0)
@@ -183,10 +182,9 @@ def test_loss_falls_when_memorising_a_batch(family):
 def test_eval_step_is_the_plain_loss_of_the_same_params(family):
   """Dropout is 0 in the tiny configs, so the first step's training loss minus its z-loss is eval's loss."""
   state, _, batch, mesh = setup(family['cfg'], family['objective'], SHARDED, z_loss=family['z_loss'])
-  rules = MeshConfig().logical_rules
   step_cfg = StepConfig(objective=family['objective'], z_loss=family['z_loss'])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params)
-  evaluate = compile_eval_step(model.build(family['cfg']), step_cfg, mesh, rules, abstract, batch, FAST_COMPILE)
+  evaluate = compile_eval_step(model.build(family['cfg']), step_cfg, mesh, abstract, batch, FAST_COMPILE)
   sums = {k: float(v) for k, v in evaluate(state.params, batch).items()}
   first = family['sharded_metrics'][0]
   assert set(sums) == {'loss', 'weight', 'correct'}
@@ -214,7 +212,7 @@ def test_per_device_parameter_bytes_shrink_as_one_over_fsdp():
 
   def device0_bytes(fsdp: int) -> tuple[int, int]:
     mesh_cfg = MeshConfig(data=-1, fsdp=fsdp)
-    abstract = abstract_train_state(module, tx, make_mesh(mesh_cfg), mesh_cfg.logical_rules)
+    abstract = abstract_train_state(module, tx, mesh_cfg.context())
     state = init_train_state(module, tx, jax.random.key(0), abstract, FAST_COMPILE)
     per_device = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree) if x.ndim)
     return per_device(state.params), per_device(state.opt_state)
@@ -237,16 +235,15 @@ def test_bf16_compute_keeps_float32_master_weights():
 
 def test_param_dtype_must_be_float32():
   module = model.build(TINY['gpt2'].replace(param_dtype='bfloat16'))
-  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+  mesh = MeshConfig().context(jax.devices()[:1])
   with pytest.raises(ValueError, match=r"model.param_dtype='bfloat16': training keeps float32 master weights"):
-    abstract_train_state(module, make_optimizer(OPTIM)[0], mesh, MeshConfig().logical_rules)
+    abstract_train_state(module, make_optimizer(OPTIM)[0], mesh)
 
 
 def test_opt_state_mirrors_param_shardings():
-  mesh_cfg = MeshConfig(fsdp=2, tensor=2)
-  mesh, rules = make_mesh(mesh_cfg), mesh_cfg.logical_rules
+  mesh = MeshConfig(fsdp=2, tensor=2).context()
   module = model.build(TINY['gpt2'])
-  abstract = abstract_train_state(module, make_optimizer(OPTIM)[0], mesh, rules)
+  abstract = abstract_train_state(module, make_optimizer(OPTIM)[0], mesh)
   adam = abstract.opt_state[1][0]  # chain(clip, adamw = chain(scale_by_adam, ...)) -> ScaleByAdamState
   for moment in (adam.mu, adam.nu):
     assert jax.tree.map(lambda x: x.sharding, moment) == jax.tree.map(lambda x: x.sharding, abstract.params)
@@ -254,7 +251,7 @@ def test_opt_state_mirrors_param_shardings():
   assert wi.sharding.spec == jax.sharding.PartitionSpec(None, 'fsdp', 'tensor')
   # Adafactor's factored statistics: the kernel's spec without the factored-out axis.
   factored = OptimConfig(name='adafactor', learning_rate=0.01, schedule='constant', adafactor_min_dim_size_to_factor=8)
-  state = abstract_train_state(module, make_optimizer(factored)[0], mesh, rules).opt_state[1][0]
+  state = abstract_train_state(module, make_optimizer(factored)[0], mesh).opt_state[1][0]
   v_row, v_col = (v['decoder']['layers']['ffn']['wi']['kernel'] for v in (state.v_row, state.v_col))
   assert v_row.shape == (2, 32) and v_row.sharding.spec == jax.sharding.PartitionSpec(None, 'fsdp')  # mlp out
   assert v_col.shape == (2, 64) and v_col.sharding.spec == jax.sharding.PartitionSpec(None, 'tensor')  # embed out
@@ -274,13 +271,12 @@ def test_step_config_from_the_config_tree():
 
 
 def test_batches_that_do_not_split_over_the_mesh_fail_before_compiling():
-  mesh = make_mesh(MeshConfig(fsdp=2, tensor=2))
-  rules = MeshConfig().logical_rules
+  mesh = MeshConfig(fsdp=2, tensor=2).context()
   with pytest.raises(ValueError, match=r"'input_ids': 6 rows do not split over the 4 devices of mesh axes "
                                        r"\('data', 'fsdp'\)"):
-    batch_shardings({'input_ids': jax.ShapeDtypeStruct((6, T), jnp.int32)}, mesh, rules)
+    mesh.batch_shardings({'input_ids': jax.ShapeDtypeStruct((6, T), jnp.int32)})
   with pytest.raises(ValueError, match=r'8 rows / train.microbatches=4 = 2 do not split over the 4 devices'):
-    batch_shardings({'input_ids': jax.ShapeDtypeStruct((8, T), jnp.int32)}, mesh, rules, microbatches=4)
+    mesh.batch_shardings({'input_ids': jax.ShapeDtypeStruct((8, T), jnp.int32)}, microbatches=4)
 
 
 # --- losses: closed forms --------------------------------------------------------------------------------

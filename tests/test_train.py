@@ -35,7 +35,7 @@ from jax.experimental.compilation_cache import compilation_cache
 import model
 from trainer import runner
 from trainer import checkpoint, metrics
-from trainer.mesh import MeshConfig, make_mesh
+from trainer.mesh import MeshConfig
 from trainer.step import abstract_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def restore_params(workdir: Path, overrides: Mapping[str, Any], name: str = 'gpt
   config = make_config(name, overrides)
   mesh_cfg = MeshConfig.from_dict(config.mesh)
   module = model.build(model.ModelConfig.from_dict(config.model))
-  target = abstract_train_state(module, optax.identity(), make_mesh(mesh_cfg), mesh_cfg.logical_rules).params
+  target = abstract_train_state(module, optax.identity(), mesh_cfg.context()).params
   return jax.device_get(checkpoint.restore_params(workdir, target, step))
 
 

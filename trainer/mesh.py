@@ -2,16 +2,17 @@
 tree of logically named arrays on it.
 
   cfg = MeshConfig.from_dict(config.mesh)     # data=-1, fsdp=1, tensor=1, rules={} (overrides)
-  mesh = make_mesh(cfg)                       # -1 = the rest of the devices; a misfit fails here
-  rules = cfg.logical_rules                   # model.partitioning.make_rules(cfg.rules)
-  batch = to_global(host_batch, mesh, rules)  # this process's numpy rows -> global arrays, batch-sharded
+  ctx = cfg.context()                         # MeshContext(mesh, rules): -1 = the rest of the devices
+  batch = ctx.to_global(host_batch)           # this process's numpy rows -> global arrays, batch-sharded
+  with ctx.active(): ...                      # trace under the mesh and the rules
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -61,6 +62,10 @@ class MeshConfig:
     """From `config.mesh` (a ConfigDict or mapping); unknown keys are an error naming the valid ones."""
     return cls(**known_fields(cls, values, section='mesh', error=MeshConfigError))
 
+  def context(self, devices: Sequence[jax.Device] | None = None) -> MeshContext:
+    """The mesh over `devices` (default: all) with this config's rules; a shape that does not fit fails here."""
+    return MeshContext(make_mesh(self, devices), self.logical_rules)
+
   @property
   def logical_rules(self) -> P.Rules:
     """The rules table with this config's overrides (what `nn.logical_axis_rules` and shardings use)."""
@@ -108,10 +113,6 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> j
   return jax.make_mesh(shape, P.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(shape), devices=devices)
 
 
-def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
-
-
 def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: jax.sharding.Mesh) -> tuple[PartitionSpec, list[int]]:
   """`spec` with every entry whose mesh size does not divide its dimension replaced by None.
 
@@ -129,57 +130,66 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: jax.sharding.Mesh)
   return PartitionSpec(*entries), dropped
 
 
-def logical_shardings(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules: P.Rules) -> Any:
-  """Tree of logical PartitionSpecs (names like 'embed') + tree of shapes -> tree of NamedShardings.
+@dataclasses.dataclass(frozen=True)
+class MeshContext:
+  """The device mesh and the logical-axis rules that map names onto it: everything a sharding decision
+  needs, as one object (`MeshConfig.context()`), from the sharded init to the batches and the compiles."""
 
-  Dimensions the mesh cannot divide evenly are replicated (see `fit_spec`), with one log line naming them.
-  """
-  mesh_specs = nn.logical_to_mesh(logical_specs, rules)
-  is_spec = lambda x: isinstance(x, PartitionSpec)
-  flat_specs, tree = jax.tree.flatten(mesh_specs, is_leaf=is_spec)
-  flat_shapes = tree.flatten_up_to(shapes)
-  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(mesh_specs, is_leaf=is_spec)[0]]
-  out, unsharded = [], []
-  for path, spec, leaf in zip(paths, flat_specs, flat_shapes):
-    spec, dropped = fit_spec(spec, leaf.shape, mesh)
-    if dropped:
-      unsharded.append(f'{path}{tuple(leaf.shape)} dims {dropped}')
-    out.append(NamedSharding(mesh, spec))
-  if unsharded:
-    logging.warning('replicated instead of sharded (size not divisible by the mesh axes): %s', '; '.join(unsharded))
-  return jax.tree.unflatten(tree, out)
+  mesh: jax.sharding.Mesh
+  rules: P.Rules = P.DEFAULT_RULES
 
+  @contextlib.contextmanager
+  def active(self) -> Iterator[None]:
+    """Mesh and rules in force while tracing: where nn.with_logical_constraint reads them."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
 
-# --- the batch ---------------------------------------------------------------------------------------------
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, PartitionSpec())
 
-def batch_sharding(mesh: jax.sharding.Mesh, rules: P.Rules, ndim: int) -> jax.sharding.NamedSharding:
-  """Leading axis over the mesh axes of the logical 'batch' axis (the rules table), the rest replicated."""
-  spec = nn.logical_to_mesh_axes((P.BATCH,) + (None,) * (ndim - 1), rules)
-  return jax.sharding.NamedSharding(mesh, spec)
+  def logical_shardings(self, logical_specs: Any, shapes: Any) -> Any:
+    """Tree of logical PartitionSpecs (names like 'embed') + tree of shapes -> tree of NamedShardings.
 
+    Dimensions the mesh cannot divide evenly are replicated (see `fit_spec`), with one log line naming them.
+    """
+    mesh_specs = nn.logical_to_mesh(logical_specs, self.rules)
+    is_spec = lambda x: isinstance(x, PartitionSpec)
+    flat_specs, tree = jax.tree.flatten(mesh_specs, is_leaf=is_spec)
+    flat_shapes = tree.flatten_up_to(shapes)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(mesh_specs, is_leaf=is_spec)[0]]
+    out, unsharded = [], []
+    for path, spec, leaf in zip(paths, flat_specs, flat_shapes):
+      spec, dropped = fit_spec(spec, leaf.shape, self.mesh)
+      if dropped:
+        unsharded.append(f'{path}{tuple(leaf.shape)} dims {dropped}')
+      out.append(NamedSharding(self.mesh, spec))
+    if unsharded:
+      logging.warning('replicated instead of sharded (size not divisible by the mesh axes): %s', '; '.join(unsharded))
+    return jax.tree.unflatten(tree, out)
 
-def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
-              rules: P.Rules = P.DEFAULT_RULES) -> dict[str, jax.Array]:
-  """This process's rows -> global arrays sharded along the batch axis (every process calls this)."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
-          for k, v in batch.items()}
+  def batch_sharding(self, ndim: int) -> NamedSharding:
+    """Leading axis over the mesh axes of the logical 'batch' axis (the rules table), the rest replicated."""
+    return NamedSharding(self.mesh, nn.logical_to_mesh_axes((P.BATCH,) + (None,) * (ndim - 1), self.rules))
 
+  def to_global(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays sharded along the batch axis (every process calls this)."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v) for k, v in batch.items()}
 
-def batch_shardings(batch_shapes: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: P.Rules,
-                    microbatches: int = 1) -> dict[str, NamedSharding]:
-  """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
-  that the rows (and each microbatch's rows) divide evenly over those devices."""
-  out = {}
-  for name, x in batch_shapes.items():
-    sharding = batch_sharding(mesh, rules, len(x.shape))
-    entry = sharding.spec[0] if len(sharding.spec) else None
-    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-    devices = math.prod(mesh.shape[a] for a in axes)
-    rows = x.shape[0] // microbatches
-    if x.shape[0] % microbatches or rows % devices:
-      per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
-      raise ValueError(f'batch feature {name!r}: {x.shape[0]} rows{per} do not split over the {devices} devices '
-                       f'of mesh axes {axes} (the logical batch axis); use train.batch_size a multiple of '
-                       f'{devices * microbatches}')
-    out[name] = sharding
-  return out
+  def batch_shardings(self, batch_shapes: Mapping[str, Any], microbatches: int = 1) -> dict[str, NamedSharding]:
+    """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
+    that the rows (and each microbatch's rows) divide evenly over those devices."""
+    out = {}
+    for name, x in batch_shapes.items():
+      sharding = self.batch_sharding(len(x.shape))
+      entry = sharding.spec[0] if len(sharding.spec) else None
+      axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+      devices = math.prod(self.mesh.shape[a] for a in axes)
+      rows = x.shape[0] // microbatches
+      if x.shape[0] % microbatches or rows % devices:
+        per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
+        raise ValueError(f'batch feature {name!r}: {x.shape[0]} rows{per} do not split over the {devices} devices '
+                         f'of mesh axes {axes} (the logical batch axis); use train.batch_size a multiple of '
+                         f'{devices * microbatches}')
+      out[name] = sharding
+    return out

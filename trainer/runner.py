@@ -34,7 +34,7 @@ from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, metrics
 from trainer.config import NanPolicy, TrainConfig, schema_defaults
-from trainer.mesh import MeshConfig, make_mesh, to_global
+from trainer.mesh import MeshConfig, MeshContext
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
                           init_train_state)
@@ -78,8 +78,7 @@ class Run:
   data: tasks.DataConfig
   task: tasks.Task
   eval_task: tasks.Task
-  mesh: jax.sharding.Mesh
-  rules: Any
+  mesh: MeshContext  # the device mesh and the logical-axis rules
   abstract: TrainState
   tx: optax.GradientTransformation
   schedule: optax.Schedule
@@ -96,8 +95,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   if data.tokenizer == INIT_FROM:
     data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
   eval_cfg = EvalConfig.from_config(config)
-  mesh_cfg = MeshConfig.from_dict(config.mesh)
-  mesh = make_mesh(mesh_cfg)  # a shape that does not fit the devices fails here
+  mesh = MeshConfig.from_dict(config.mesh).context()  # a shape that does not fit the devices fails here
   task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
   if train.num_epochs:
     train = dataclasses.replace(train, num_steps=max(1, math.ceil(train.num_epochs * len(task.source) /
@@ -114,9 +112,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   if train.nan_policy is NanPolicy.SKIP:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
   module = model.build(model_cfg)
-  abstract = abstract_train_state(module, tx, mesh, mesh_cfg.logical_rules)
+  abstract = abstract_train_state(module, tx, mesh)
   step_cfg = StepConfig(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss)
-  return Run(train, model_cfg, data, task, eval_task, mesh, mesh_cfg.logical_rules, abstract, tx, schedule, step_cfg,
+  return Run(train, model_cfg, data, task, eval_task, mesh, abstract, tx, schedule, step_cfg,
              module, workdir)
 
 
@@ -194,11 +192,11 @@ class TrainSteps:
 
   def __call__(self, state: TrainState, batch: Mapping[str, np.ndarray], rng: jax.Array) -> tuple[TrainState, Any]:
     run = self._run
-    global_batch = to_global(batch, run.mesh, run.rules)
+    global_batch = run.mesh.to_global(batch)
     key = self.key(global_batch)
     if key not in self._steps:  # not a shape `train_batch_shapes` foresaw: compile it now rather than fail
-      self._steps[key] = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules,
-                                            run.abstract, global_batch)
+      self._steps[key] = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract,
+                                            global_batch)
     return self._steps[key](state, global_batch, rng)
 
 
@@ -216,8 +214,7 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
   per core): a program's compile keeps the cores only partly busy. The MiniLM fine-tune's five bucket steps
   and eval step: 45 s one after the other, 38 s side by side on 2 cores."""
   def train_step(shapes: Mapping[str, Any]) -> jax.stages.Compiled:
-    return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.rules, run.abstract,
-                              shapes)
+    return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract, shapes)
 
   train_shapes = train_batch_shapes(run)
   # Tracing holds the GIL but the compiles release it; each thread sets its own mesh and axis-rule contexts.
@@ -226,7 +223,7 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
   workers = len(os.sched_getaffinity(0)) if jax.process_count() == 1 else 1
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
     # The eval batches are never cut: the last shape, data.seq_len (the last bucket, or the only shape).
-    eval_future = pool.submit(compile_eval_step, run.module, run.step_cfg, run.mesh, run.rules, run.abstract.params,
+    eval_future = pool.submit(compile_eval_step, run.module, run.step_cfg, run.mesh, run.abstract.params,
                               train_shapes[-1])
     train_compiled = list(pool.map(train_step, train_shapes))
     eval_step = eval_future.result()
@@ -246,7 +243,7 @@ def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
   batches = _batches(run, run.eval_task, shuffle=False, num_epochs=1)
   totals = None
   for _, batch in zip(range(run.train.eval_batches), batches):
-    sums = eval_step(params, to_global(batch, run.mesh, run.rules))
+    sums = eval_step(params, run.mesh.to_global(batch))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   batches.close()
   if totals is None:
@@ -272,7 +269,7 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
   else:
     saved = _saved_config(init_from)
     saved_module = model.build(model.ModelConfig.from_dict(saved.model))
-    target = abstract_train_state(saved_module, optax.identity(), run.mesh, run.rules).params
+    target = abstract_train_state(saved_module, optax.identity(), run.mesh).params
     loaded = checkpoint.restore_params(path, target)
     if saved_module.cfg.scan_layers != run.model_cfg.scan_layers:  # e.g. a scanned pretraining -> configs/glue.py
       loaded = (model.stack_layers if run.model_cfg.scan_layers else model.unstack_layers)(loaded)

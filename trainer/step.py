@@ -1,15 +1,15 @@
 """The train state, its sharded initialisation, and the pure train / eval steps, jitted once with shardings.
 
-  abstract = abstract_train_state(module, tx, mesh, rules)    # shapes + NamedShardings, nothing allocated
+  abstract = abstract_train_state(module, tx, ctx)            # shapes + NamedShardings, nothing allocated
   state = init_train_state(module, tx, rng, abstract)         # float32 params and opt state, sharded
-  step = compile_train_step(module, tx, schedule, step_cfg, mesh, rules, abstract, batch_shapes)
-  state, metrics = step(state, batch, rng)                    # state donated; batch from trainer.mesh.to_global
+  step = compile_train_step(module, tx, schedule, step_cfg, ctx, abstract, batch_shapes)
+  state, metrics = step(state, batch, rng)                    # state donated; batch from MeshContext.to_global
 
 Sharding: every parameter carries logical axis names (model/); `nn.get_partition_spec` of the boxed init
 gives them, the rules table maps them onto the mesh, and each optimizer-state leaf takes the sharding of
 the parameter it mirrors (`optax.tree_map_params`), so Adam's moments are split exactly like the weights
-(ZeRO-3 with fsdp > 1). The logical-axis rules are activated (`nn.logical_axis_rules`) together with the
-mesh (`jax.set_mesh`) around tracing, which is when `nn.with_logical_constraint` reads them.
+(ZeRO-3 with fsdp > 1). The logical-axis rules are activated together with the
+mesh (`MeshContext.active`) around tracing, which is when `nn.with_logical_constraint` reads them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import model
 from data.tasks import Objective, to_objective
 from model import partitioning as P
 from trainer import losses
-from trainer.mesh import batch_shardings, logical_shardings, replicated
+from trainer.mesh import MeshContext
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -106,8 +106,8 @@ def _mirrored_spec(leaf: jax.ShapeDtypeStruct, param: jax.ShapeDtypeStruct, spec
   return PartitionSpec()
 
 
-def abstract_train_state(module: model.Transformer, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-                         rules: P.Rules) -> TrainState:
+def abstract_train_state(module: model.Transformer, tx: optax.GradientTransformation,
+                         ctx: MeshContext) -> TrainState:
   """The state's shapes and dtypes with their NamedShardings (`ShapeDtypeStruct.sharding`): what the
   sharded init produces, what the step is compiled for, and what a checkpoint restores onto."""
   if module.cfg.param_dtype != 'float32':
@@ -121,7 +121,7 @@ def abstract_train_state(module: model.Transformer, tx: optax.GradientTransforma
                                     transform_non_params=lambda _: PartitionSpec(),
                                     is_leaf=lambda x: isinstance(x, PartitionSpec))
   specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
-  shardings = logical_shardings(specs, shapes, mesh, rules)
+  shardings = ctx.logical_shardings(specs, shapes)
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
@@ -234,7 +234,7 @@ def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: S
 # --- compiling once, with shardings ----------------------------------------------------------------------
 
 def compile_train_step(module: model.Transformer, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                       cfg: StepConfig, mesh: jax.sharding.Mesh, rules: P.Rules, abstract_state: TrainState,
+                       cfg: StepConfig, ctx: MeshContext, abstract_state: TrainState,
                        batch_shapes: Mapping[str, Any],
                        compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
   """`train_step` compiled ahead of time for these shapes: in/out shardings explicit, the state donated.
@@ -244,32 +244,32 @@ def compile_train_step(module: model.Transformer, tx: optax.GradientTransformati
   or uncommitted; arrays placed otherwise are an error rather than a silent reshard.
   """
   state_shardings = shardings_of(abstract_state)
-  in_batch = batch_shardings(batch_shapes, mesh, rules, cfg.microbatches)
+  in_batch = ctx.batch_shardings(batch_shapes, cfg.microbatches)
   step = functools.partial(train_step, module=module, tx=tx, schedule=schedule, cfg=cfg)
-  jitted = jax.jit(step, in_shardings=(state_shardings, in_batch, replicated(mesh)),
-                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+  jitted = jax.jit(step, in_shardings=(state_shardings, in_batch, ctx.replicated),
+                   out_shardings=(state_shardings, ctx.replicated), donate_argnums=0)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
   rng = jax.eval_shape(lambda: jax.random.key(0))
   # Tracing happens in lower(): this is where with_logical_constraint sees the mesh and the rules.
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with ctx.active():
     return jitted.lower(abstract_state, batch, rng).compile(compiler_options)
 
 
-def compile_eval_step(module: model.Transformer, cfg: StepConfig, mesh: jax.sharding.Mesh, rules: P.Rules,
-                      abstract_params: Params, batch_shapes: Mapping[str, Any],
+def compile_eval_step(module: model.Transformer, cfg: StepConfig, ctx: MeshContext, abstract_params: Params,
+                      batch_shapes: Mapping[str, Any],
                       compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
   """`eval_step` compiled ahead of time; abstract_params: `abstract_train_state(...).params`."""
   step = functools.partial(eval_step, module=module, cfg=cfg)
-  return compile_forward(step, mesh, rules, abstract_params, batch_shapes, compiler_options)
+  return compile_forward(step, ctx, abstract_params, batch_shapes, compiler_options)
 
 
-def compile_forward(fn: Callable[[Params, Batch], Any], mesh: jax.sharding.Mesh, rules: P.Rules,
-                    abstract_params: Params, batch_shapes: Mapping[str, Any],
+def compile_forward(fn: Callable[[Params, Batch], Any], ctx: MeshContext, abstract_params: Params,
+                    batch_shapes: Mapping[str, Any],
                     compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
   """`fn(params, batch)` (no update: the loop's eval_step, eval.py's predictions) compiled ahead of time:
   params in their shardings, the batch sharded along its rows, the outputs replicated on every device."""
-  in_batch = batch_shardings(batch_shapes, mesh, rules)
-  jitted = jax.jit(fn, in_shardings=(shardings_of(abstract_params), in_batch), out_shardings=replicated(mesh))
+  in_batch = ctx.batch_shardings(batch_shapes)
+  jitted = jax.jit(fn, in_shardings=(shardings_of(abstract_params), in_batch), out_shardings=ctx.replicated)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with ctx.active():
     return jitted.lower(abstract_params, batch).compile(compiler_options)
