@@ -38,10 +38,10 @@ from typing import Any
 import grain
 import numpy as np
 
+from data.batch import ENCODER_LENGTH  # the features trimmed by default
+
 Batch = dict[str, np.ndarray]
 
-# The per-position features of the encoder as data/examples.py builds them (classification, seq2seq).
-LENGTH_FEATURES = ('input_ids', 'attention_mask', 'token_type_ids')
 MASK_FEATURE = 'attention_mask'  # 1 at real tokens: a trim that cuts one is a caller's wrong `lengths`.
 # SeedSequence spawn key of the batch order: apart from the objectives' streams (data/examples.Stream: 1, 2).
 _ORDER_STREAM = 1000
@@ -59,7 +59,7 @@ def check_config(buckets: tuple[int, ...], window: int, features: tuple[str, ...
     raise ValueError(f'data.bucket_window={window}: must be >= 1 (the global batches sorted together)')
   if buckets and not features:
     raise ValueError('data.length_features=(): name the features to trim, e.g. '
-                     f'{LENGTH_FEATURES}, or set data.length_buckets=() to turn bucketing off')
+                     f'{ENCODER_LENGTH}, or set data.length_buckets=() to turn bucketing off')
 
 
 def check_example(example: Mapping[str, np.ndarray], buckets: tuple[int, ...], features: tuple[str, ...]) -> None:
@@ -176,7 +176,7 @@ def trim_batch(batch: Mapping[str, np.ndarray], length: int, features: Sequence[
 
 
 def bucket_shapes(batch_shapes: Mapping[str, tuple[int, ...]], buckets: Sequence[int],
-                  features: Sequence[str] = LENGTH_FEATURES) -> list[dict[str, tuple[int, ...]]]:
+                  features: Sequence[str] = ENCODER_LENGTH) -> list[dict[str, tuple[int, ...]]]:
   """Every batch shape the bucketed stream can give, one per bucket (to compile one step each).
 
   batch_shapes: the untrimmed shapes, e.g. {'input_ids': (B, 64), 'label': (B,)}; the features' axis 1 must be

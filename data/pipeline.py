@@ -30,6 +30,7 @@ import numpy as np
 from absl import flags
 
 from data import bucketing
+from data.batch import ENCODER_LENGTH
 
 Batch = dict[str, np.ndarray]
 
@@ -56,7 +57,7 @@ class PipelineConfig:
   bucket_window: int = 32
   # Features cut to the bucket along their length axis; named, not found by shape, because a seq2seq
   # decoder feature may have the encoder's length without being measured by `lengths`.
-  length_features: tuple[str, ...] = bucketing.LENGTH_FEATURES
+  length_features: tuple[str, ...] = ENCODER_LENGTH
 
   def __post_init__(self) -> None:
     # Config trees hold lists; the dataclass is frozen and compared, so store tuples.

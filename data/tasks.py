@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from core.config import known_fields, parse_enum
-from data import examples, packing, sources
+from data import batch, examples, packing, sources
 from data.tokenization import Tokenizer, load_tokenizer
 
 Example = dict[str, np.ndarray]
@@ -161,6 +161,8 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
                                           seq2seq_features=config.seq2seq_features))
     tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
   rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
+  if len(rows):  # the builder's features are those of the batch schema: a slip fails here, not in a compile
+    batch.check_example(transform(0, rows[0]), f'data.objective={config.objective.value}')
   return Task(rows, transform, tokenizer, source.info, config)
 
 

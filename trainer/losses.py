@@ -25,10 +25,6 @@ from objectives import LossKind
 Sums = dict[str, jax.Array]
 
 
-# Batch features that are targets, not model inputs (data/tasks.py); the rest go to Transformer.__call__.
-TARGET_FEATURES = ('targets', 'loss_weights', 'label')
-
-
 def loss_kind(objective: Objective | str) -> LossKind:
   """The loss of a `data.objective` (an Objective or its string): its spec's."""
   return objectives.spec(objective).loss

@@ -28,6 +28,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 import model
+from data import batch as batch_schema
 from data.tasks import Objective, to_objective
 from model import partitioning as P
 from trainer import losses
@@ -146,7 +147,7 @@ def apply_model(module: model.Transformer, params: Params, batch: Batch, *, dete
   """module.apply on the batch's model inputs (every feature but the targets): the model's outputs. The
   steps and predictions read the logits alone, so the model may skip what its head does not read (head_only:
   a classifier's last layer computes [CLS] only; 'hidden' is then not every position)."""
-  inputs = {k: v for k, v in batch.items() if k not in losses.TARGET_FEATURES}
+  inputs = batch_schema.model_inputs(batch)
   rngs = None if rng is None else {'dropout': rng}
   return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=True)
 

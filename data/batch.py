@@ -1,0 +1,83 @@
+"""The batch schema: every feature an example may hold, declared once.
+
+  name                    dtype    role     axis 1 is          what
+  input_ids               int32    input    the encoder length  token ids (the decoder's, for a decoder-only model)
+  attention_mask          int32    input    the encoder length  1 at real tokens
+  token_type_ids          int32    input    the encoder length  segment A / B of a sentence pair (BERT)
+  segment_ids             int32    input    the encoder length  packed rows: which document, 0 = padding
+  position_ids            int32    input    the encoder length  packed rows: the position within the document
+  decoder_input_ids       int32    input    the decoder length  teacher-forced decoder inputs (encoder-decoder)
+  decoder_attention_mask  int32    input    the decoder length
+  targets                 int32    target   the decoder length  ids to predict (where loss_weights > 0)
+  loss_weights            float32  weight   the decoder length  1 where a position counts in the loss
+  label                   int32 or float32  target  -           a sequence's class, or its value (regression)
+
+The example builders (data/tasks.py) produce these and nothing else (`check_example`), length bucketing
+trims the encoder-length ones (`ENCODER_LENGTH`), the losses read the targets and weights, and the model
+is called with the inputs (`model_inputs`), whose names are `model.Transformer`'s arguments. A new feature
+(ViT's pixel_values, QA's start and end positions) is one line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class Role(enum.Enum):
+  INPUT = 'input'  # an argument of the model
+  TARGET = 'target'  # what the loss compares the model's output with
+  WEIGHT = 'weight'  # how much each target counts
+
+
+class Length(enum.Enum):
+  NONE = 'none'  # no length axis (a label)
+  ENCODER = 'encoder'  # axis 1 is data.seq_len: trimmed by length bucketing
+  DECODER = 'decoder'  # axis 1 is the decoder's length (data.decoder_seq_len; seq_len for a decoder-only LM)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+  dtypes: tuple[str, ...]  # the numpy dtypes it may have (label: int32 for classes, float32 for values)
+  role: Role
+  length: Length
+
+
+FEATURES: Mapping[str, Feature] = {
+    'input_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
+    'attention_mask': Feature(('int32',), Role.INPUT, Length.ENCODER),
+    'token_type_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
+    'segment_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
+    'position_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
+    'decoder_input_ids': Feature(('int32',), Role.INPUT, Length.DECODER),
+    'decoder_attention_mask': Feature(('int32',), Role.INPUT, Length.DECODER),
+    'targets': Feature(('int32',), Role.TARGET, Length.DECODER),
+    'loss_weights': Feature(('float32',), Role.WEIGHT, Length.DECODER),
+    'label': Feature(('int32', 'float32'), Role.TARGET, Length.NONE),
+}
+
+# What length bucketing trims by default: the encoder-length features of classification and seq2seq examples
+# (packed rows' segment and position ids never go through bucketing).
+ENCODER_LENGTH: tuple[str, ...] = ('input_ids', 'attention_mask', 'token_type_ids')
+INPUTS: tuple[str, ...] = tuple(name for name, f in FEATURES.items() if f.role is Role.INPUT)
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """The features of `batch` that the model takes (as keyword arguments of model.Transformer)."""
+  return {name: value for name, value in batch.items() if FEATURES[name].role is Role.INPUT}
+
+
+def check_example(example: Mapping[str, Any], where: str) -> None:
+  """An example holds only declared features, each in a declared dtype; else an error naming `where`."""
+  for name, value in example.items():
+    feature = FEATURES.get(name)
+    if feature is None:
+      raise ValueError(f'{where}: feature {name!r} is not in the batch schema (data/batch.py); known: '
+                       f'{sorted(FEATURES)}')
+    dtype = np.asarray(value).dtype.name
+    if dtype not in feature.dtypes:
+      raise ValueError(f'{where}: feature {name!r} is {dtype}, the batch schema says {" or ".join(feature.dtypes)}')
