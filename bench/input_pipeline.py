@@ -5,8 +5,8 @@
 For the tiny configs (and BERT-tiny fine-tuning on movie sentiment) it prints the pipeline's examples/s and
 tokens/s, the tokens/s of a jitted train step (forward, backward, AdamW) of that config, and their ratio:
 above 1 the pipeline keeps up with the step. Built-in datasets are built on first use; the SentencePiece
-vocabulary is trained once into bench/.cache. The step is a plain loss of each objective written here
-(cross-entropy over the weighted targets, or over the label; MSE for regression), not trainer.step's.
+vocabulary is trained once into bench/.cache. The step is the training run's (trainer/step.py), on the
+default mesh of every device.
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model  # noqa: E402
 from data import tasks  # noqa: E402
 from data.pipeline import InputIterator, PipelineConfig, make_dataset  # noqa: E402
+from trainer.mesh import MeshConfig  # noqa: E402
+from trainer.optim import OptimConfig, make_optimizer  # noqa: E402
+from trainer.step import StepConfig, abstract_train_state, compile_train_step, init_train_state  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / '.cache'
-MODEL_INPUTS = ('input_ids', 'attention_mask', 'token_type_ids', 'segment_ids', 'position_ids', 'decoder_input_ids',
-                'decoder_attention_mask')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,20 +51,6 @@ CASES = (
 )
 
 
-def loss_fn(module: model.Transformer, objective: tasks.Objective):
-  def loss(params, batch, rng):
-    out = module.apply({'params': params}, **{k: batch[k] for k in MODEL_INPUTS if k in batch},
-                       deterministic=False, rngs={'dropout': rng})
-    logits = out['logits']
-    if objective is tasks.Objective.REGRESSION:
-      return jnp.mean((logits[:, 0] - batch['label']) ** 2)
-    if objective is tasks.Objective.CLASSIFICATION:
-      return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
-    return jnp.sum(ce * batch['loss_weights']) / jnp.maximum(jnp.sum(batch['loss_weights']), 1.0)
-  return loss
-
-
 def time_pipeline(task: tasks.Task, batch_size: int, batches: int, workers: int) -> tuple[float, dict]:
   it = InputIterator(make_dataset(task.source, task.transform,
                                   PipelineConfig(global_batch_size=batch_size, worker_count=workers)))
@@ -79,25 +64,20 @@ def time_pipeline(task: tasks.Task, batch_size: int, batches: int, workers: int)
 
 
 def time_step(cfg: model.ModelConfig, objective: tasks.Objective, batch: dict, steps: int) -> float:
+  """Steps per second of the training run's own step (trainer/step.py: loss, AdamW, clipping) on `batch`."""
+  mesh = MeshConfig().context()  # train.py's default mesh: data parallel over every device
   module = model.build(cfg)
-  params = model.init_params(module, jax.random.key(0))
-  optimizer = optax.adamw(1e-4)
-  grad_fn = jax.value_and_grad(loss_fn(module, objective))
-
-  @jax.jit
-  def step(params, opt_state, batch, rng):
-    loss, grads = grad_fn(params, batch, rng)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  opt_state = optimizer.init(params)
-  params, opt_state, loss = step(params, opt_state, batch, jax.random.key(1))  # compile
-  jax.block_until_ready(loss)
+  tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-4))
+  abstract = abstract_train_state(module, tx, mesh)
+  state = init_train_state(module, tx, jax.random.key(0), abstract)
+  batch = mesh.to_global(batch)
+  step = compile_train_step(module, tx, schedule, StepConfig(objective=objective), mesh, abstract, batch)
+  state, metrics = step(state, batch, jax.random.key(1))  # the first step, after compiling, is not timed
+  jax.block_until_ready(metrics)
   start = time.perf_counter()
-  for i in range(steps):
-    params, opt_state, loss = step(params, opt_state, batch, jax.random.key(i))
-  jax.block_until_ready(loss)
+  for _ in range(steps):
+    state, metrics = step(state, batch, jax.random.key(1))
+  jax.block_until_ready(metrics)
   return steps / (time.perf_counter() - start)
 
 
