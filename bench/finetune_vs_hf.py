@@ -11,7 +11,7 @@ The budget of both sides: the built-in 80/10/10 split (data/datasets), batch 32,
 (lr 5e-5, betas 0.9/0.999, eps 1e-8, weight decay 0.01 except biases and norms), linear warmup over 10% of
 the steps then linear decay to 0, gradient clipping at norm 1, dropout 0.1, ceil(epochs * N / 32) updates.
 Ours: `runner.train_and_evaluate` on configs/glue.py:<task> (the MiniLM weights through train.init_from),
-then `eval.evaluate_checkpoint` on the test split. With --bucket (default) our batches are cut to the
+then `evaluation.evaluate.evaluate_checkpoint` on the test split. With --bucket (default) our batches are cut to the
 smallest of the length buckets 16/24/32/48/64 holding their longest example, over windows of 32 sorted
 batches (data/bucketing.py); --no_bucket pads every batch to 64 like the HF side. HF: BertForSequenceClassification
 from the same directory, a plain PyTorch loop (Trainer's optimizer, schedule and clipping, without its
