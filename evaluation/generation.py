@@ -78,7 +78,7 @@ def lm_samples(run: Any, params: Any, task: tasks.Task, cfg: decoding.GenerateCo
   rows = [np.asarray(task.transform(i, task.source[i])['input_ids'][:prompt_len], np.int32)
           for i in range(min(count, len(task.source)))]
   width = max(1, len(rows))
-  devices = run.mesh.shape['data'] * run.mesh.shape['fsdp']
+  devices = run.mesh.batch_devices
   padded = rows + [rows[-1]] * (-width % devices)
   local = len(padded) // jax.process_count()
   mine = padded[jax.process_index() * local:(jax.process_index() + 1) * local]

@@ -176,15 +176,25 @@ class MeshContext:
     """This process's rows -> global arrays sharded along the batch axis (every process calls this)."""
     return {k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v) for k, v in batch.items()}
 
+  @property
+  def batch_axes(self) -> tuple[str, ...]:
+    """The mesh axes a batch's rows are split over (the rules' 'batch' entry: data and fsdp by default)."""
+    spec = self.batch_sharding(1).spec
+    entry = spec[0] if len(spec) else None
+    return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+  @property
+  def batch_devices(self) -> int:
+    """How many ways a batch's rows are split: global batch sizes must be a multiple of it."""
+    return math.prod(self.mesh.shape[a] for a in self.batch_axes)
+
   def batch_shardings(self, batch_shapes: Mapping[str, Any], microbatches: int = 1) -> dict[str, NamedSharding]:
     """The sharding of each feature (leading axis over the mesh axes of 'batch'); checks before any compile
     that the rows (and each microbatch's rows) divide evenly over those devices."""
     out = {}
+    axes, devices = self.batch_axes, self.batch_devices
     for name, x in batch_shapes.items():
       sharding = self.batch_sharding(len(x.shape))
-      entry = sharding.spec[0] if len(sharding.spec) else None
-      axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-      devices = math.prod(self.mesh.shape[a] for a in axes)
       rows = x.shape[0] // microbatches
       if x.shape[0] % microbatches or rows % devices:
         per = f' / train.microbatches={microbatches} = {rows}' if microbatches > 1 else ''
