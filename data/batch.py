@@ -34,30 +34,23 @@ class Role(enum.Enum):
   WEIGHT = 'weight'  # how much each target counts
 
 
-class Length(enum.Enum):
-  NONE = 'none'  # no length axis (a label)
-  ENCODER = 'encoder'  # axis 1 is data.seq_len: trimmed by length bucketing
-  DECODER = 'decoder'  # axis 1 is the decoder's length (data.decoder_seq_len; seq_len for a decoder-only LM)
-
-
 @dataclasses.dataclass(frozen=True)
 class Feature:
   dtypes: tuple[str, ...]  # the numpy dtypes it may have (label: int32 for classes, float32 for values)
   role: Role
-  length: Length
 
 
 FEATURES: Mapping[str, Feature] = {
-    'input_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
-    'attention_mask': Feature(('int32',), Role.INPUT, Length.ENCODER),
-    'token_type_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
-    'segment_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
-    'position_ids': Feature(('int32',), Role.INPUT, Length.ENCODER),
-    'decoder_input_ids': Feature(('int32',), Role.INPUT, Length.DECODER),
-    'decoder_attention_mask': Feature(('int32',), Role.INPUT, Length.DECODER),
-    'targets': Feature(('int32',), Role.TARGET, Length.DECODER),
-    'loss_weights': Feature(('float32',), Role.WEIGHT, Length.DECODER),
-    'label': Feature(('int32', 'float32'), Role.TARGET, Length.NONE),
+    'input_ids': Feature(('int32',), Role.INPUT),
+    'attention_mask': Feature(('int32',), Role.INPUT),
+    'token_type_ids': Feature(('int32',), Role.INPUT),
+    'segment_ids': Feature(('int32',), Role.INPUT),
+    'position_ids': Feature(('int32',), Role.INPUT),
+    'decoder_input_ids': Feature(('int32',), Role.INPUT),
+    'decoder_attention_mask': Feature(('int32',), Role.INPUT),
+    'targets': Feature(('int32',), Role.TARGET),
+    'loss_weights': Feature(('float32',), Role.WEIGHT),
+    'label': Feature(('int32', 'float32'), Role.TARGET),
 }
 
 # What length bucketing trims by default: the encoder-length features of classification and seq2seq examples
