@@ -258,7 +258,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     jax.block_until_ready(metrics)  # metrics need the whole update (param_norm is of the new parameters)
     times.append(time.perf_counter() - start)
     first_loss = float(metrics['loss']) if first_loss is None else first_loss
-  stats = [d.memory_stats() or {} for d in mesh.devices.flat]  # None on the CPU
+  stats = [d.memory_stats() or {} for d in mesh.mesh.devices.flat]  # None on the CPU
   if all('peak_bytes_in_use' in s for s in stats):
     peak, peak_kind = max(s['peak_bytes_in_use'] for s in stats), 'peak_bytes_in_use, max over devices'
   else:
@@ -266,7 +266,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
   tokens = case.batch_size * tokens_per_example(case.cfg, case.seq_len, case.decoder_len)
   per_token = (args.warmup, tokens, flops_per_token(case.cfg, case.seq_len, case.decoder_len))
-  ours = summarise(times, *per_token, total_peak_flops(list(mesh.devices.flat)), compile_s=compile_s,
+  ours = summarise(times, *per_token, total_peak_flops(list(mesh.mesh.devices.flat)), compile_s=compile_s,
                    first_loss=first_loss, peak_bytes=peak, peak_kind=peak_kind, versions=f'jax {jax.__version__}',
                    device=f'{jax.default_backend()} ({devices[0].device_kind})')
   theirs = None
