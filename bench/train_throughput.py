@@ -60,7 +60,6 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the HF model comes from a local 
 OPTIM = dict(learning_rate=1e-4, schedule='constant', b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=1.0)
 # The issue's GPU set: (config, batch, seq_len, decoder_seq_len), all bf16.
 GPU_CASES = (('gpt2_small', 16, 1024, None), ('bert_base', 32, 512, None), ('t5_base', 32, 512, 114))
-MLM_RATE = 0.15
 MODEL_FEATURES = ('input_ids', 'attention_mask', 'token_type_ids', 'decoder_input_ids', 'decoder_attention_mask')
 
 
@@ -72,30 +71,6 @@ def max_rss() -> int:
   """Peak resident set size of this process in bytes (Linux reports KiB, macOS bytes)."""
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   return rss if sys.platform == 'darwin' else rss * 1024
-
-
-def make_batch(objective: str, batch: int, seq_len: int, decoder_len: int | None, vocab: int,
-               seed: int = 0) -> dict[str, np.ndarray]:
-  """Random ids with the features of data/tasks.py for `objective`: (B, seq_len) and, for T5, (B, decoder_len).
-  No padding: every position is a real token, so the tokens/s count every token processed."""
-  rng = np.random.default_rng(seed)
-  ids = lambda *shape: rng.integers(0, vocab, shape).astype(np.int32)
-  ones = lambda length, dtype=np.int32: np.ones((batch, length), dtype)
-  match objective:
-    case 'causal_lm':
-      tokens = ids(batch, seq_len + 1)
-      return {'input_ids': tokens[:, :-1], 'targets': tokens[:, 1:], 'loss_weights': ones(seq_len, np.float32)}
-    case 'mlm':  # the values BERT's 80/10/10 would put at the targets change nothing in the step's cost
-      tokens = ids(batch, seq_len)
-      return {'input_ids': tokens, 'attention_mask': ones(seq_len), 'token_type_ids': 0 * ones(seq_len),
-              'targets': tokens, 'loss_weights': (rng.random((batch, seq_len)) < MLM_RATE).astype(np.float32)}
-    case 'span_corruption':
-      targets = ids(batch, decoder_len)
-      return {'input_ids': ids(batch, seq_len), 'attention_mask': ones(seq_len),
-              'decoder_input_ids': np.concatenate([0 * ones(1), targets[:, :-1]], axis=1),  # T5: pad (0) starts
-              'decoder_attention_mask': ones(decoder_len), 'targets': targets,
-              'loss_weights': ones(decoder_len, np.float32)}
-  raise ValueError(f'data.objective={objective!r}: this benchmark covers causal_lm, mlm and span_corruption')
 
 
 def hf_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -181,6 +156,7 @@ class Case:
   batch_size: int
   seq_len: int
   decoder_len: int | None  # T5's targets; None for one stack
+  step: Any  # trainer.step.StepConfig: the config's train section with the --train overrides
 
 
 def load_case(args: argparse.Namespace) -> Case:
@@ -202,7 +178,12 @@ def load_case(args: argparse.Namespace) -> Case:
     decoder_len = decoder_len or examples.random_spans_helper(seq_len)[1]
   if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL) and seq_len > cfg.max_len:
     raise ValueError(f'--seq_len {seq_len} exceeds model.max_len={cfg.max_len} (the position table)')
-  return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len)
+  from data.tasks import DataConfig  # pylint: disable=import-outside-toplevel
+  from trainer.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  from trainer.step import StepConfig  # pylint: disable=import-outside-toplevel
+  train = TrainConfig.from_dict(dict(config.train) | {k: parse_value(v) for k, v in (kv.split('=', 1) for kv in args.train)})
+  return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len,
+              StepConfig.of(dataclasses.replace(DataConfig.from_dict(config.data), seq_len=seq_len), train))
 
 
 def summarise(step_times: list[float], warmup: int, tokens: int, flops_per_token: float,
@@ -221,11 +202,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   # pylint: disable=import-outside-toplevel
   import jax
   import model
+  from data.synthetic import synthetic_batch
   from model import hf
   from trainer.mesh import MeshConfig
   from trainer.metrics import flops_per_token, peak_flops_per_device, tokens_per_example, total_peak_flops
   from trainer.optim import OptimConfig, make_optimizer
-  from trainer.step import StepConfig, abstract_train_state, compile_train_step, init_train_state
+  from trainer.step import abstract_train_state, compile_train_step, init_train_state
 
   case = load_case(args)
   sizes = [int(x) for x in args.mesh.split(',')]
@@ -235,10 +217,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   module, (tx, schedule) = model.build(case.cfg), make_optimizer(OptimConfig(**OPTIM))
   abstract = abstract_train_state(module, tx, mesh)
   state = init_train_state(module, tx, jax.random.key(0), abstract)
-  batch_np = make_batch(case.objective, case.batch_size, case.seq_len, case.decoder_len, case.cfg.vocab_size)
+  batch_np = synthetic_batch(case.objective, case.batch_size, case.seq_len, case.decoder_len, case.cfg.vocab_size)
   batch = mesh.to_global(batch_np)
   start = time.perf_counter()
-  step = compile_train_step(module, tx, schedule, StepConfig(objective=case.objective), mesh, abstract, batch)
+  step = compile_train_step(module, tx, schedule, case.step, mesh, abstract, batch)
   compile_s = time.perf_counter() - start
 
   hf_result = None
@@ -251,7 +233,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
       subprocess.run([sys.executable, __file__, '--hf_worker', tmp], check=True)
       hf_result = json.loads((Path(tmp) / 'hf.json').read_text())
 
-  times, first_loss, rng = [], None, jax.random.key(0)
+  times, first_loss, rng = [], None, case.step.dropout_key(0)
   for _ in range(args.warmup + args.steps):
     start = time.perf_counter()
     state, metrics = step(state, batch, rng)
@@ -275,7 +257,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     theirs = summarise(hf_result.pop('step_times'), *per_token, hf_peak, compile_s=None, **hf_result)
   return {'config': args.config, 'family': case.cfg.family.value, 'objective': case.objective,
           'batch_size': case.batch_size, 'seq_len': case.seq_len, 'decoder_seq_len': case.decoder_len,
-          'tokens_per_step': tokens, 'dtype': case.cfg.dtype, 'dropout': case.cfg.dropout_rate,
+          'tokens_per_step': tokens, 'dtype': case.cfg.dtype, 'dropout': case.cfg.dropout_rate, 'logits_chunk': case.step.logits_chunk,
           'params': model.count_params(case.cfg), 'mesh': mesh_cfg.shape(len(devices)), 'steps': args.steps,
           'ours': ours, 'hf': theirs}
 
@@ -357,7 +339,7 @@ def run_all_gpu(args: argparse.Namespace) -> int:
     with tempfile.NamedTemporaryFile(suffix='.json') as out:
       command = [sys.executable, __file__, '--config', name, '--batch_size', str(batch), '--seq_len', str(seq_len),
                  '--dtype', 'bfloat16', '--steps', str(args.steps), '--warmup', str(args.warmup), '--mesh', args.mesh,
-                 '--json', out.name] + [f'--model={kv}' for kv in args.model]
+                 '--json', out.name] + [f'--model={kv}' for kv in args.model] + [f'--train={kv}' for kv in args.train]
       command += ['--decoder_seq_len', str(decoder_len)] if decoder_len else []
       command += ['--dropout', str(args.dropout)] if args.dropout is not None else []
       command += ['--no_hf'] if args.no_hf else []
@@ -398,6 +380,8 @@ def main() -> None:
   parser.add_argument('--dropout', type=float, help="every dropout rate (default: the config's); 0 for loss parity")
   parser.add_argument('--mesh', default='1,1,1', help='data,fsdp,tensor sizes (-1: the rest of the devices)')
   parser.add_argument('--model', action='append', default=[], metavar='FIELD=VALUE', help='ModelConfig override')
+  parser.add_argument('--train', action='append', default=[], metavar='FIELD=VALUE',
+                      help='TrainConfig override (logits_chunk=8, ...)')
   parser.add_argument('--no_hf', action='store_true', help='time our step only')
   parser.add_argument('--all_gpu', action='store_true', help='GPT-2 16x1024, BERT-base 32x512, T5-base 32x512->114')
   parser.add_argument('--gpu_cases', help='with --all_gpu: only these configs (comma-separated, e.g. t5_base)')

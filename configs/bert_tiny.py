@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.presets import ADAMW_PRETRAINING, bert, make_config
+from configs.presets import ADAMW_PRETRAINING, CPU_TINY_MODEL, CPU_TINY_TRAIN, bert, make_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   return make_config(
-      bert('tiny', vocab_size=8000, max_len=256),
+      bert('tiny', vocab_size=8000, max_len=256, **CPU_TINY_MODEL),
       data=dict(source='builtin:sotu', tokenizer='sentencepiece:auto,vocab_size=8000', objective='mlm', seq_len=128),
       optim=ADAMW_PRETRAINING | dict(learning_rate=1e-3, warmup_steps=30),
-      train=dict(num_steps=300, batch_size=32, log_every=20, eval_every=100, eval_batches=10, checkpoint_every=100))
+      train=CPU_TINY_TRAIN | dict(num_steps=300, batch_size=32, log_every=20, eval_every=100, eval_batches=10,
+                                  checkpoint_every=100))

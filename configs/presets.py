@@ -76,6 +76,13 @@ def vaswani(size: str, *, vocab_size: int = 37000, **overrides: Any) -> dict[str
 # to a tenth of the peak, weight decay 0.01 on kernels and embeddings, beta2 0.98 (Vaswani et al., RoBERTa).
 ADAMW_PRETRAINING: dict[str, Any] = dict(end_lr_ratio=0.1, weight_decay=0.01, b2=0.98)
 
+# How the tiny CPU setups run (same functions, faster on a CPU core; bench/RESULTS.md measures each): two layers
+# unscanned (a scan stacks every layer's activations into zero-filled buffers and moves its weight gradients off
+# the fast matmul path), and the 8k-vocabulary logits 8 positions per row at a time, each chunk's softmax and
+# gradients computed while it is in cache (train.logits_chunk).
+CPU_TINY_MODEL: dict[str, Any] = dict(scan_layers=False)
+CPU_TINY_TRAIN: dict[str, Any] = dict(logits_chunk=8)
+
 
 def make_config(model: Mapping[str, Any], *, data: Mapping[str, Any], optim: Mapping[str, Any],
                 train: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:

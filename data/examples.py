@@ -199,6 +199,12 @@ class MlmConfig:
     if self.max_predictions is not None and self.max_predictions < 1:
       raise ValueError(f'MlmConfig.max_predictions={self.max_predictions}: must be >= 1, or None for no cap')
 
+  def max_targets(self, length: int) -> int:
+    """The most positions `mask_tokens` chooses in a row of `length` tokens: a row holds [CLS] and [SEP] at
+    least, so at most length - 2 candidates (round() is monotone: fewer candidates never choose more)."""
+    count = max(1, round(self.select_rate * max(length - 2, 0)))
+    return count if self.max_predictions is None else min(count, self.max_predictions)
+
 
 def mask_tokens(ids: ArrayLike, specials: SpecialIds, rng: np.random.Generator,
                 config: MlmConfig = MlmConfig()) -> dict[str, np.ndarray]:

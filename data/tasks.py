@@ -321,12 +321,21 @@ class Examples:
 
   source: sources.TaskKind
   build: Callable[[DataConfig, sources.Source, Tokenizer, examples.SpecialIds, int], tuple[Any, Transform]]
+  # The most positions of a row that carry a loss weight, where the examples bound it well below the row's
+  # length (MLM: 15%); the train step then computes the LM head at those positions alone.
+  max_targets: Callable[[DataConfig], int] | None = None
+
+
+def max_targets(config: DataConfig) -> int:
+  """EXAMPLES[objective].max_targets of `config`, or 0 where every position may carry a loss weight."""
+  bound = EXAMPLES[config.objective].max_targets
+  return bound(config) if bound else 0
 
 
 # One entry per objective (its model, loss and scoring: objectives/__init__.py).
 EXAMPLES: dict[Objective, Examples] = {
     Objective.CAUSAL_LM: Examples(sources.TaskKind.CORPUS, _causal_lm),
-    Objective.MLM: Examples(sources.TaskKind.CORPUS, _mlm),
+    Objective.MLM: Examples(sources.TaskKind.CORPUS, _mlm, lambda c: examples.MlmConfig().max_targets(c.seq_len)),
     Objective.SPAN_CORRUPTION: Examples(sources.TaskKind.CORPUS, _span_corruption),
     Objective.CLASSIFICATION: Examples(sources.TaskKind.CLASSIFICATION, _classification),
     Objective.REGRESSION: Examples(sources.TaskKind.REGRESSION, _classification),

@@ -21,6 +21,21 @@ from model.config import Family, Head, ModelConfig
 from model.layers import activation_fn, dense, embed, norm, partitioned
 
 
+class VocabKernel(nn.Module):
+  """The untied LM head's (embed, vocab) kernel, `lm_head/kernel` as a dense layer names it, returned as a
+  matrix so the head can be applied whole or a chunk at a time (`Transformer.lm_projection`)."""
+
+  d_model: int
+  vocab_size: int
+  std: float
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param('kernel', partitioned(nn.initializers.normal(self.std), (P.EMBED, P.VOCAB)),
+                      (self.d_model, self.vocab_size), self.param_dtype)
+
+
 class Transformer(nn.Module):
   """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
   'pooled': (B, D) (with a pooler), 'encoder_hidden': (B, S, D) (encoder-decoder)}."""
@@ -46,7 +61,8 @@ class Transformer(nn.Module):
         self.mlm_dense = dense(cfg.d_model, (P.EMBED, None), use_bias=cfg.use_bias, name='mlm_dense', **dense_kw)
         self.mlm_norm = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, name='mlm_norm', **kw)
       if not cfg.tie_embeddings:
-        self.lm_head = dense(cfg.vocab_size, (P.EMBED, P.VOCAB), use_bias=False, name='lm_head', **dense_kw)
+        self.lm_head = VocabKernel(cfg.d_model, cfg.vocab_size, std=cfg.init_std, param_dtype=cfg.param_dtype,
+                                   name='lm_head')
       if cfg.lm_head_bias:
         self.lm_bias = self.param('lm_bias', partitioned(nn.initializers.zeros_init(), (P.VOCAB,)),
                                   (cfg.vocab_size,), cfg.param_dtype)
@@ -82,19 +98,28 @@ class Transformer(nn.Module):
                         memory_valid=masks.token_validity(attention_mask, encoder_segment_ids),
                         memory_segment_ids=encoder_segment_ids, deterministic=deterministic, decode=decode)
 
-  def lm_logits(self, hidden: jax.Array) -> jax.Array:
-    """(B, T, D) -> (B, T, V) float32 vocabulary logits."""
+  def lm_projection(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """The LM head as (head input (B, T, D), vocabulary kernel (V, D), bias (V,) or None), all in the compute
+    dtype: logits = head input @ kernel.T + bias. A loss can then compute the logits a chunk at a time
+    (trainer/losses.projected_cross_entropy_sums) instead of holding all of them."""
     cfg = self.cfg
-    if cfg.family is Family.ENCODER:
+    if cfg.family is Family.ENCODER:  # BERT's MLM transform: dense -> act -> norm before the projection.
       hidden = self.mlm_norm(activation_fn(cfg.activation)(self.mlm_dense(hidden)))
     if cfg.tie_embeddings:
       if cfg.scale_tied_logits:  # T5 v1.0: rescale before re-using the input embedding (Mesh TF).
         hidden = hidden * cfg.d_model ** -0.5
-      logits = self.token_embed.attend(hidden)
+      kernel = self.token_embed.embedding
     else:
-      logits = self.lm_head(hidden)
-    if cfg.lm_head_bias:
-      logits = logits + self.lm_bias.astype(logits.dtype)
+      kernel = jnp.transpose(self.lm_head())
+    bias = self.lm_bias.astype(cfg.dtype) if cfg.lm_head_bias else None
+    return hidden.astype(cfg.dtype), kernel.astype(cfg.dtype), bias
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """(B, T, D) -> (B, T, V) float32 vocabulary logits."""
+    hidden, kernel, bias = self.lm_projection(hidden)
+    logits = jnp.einsum('btd,vd->btv', hidden, kernel)
+    if bias is not None:
+      logits = logits + bias
     return nn.with_logical_constraint(logits.astype(jnp.float32), (P.BATCH, P.LENGTH, P.VOCAB))
 
   def __call__(self, input_ids: jax.Array | None = None, attention_mask: jax.Array | None = None,
@@ -102,7 +127,8 @@ class Transformer(nn.Module):
                segment_ids: jax.Array | None = None, decoder_input_ids: jax.Array | None = None,
                decoder_attention_mask: jax.Array | None = None, decoder_position_ids: jax.Array | None = None,
                decoder_segment_ids: jax.Array | None = None, encoder_hidden: jax.Array | None = None,
-               deterministic: bool = True, decode: bool = False, head_only: bool = False) -> dict[str, jax.Array]:
+               deterministic: bool = True, decode: bool = False, head_only: bool = False,
+               logits: bool = True, head_positions: jax.Array | None = None) -> dict[str, Any]:
     """Runs the family's path and head. The argument names follow HF transformers.
 
     encoder: input_ids (B, S) [+ attention_mask, token_type_ids]. decoder: input_ids (B, T) [+ attention_mask].
@@ -112,6 +138,12 @@ class Transformer(nn.Module):
     head_only: the caller reads only the head's output, so the model may skip the rest. An encoder
     classifier's pooler reads position 0 alone: its last layer then computes that position only (same
     logits; 'hidden' is (B, 1, D)). Other heads read every position and are unaffected.
+
+    logits=False: an LM head returns 'lm_projection' = `lm_projection(hidden)` instead of 'logits', for a loss
+    that computes the logits a chunk at a time.
+
+    head_positions: (B, P) int, an LM head's positions: it runs at these alone ('logits' (B, P, V)), e.g. the
+    ~15% of positions MLM predicts (BERT's masked_lm_positions), including its dense + norm transform.
     """
     cfg = self.cfg
     out: dict[str, Any] = {}
@@ -135,7 +167,13 @@ class Transformer(nn.Module):
     out['hidden'] = hidden
     if cfg.pooler:
       out['pooled'] = jnp.tanh(self.pooler(hidden[:, 0]))
+    if head_positions is not None:
+      if cfg.head is not Head.LM:
+        raise ValueError(f'head_positions: only an LM head reads chosen positions, not model.head={cfg.head.value}')
+      hidden = jnp.take_along_axis(hidden, head_positions[..., None].astype(jnp.int32), axis=1)
     match cfg.head:
+      case Head.LM if not logits:
+        out['lm_projection'] = self.lm_projection(hidden)
       case Head.LM:
         out['logits'] = self.lm_logits(hidden)
       case Head.CLASSIFIER:

@@ -213,7 +213,8 @@ def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
 def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
   """configs/glue.py:<task>,bert_tiny starts from a bert_tiny workdir: its encoder and its tokenizer."""
   pre = bert_tiny.get_config()
-  pre.model.update(_TINY | dict(num_layers=2))  # two layers: their order survives the change of layout
+  # Two scanned layers (bert_tiny itself is unscanned): their order survives the change of layout.
+  pre.model.update(_TINY | dict(num_layers=2, scan_layers=True))
   pre.train.update(num_steps=1, batch_size=8, eval_batches=1)
   pre.optim.warmup_steps = 0
   runner.train_and_evaluate(pre, tmp_path / 'pre')

@@ -45,7 +45,7 @@ def test_init_from_an_hf_mlm_checkpoint_into_a_classifier(hf_mlm_dir: Path, tmp_
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
   fresh = jax.tree.map(np.asarray, state.params)
   loaded = runner._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
-  _, reference = hf.from_pretrained(hf_mlm_dir)
+  _, reference = hf.from_pretrained(hf_mlm_dir, scan_layers=run.model_cfg.scan_layers)
   np.testing.assert_array_equal(loaded['token_embed']['embedding'], reference['token_embed']['embedding'])
   jax.tree.map(np.testing.assert_array_equal, loaded['encoder'], jax.tree.map(np.asarray, reference['encoder']))
   # The classifier and the pooler are new (BertForMaskedLM has neither): they keep their initialisation;
@@ -88,8 +88,8 @@ def test_init_from_a_shape_mismatch_names_the_tensor(hf_mlm_dir: Path, tmp_path:
   config.model.d_ff = 128
   run = runner.build_run(config, tmp_path)
   state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
-  with pytest.raises(ValueError, match=r"train.init_from: \['encoder'\]\['layers'\]\['ffn'\]\['wi'\]\['bias'\] has "
-                                       r'shape \(1, 64\) there but \(1, 128\) here'):
+  with pytest.raises(ValueError, match=r"train.init_from: \['encoder'\]\['layers_0'\]\['ffn'\]\['wi'\]\['bias'\] "
+                                       r'has shape \(64,\) there but \(128,\) here'):
     runner._initial_params(run, str(hf_mlm_dir), state.params)  # pylint: disable=protected-access
 
 

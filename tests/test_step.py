@@ -95,21 +95,23 @@ def _initial_state(cfg: model.ModelConfig, optim: OptimConfig, mesh_shape: tuple
 
 @functools.cache
 def _setup(cfg: model.ModelConfig, objective: str, mesh_shape: tuple[int, int, int], microbatches: int,
-           z_loss: float, optim: OptimConfig):
+           z_loss: float, optim: OptimConfig, logits_chunk: int, max_targets: int):
   """(initial state, compiled step, global batch, mesh) of one configuration; compiled once per module."""
   mesh = _mesh(mesh_shape)
   module = model.build(cfg)
   tx, schedule = make_optimizer(optim)
   abstract = abstract_train_state(module, tx, mesh)
   batch = mesh.to_global(make_batch(objective))
-  step_cfg = StepConfig(objective=objective, microbatches=microbatches, z_loss=z_loss)
+  step_cfg = StepConfig(objective=objective, microbatches=microbatches, z_loss=z_loss, logits_chunk=logits_chunk,
+                        max_targets=max_targets)
   step = compile_train_step(module, tx, schedule, step_cfg, mesh, abstract, batch, FAST_COMPILE)
   return _initial_state(cfg, optim, mesh_shape), step, batch, mesh
 
 
 def setup(cfg: model.ModelConfig, objective: str, mesh_shape: tuple[int, int, int], *, microbatches: int = 1,
-          z_loss: float = 0.0, optim: OptimConfig = OPTIM):
-  return _setup(cfg, objective, mesh_shape, microbatches, z_loss, optim)  # one cache key per configuration
+          z_loss: float = 0.0, optim: OptimConfig = OPTIM, logits_chunk: int = 0, max_targets: int = 0):
+  # one cache key per configuration
+  return _setup(cfg, objective, mesh_shape, microbatches, z_loss, optim, logits_chunk, max_targets)
 
 
 def run(cfg, objective, mesh_shape, steps: int, **kw) -> tuple[TrainState, list[dict[str, float]]]:
@@ -204,6 +206,56 @@ def test_microbatches_equal_one_batch():
       np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize('name', ['gpt2', 'bert', 't5_v11'])
+def test_chunked_logits_step_equals_the_whole_logits_step(name):
+  """train.logits_chunk=3 (16 and 8 positions: a padded last chunk) on the sharded mesh gives the update and
+  metrics of the step that holds every logit: GPT-2 with z-loss, BERT's MLM transform and vocabulary bias,
+  T5 v1.1's untied head."""
+  cfg, objective, _ = FAMILIES[name] if name in FAMILIES else (TINY[name], 'span_corruption', 0.0)
+  whole, whole_metrics = run(cfg, objective, SHARDED, 2, z_loss=1e-3)
+  chunked, chunked_metrics = run(cfg, objective, SHARDED, 2, z_loss=1e-3, logits_chunk=3)
+  assert_trees_close(chunked.params, whole.params, atol=1e-6)
+  for a, b in zip(chunked_metrics, whole_metrics):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize('logits_chunk', [0, 3])
+def test_mlm_head_at_the_masked_positions_alone_equals_the_whole_head(logits_chunk):
+  """max_targets: BERT's MLM transform and logits at the weighted positions only (gathered; rows with fewer
+  targets than the bound fill up with weight-0 positions) give the update of the head at every position."""
+  cfg, objective, _ = FAMILIES['bert']
+  most = int(make_batch(objective)['loss_weights'].sum(axis=1).max())
+  whole, whole_metrics = run(cfg, objective, SHARDED, 2)
+  gathered, gathered_metrics = run(cfg, objective, SHARDED, 2, max_targets=most, logits_chunk=logits_chunk)
+  assert most < T // 2
+  assert_trees_close(gathered.params, whole.params, atol=1e-6)
+  for a, b in zip(gathered_metrics, whole_metrics):
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize('prng_impl', ['rbg', 'unsafe_rbg'])
+def test_dropout_masks_from_another_prng(prng_impl):
+  """train.prng_impl: the step takes that PRNG's key (StepConfig.dropout_key), dropout draws other masks than
+  threefry's from the same seed; an unknown name is an error."""
+  cfg = TINY['gpt2'].replace(dropout_rate=0.2, attention_dropout_rate=0.2)
+  module, (tx, schedule) = model.build(cfg), make_optimizer(OPTIM)
+  mesh = _mesh(SINGLE)
+  abstract = abstract_train_state(module, tx, mesh)
+  batch = mesh.to_global(make_batch('causal_lm'))
+  losses_ = {}
+  for impl in ('threefry2x32', prng_impl):
+    step_cfg = StepConfig(objective='causal_lm', prng_impl=impl)
+    step = compile_train_step(module, tx, schedule, step_cfg, mesh, abstract, batch, FAST_COMPILE)
+    state = jax.device_put(copy(_initial_state(TINY['gpt2'], OPTIM, SHARDED)), shardings_of(abstract))
+    losses_[impl] = float(step(state, batch, step_cfg.dropout_key(1))[1]['loss'])
+  assert np.isfinite(losses_[prng_impl]) and losses_[prng_impl] != losses_['threefry2x32']
+  with pytest.raises(ValueError):
+    StepConfig(objective='causal_lm', prng_impl='philox')
+
+
 def test_per_device_parameter_bytes_shrink_as_one_over_fsdp():
   """gpt_rope has no biases and no position table: every parameter has an embed axis, split over fsdp."""
   cfg = TINY['gpt_rope']
@@ -262,8 +314,16 @@ def test_step_config_from_the_config_tree():
   config = gpt_tiny.get_config()
   cfg = StepConfig.from_config(config)
   assert cfg.objective is Objective.CAUSAL_LM and cfg.microbatches == 1 and cfg.z_loss == 0.0
+  assert cfg.logits_chunk == 8 and cfg.chunked_logits  # configs/presets.CPU_TINY_TRAIN
   config.train.microbatches, config.train.z_loss, config.data.objective = 4, 1e-4, 'mlm'
-  assert StepConfig.from_config(config) == StepConfig(objective=Objective.MLM, microbatches=4, z_loss=1e-4)
+  config.train.logits_chunk = 0
+  # MLM chooses round(0.15 * 126) = 19 of a 128-token row's positions at most (data.examples.MlmConfig)
+  assert StepConfig.from_config(config) == StepConfig(objective=Objective.MLM, microbatches=4, z_loss=1e-4,
+                                                      max_targets=19)
+  assert not StepConfig(objective='classification', logits_chunk=8).chunked_logits  # logits of classes only
+  with pytest.raises(ValueError, match=r'train.logits_chunk=-1: must be >= 0 positions'):
+    config.train.logits_chunk = -1
+    StepConfig.from_config(config)
   with pytest.raises(ValueError, match=r'train.microbatches=0: must be a positive integer'):
     StepConfig(objective='mlm', microbatches=0)
   with pytest.raises(ValueError, match=r"data.objective='lm': unknown objective; valid values are \['causal_lm'"):
@@ -294,6 +354,41 @@ def test_z_loss_closed_form():
   off = losses.cross_entropy_sums(logits, labels, weights, z_loss=0.0)
   assert float(off['z_loss']) == 0.0
   np.testing.assert_allclose(off['loss'], 3 * math.log(v), rtol=1e-6)
+
+
+@pytest.mark.parametrize('chunk', [1, 4, 16])
+def test_projected_cross_entropy_equals_the_logits_cross_entropy(chunk):
+  """Sums and gradients of the chunked loss against cross_entropy_sums on the whole logits (10 positions:
+  chunk 4 pads the last chunk, 16 is one padded chunk), with a bias and z-loss; per-example sums too."""
+  rng = np.random.default_rng(0)
+  hidden, kernel = jnp.asarray(rng.normal(size=(3, 10, 6)), jnp.float32), jnp.asarray(rng.normal(size=(11, 6)), jnp.float32)
+  bias, labels = jnp.asarray(rng.normal(size=11), jnp.float32), jnp.asarray(rng.integers(0, 11, (3, 10)))
+  weights = jnp.asarray(rng.random((3, 10)) < 0.7, jnp.float32)
+  for b in (None, bias):
+    def whole(h, k, b_, per_example=False):
+      logits = jnp.einsum('btd,vd->btv', h, k) + (0.0 if b is None else b_)
+      return losses.cross_entropy_sums(logits, labels, weights, 1e-2, per_example=per_example)
+
+    def chunked(h, k, b_, per_example=False):
+      return losses.projected_cross_entropy_sums(h, k, None if b is None else b_, labels, weights, 1e-2, chunk=chunk,
+                                                 per_example=per_example)
+    for per_example in (False, True):
+      want, got = whole(hidden, kernel, bias, per_example), chunked(hidden, kernel, bias, per_example)
+      for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=f'{name} {per_example}')
+    grads = [jax.grad(lambda *a: f(*a)['loss'], argnums=(0, 1, 2))(hidden, kernel, bias) for f in (whole, chunked)]
+    for want, got in zip(*grads):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_accuracy_counts_a_tie_as_wrong():
+  """The label's logit must beat every other: a constant output scores 0, not 1 (argmax would pick index 0)."""
+  labels, weights = jnp.asarray([[0, 2]]), jnp.ones((1, 2))
+  assert float(losses.cross_entropy_sums(jnp.zeros((1, 2, 3)), labels, weights)['correct']) == 0.0
+  logits = jnp.asarray([[[3.0, 1.0, 1.0], [0.0, 1.0, 2.0]]])
+  assert float(losses.cross_entropy_sums(logits, labels, weights)['correct']) == 2.0
+  projected = losses.projected_cross_entropy_sums(logits, jnp.eye(3), None, labels, weights, chunk=1)
+  assert float(projected['correct']) == 2.0
 
 
 def test_classification_and_regression_losses():

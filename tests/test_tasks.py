@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data import prepare, sources, tasks, tokenization
+from data.synthetic import synthetic_batch
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from tests.fixtures import raw_packages
 
@@ -83,6 +84,16 @@ def test_mlm_masks_are_redrawn_each_epoch_and_repeat_within_one(data_dir, tokeni
   np.testing.assert_array_equal(first['input_ids'][unselected], first['targets'][unselected])
 
 
+@pytest.mark.parametrize('packing', [False, True])
+def test_mlm_rows_never_hold_more_targets_than_the_step_gathers(data_dir, tokenizer, packing):
+  """The train step computes the MLM head at tasks.max_targets positions per row (round(0.15 * 30) = 4 of 32):
+  no row of either layout may weigh more, or its extra targets would go unscored."""
+  t = task(data_dir, tokenizer, 'builtin:sotu', 'mlm', packing=packing)
+  bound = tasks.max_targets(t.config)
+  counts = [int((t.transform(i, t.source[i % len(t.source)])['loss_weights'] > 0).sum()) for i in range(200)]
+  assert bound == 4 and max(counts) == bound, counts
+
+
 def test_span_corruption_inputs_and_targets_rebuild_the_row(data_dir, tokenizer):
   t = task(data_dir, tokenizer, 'builtin:sotu', 'span_corruption')
   row = np.asarray(t.source[1])
@@ -113,6 +124,19 @@ def test_sentence_tasks(data_dir, tokenizer, objective, source, dtype):
   real = ex['attention_mask'].sum()
   assert ex['input_ids'][real - 1] == tokenizer.sep_id and (ex['input_ids'][real:] == tokenizer.pad_id).all()
   assert first_batches(t, 1)[0]['label'].shape == (4,)
+
+
+@pytest.mark.parametrize('objective,source', [('causal_lm', 'builtin:sotu'), ('mlm', 'builtin:sotu'),
+                                              ('span_corruption', 'builtin:sotu'),
+                                              ('classification', 'builtin:movie_sentiment/binary'),
+                                              ('regression', 'builtin:movie_sentiment/regression')])
+def test_synthetic_batches_hold_the_features_of_real_examples(data_dir, tokenizer, objective, source):
+  """data.synthetic's batches (bench/, train.py --dry_run) have exactly the features and dtypes of the real
+  examples (seq2seq: test_seq2seq_synthetic_batch)."""
+  t = task(data_dir, tokenizer, source, objective)
+  example = t.transform(0, t.source[0])
+  batch = synthetic_batch(objective, 2, LENGTH, 8, tokenizer.vocab_size)
+  assert {k: v.dtype for k, v in batch.items()} == {k: v.dtype for k, v in example.items()}
 
 
 def test_objective_must_fit_the_source(data_dir, tokenizer):
@@ -205,6 +229,12 @@ def test_seq2seq_features_exactly(seq2seq_tsv):
   for batch in first_batches(t, n=2, batch=2):
     assert batch['input_ids'].shape == (2, 6) and batch['decoder_input_ids'].shape == (2, 4)
     assert set(batch) == set(want[0])  # model inputs and targets only: the batch goes to the model as it is
+
+
+def test_seq2seq_synthetic_batch(seq2seq_tsv):
+  example = seq2seq_task(seq2seq_tsv).transform(0, seq2seq_task(seq2seq_tsv).source[0])
+  batch = synthetic_batch('seq2seq', 2, 6, 4, 50)
+  assert {k: (v.dtype, v.shape[1:]) for k, v in batch.items()} == {k: (v.dtype, v.shape) for k, v in example.items()}
 
 
 def test_seq2seq_decoder_len_defaults_to_seq_len(seq2seq_tsv):

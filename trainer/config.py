@@ -17,6 +17,14 @@ from trainer.mesh import MeshConfig
 from trainer.optim import OptimConfig
 
 
+class PrngImpl(enum.Enum):
+  """The PRNG that draws the dropout masks (jax's implementations). On this project's CPU threefry was the
+  fastest (t5_tiny step 594 ms against 739 ms with rbg); on GPUs rbg is reported faster (Levanter)."""
+  THREEFRY = 'threefry2x32'  # jax's default: the same bits on every backend and mesh
+  RBG = 'rbg'  # XLA's RngBitGenerator; bits may differ between backends and shardings
+  UNSAFE_RBG = 'unsafe_rbg'  # rbg with a cheaper, lower-quality key derivation
+
+
 class NanPolicy(enum.Enum):
   HALT = 'halt'  # stop with the step number and the last good checkpoint
   SKIP = 'skip'  # drop the update of a step whose gradients are not finite, and go on
@@ -32,6 +40,11 @@ class TrainConfig:
   microbatches: int = 1
   seed: int = 0
   z_loss: float = 0.0
+  # Token objectives: compute the vocabulary logits this many positions of every row at a time, in the
+  # forward and again in the backward pass, never all (B, T, V) at once (0 = all at once). Same loss and
+  # gradients; less memory, and on the CPU a faster step (bench/RESULTS.md).
+  logits_chunk: int = 0
+  prng_impl: PrngImpl = PrngImpl.THREEFRY  # of the dropout masks (the initialisation always uses threefry)
   log_every: int = 50
   eval_every: int = 500
   eval_batches: int = 20
@@ -46,6 +59,10 @@ class TrainConfig:
   def __post_init__(self) -> None:
     object.__setattr__(self, 'nan_policy', parse_enum(NanPolicy, self.nan_policy, field='train.nan_policy',
                                                       what='nan policy', error=ValueError))
+    object.__setattr__(self, 'prng_impl', parse_enum(PrngImpl, self.prng_impl, field='train.prng_impl',
+                                                     what='PRNG implementation', error=ValueError))
+    if self.logits_chunk < 0:
+      raise ValueError(f'train.logits_chunk={self.logits_chunk}: must be >= 0 positions (0 = all logits at once)')
     if self.num_epochs < 0:
       raise ValueError(f'train.num_epochs={self.num_epochs}: must be >= 0 (0 = train.num_steps steps)')
     for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):

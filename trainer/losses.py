@@ -8,6 +8,15 @@ evaluation batches are exact: mean = sum of per-token losses / sum of weights, n
 
 Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
 normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do not drift.
+
+Accuracy counts a position as correct when its label's logit is strictly above every other logit: argmax
+without XLA's variadic (value, index) reduce, which cost as much as the softmax on the CPU (a tie, which
+argmax would break by index, counts as wrong: a collapsed model that outputs constant logits scores 0).
+
+`projected_cross_entropy_sums` is the same token loss from the head's *inputs* (hidden states and the
+vocabulary projection) instead of its logits: it computes the logits `chunk` positions per row at a time in
+the forward pass and again in the backward pass (a custom VJP), so the (B, T, V) logits and their gradient
+never exist whole (GPT-2's are 3.3 GB in float32 at 16 x 1024), and each chunk stays in cache on a CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 import objectives
 from data.tasks import Objective
@@ -37,22 +47,133 @@ def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
   return jnp.asarray(batch['label'].shape[0], jnp.float32)
 
 
-def cross_entropy_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array, z_loss: float = 0.0, *,
-                       per_example: bool = False) -> Sums:
-  """logits (..., V) float32; labels (...) int; weights (...) float. Returns sums over every position of
-  'loss' (weighted cross-entropy + z-loss), 'z_loss', 'correct' (weighted argmax hits) and 'weight'; with
-  `per_example`, over every position of each example: (B,) each."""
-  logits = logits.astype(jnp.float32)
+def _label_stats(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """logits (..., V) float32, labels (...) int -> log Z, the label's logit, and 1.0 where the label's logit is
+  strictly above all others (...) each."""
   log_z = jax.nn.logsumexp(logits, axis=-1)
+  labels = labels.astype(jnp.int32)
   # A gather of the label's logit: on the CPU a one-hot product over the vocabulary cost a third of the
   # tiny configs' step (bench/train_throughput.py); SPMD partitions the gather when vocab is sharded.
-  label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  is_label = lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == labels[..., None]
+  best_other = jnp.max(jnp.where(is_label, -jnp.inf, logits), axis=-1)
+  correct = lax.stop_gradient((label_logit > best_other).astype(jnp.float32))
+  return log_z, label_logit, correct
+
+
+def _weighted_sums(log_z: jax.Array, label_logit: jax.Array, correct: jax.Array, weights: jax.Array,
+                   z_loss: float, per_example: bool) -> Sums:
   weights = weights.astype(jnp.float32)
   z_term = z_loss * jnp.square(log_z) if z_loss else jnp.zeros_like(log_z)
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   total = functools.partial(jnp.sum, axis=tuple(range(1, weights.ndim)) if per_example else None)
   return {'loss': total((log_z - label_logit + z_term) * weights), 'z_loss': total(z_term * weights),
           'correct': total(correct * weights), 'weight': total(weights)}
+
+
+def cross_entropy_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array, z_loss: float = 0.0, *,
+                       per_example: bool = False) -> Sums:
+  """logits (..., V) float32; labels (...) int; weights (...) float. Returns sums over every position of
+  'loss' (weighted cross-entropy + z-loss), 'z_loss', 'correct' (weighted hits, see the module docstring)
+  and 'weight'; with `per_example`, over every position of each example: (B,) each."""
+  log_z, label_logit, correct = _label_stats(logits.astype(jnp.float32), labels)
+  return _weighted_sums(log_z, label_logit, correct, weights, z_loss, per_example)
+
+
+def projected_cross_entropy_sums(hidden: jax.Array, kernel: jax.Array, bias: jax.Array | None, labels: jax.Array,
+                                 weights: jax.Array, z_loss: float = 0.0, *, chunk: int,
+                                 per_example: bool = False) -> Sums:
+  """`cross_entropy_sums` of the logits hidden @ kernel.T (+ bias), computed `chunk` positions per row at a time.
+
+  hidden (B, T, D) in the compute dtype; kernel (V, D) (a tied embedding as it is, an untied head transposed);
+  bias (V,) or None; labels, weights (B, T). The products accumulate in float32 (preferred_element_type).
+  Rows stay whole in every chunk, so a batch sharded by rows stays sharded; T need not divide by chunk (the
+  last chunk is padded with weight-0 positions).
+
+  Gradients: only the total 'loss' is differentiable (the training loss); 'z_loss', 'correct', 'weight' and
+  every per-example sum are metrics, constant to autodiff. That is what lets the forward pass compute the
+  gradients of each chunk while its logits are at hand (the loss is linear in its cotangent, a scalar): the
+  backward pass only scales them, and no logits are kept or recomputed.
+  """
+  if chunk < 1:
+    raise ValueError(f'chunk={chunk}: must be >= 1 positions')
+  length = labels.shape[1]
+  pad = -length % chunk
+  if pad:
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    labels, weights = (jnp.pad(x, ((0, 0), (0, pad))) for x in (labels, weights))
+  with_bias = bias is not None
+  bias = jnp.zeros(kernel.shape[:1], kernel.dtype) if bias is None else bias
+  total, each = _projected_loss(hidden, kernel, bias, labels.astype(jnp.int32), weights.astype(jnp.float32),
+                                z_loss, chunk, with_bias)
+  each = dict(zip(('loss', 'z_loss', 'correct', 'weight'), each))
+  if per_example:
+    return each
+  return {name: jnp.sum(value) for name, value in each.items()} | {'loss': total}
+
+
+def _chunks(x: jax.Array, chunk: int) -> jax.Array:
+  """(B, T, ...) -> (T / chunk, B, chunk, ...): the scanned axis first, rows kept whole."""
+  return jnp.swapaxes(x.reshape((x.shape[0], x.shape[1] // chunk, chunk) + x.shape[2:]), 0, 1)
+
+
+def _unchunk(x: jax.Array) -> jax.Array:
+  x = jnp.swapaxes(x, 0, 1)
+  return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:])
+
+
+def _projected_scan(hidden, kernel, bias, labels, weights, z_loss, chunk, with_bias, grads):
+  """Per-example sums (loss, z_loss, correct, weight), (B,) each, and with `grads` the gradients of the
+  total loss with respect to hidden, kernel and bias."""
+  def body(carry, xs):
+    h, y, w = xs
+    logits = jnp.einsum('bcd,vd->bcv', h, kernel, preferred_element_type=jnp.float32)
+    if with_bias:
+      logits = logits + bias.astype(jnp.float32)
+    log_z, label_logit, correct = _label_stats(logits, y)
+    sums = _weighted_sums(log_z, label_logit, correct, w, z_loss, per_example=True)
+    sums = (sums['loss'], sums['z_loss'], sums['correct'], sums['weight'])
+    if not grads:
+      return carry, (sums, None)
+    # d/dlogits of w * (log Z - logit[y] + z log Z^2) = w * (softmax * (1 + 2 z log Z) - onehot(y))
+    coef = 1.0 + 2.0 * z_loss * log_z if z_loss else jnp.ones_like(log_z)
+    is_label = lax.broadcasted_iota(jnp.int32, logits.shape, 2) == y[..., None]
+    d_logits = w[..., None] * (jnp.exp(logits - log_z[..., None]) * coef[..., None] - is_label)
+    d_kernel, d_bias = carry
+    if with_bias:
+      d_bias = d_bias + jnp.sum(d_logits, axis=(0, 1))
+    d_logits = d_logits.astype(h.dtype)
+    d_kernel = d_kernel + jnp.einsum('bcv,bcd->vd', d_logits, h, preferred_element_type=jnp.float32)
+    d_h = jnp.einsum('bcv,vd->bcd', d_logits, kernel, preferred_element_type=jnp.float32).astype(h.dtype)
+    return (d_kernel, d_bias), (sums, d_h)
+
+  zeros = (jnp.zeros(kernel.shape, jnp.float32), jnp.zeros(bias.shape, jnp.float32))
+  xs = (_chunks(hidden, chunk), _chunks(labels, chunk), _chunks(weights, chunk))
+  (d_kernel, d_bias), (sums, d_hidden) = lax.scan(body, zeros, xs)
+  each = tuple(jnp.sum(x, axis=0) for x in sums)  # over the chunks: (B,) each
+  if not grads:
+    return each, None
+  return each, (_unchunk(d_hidden), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _projected_loss(hidden, kernel, bias, labels, weights, z_loss, chunk, with_bias):
+  """(total loss, per-example sums): the primal, when nothing is differentiated (evaluation)."""
+  each, _ = _projected_scan(hidden, kernel, bias, labels, weights, z_loss, chunk, with_bias, grads=False)
+  return jnp.sum(each[0]), each
+
+
+def _projected_loss_fwd(hidden, kernel, bias, labels, weights, z_loss, chunk, with_bias):
+  each, grads = _projected_scan(hidden, kernel, bias, labels, weights, z_loss, chunk, with_bias, grads=True)
+  return (jnp.sum(each[0]), each), grads
+
+
+def _projected_loss_bwd(z_loss, chunk, with_bias, grads, cotangents):
+  del z_loss, chunk, with_bias  # static: already in the gradients
+  g = cotangents[0]  # of the total loss; the per-example sums are metrics (see projected_cross_entropy_sums)
+  return tuple(g.astype(x.dtype) * x for x in grads) + (None, None)
+
+
+_projected_loss.defvjp(_projected_loss_fwd, _projected_loss_bwd)
 
 
 def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array], z_loss: float = 0.0, *,

@@ -113,7 +113,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
   module = model.build(model_cfg)
   abstract = abstract_train_state(module, tx, mesh)
-  step_cfg = StepConfig(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss)
+  step_cfg = StepConfig.of(data, train)
   return Run(train, model_cfg, data, task, eval_task, mesh, abstract, tx, schedule, step_cfg,
              module, workdir)
 
@@ -333,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   meter = metrics.Throughput(run.train.num_steps, run.train.batch_size * metrics.tokens_per_example(
       run.model_cfg, seq, dec), flops_per_token=metrics.flops_per_token(run.model_cfg, seq, dec),
       peak_flops=metrics.total_peak_flops())
-  rng = jax.random.key(run.train.seed)
+  rng = run.step_cfg.dropout_key(run.train.seed)
   eval_metrics: dict[str, float] = {}
   pending: tuple[int, Any] | None = None  # the previous step's metrics, checked once the next step is queued
   with metrics.MetricWriter(workdir, resume_step=start) as writer:

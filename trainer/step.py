@@ -29,9 +29,11 @@ from jax.sharding import PartitionSpec
 
 import model
 from data import batch as batch_schema
+from data import tasks
 from data.tasks import Objective, to_objective
 from model import partitioning as P
 from trainer import losses
+from trainer.config import PrngImpl, TrainConfig
 from trainer.mesh import MeshContext
 
 Params = Any
@@ -57,20 +59,41 @@ class StepConfig:
   objective: Objective
   microbatches: int = 1  # gradient accumulation: the batch is split into this many scanned microbatches.
   z_loss: float = 0.0  # coefficient of log(Z)^2 per weighted token (0 = off).
+  logits_chunk: int = 0  # token objectives: logits this many positions per row at a time (0 = all at once).
+  # At most this many positions of a row carry a loss weight (MLM, data.tasks.max_targets): the LM head runs at
+  # those alone, gathered by weight. 0 = every position.
+  max_targets: int = 0
+  prng_impl: PrngImpl = PrngImpl.THREEFRY  # of the dropout key the step takes (`dropout_key`)
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
+    object.__setattr__(self, 'prng_impl', PrngImpl(self.prng_impl))
     if not isinstance(self.microbatches, int) or self.microbatches < 1:
       raise ValueError(f'train.microbatches={self.microbatches!r}: must be a positive integer')
     if self.z_loss < 0:
       raise ValueError(f'train.z_loss={self.z_loss!r}: must be >= 0 (0 = off)')
+    if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:
+      raise ValueError(f'train.logits_chunk={self.logits_chunk!r}: must be an integer >= 0 (0 = all at once)')
+    if self.max_targets < 0 or (self.max_targets and self.loss_kind is not losses.LossKind.TOKENS):
+      raise ValueError(f'max_targets={self.max_targets}: a bound on the weighted positions of a token objective')
+
+  @classmethod
+  def of(cls, data: tasks.DataConfig, train: TrainConfig) -> StepConfig:
+    return cls(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss,
+               logits_chunk=train.logits_chunk, max_targets=tasks.max_targets(data), prng_impl=train.prng_impl)
 
   @classmethod
   def from_config(cls, config: Any) -> StepConfig:
-    """From the config tree: data.objective, train.microbatches (default 1), train.z_loss (default 0)."""
-    train = config.train
-    return cls(objective=config.data.objective, microbatches=train.get('microbatches', 1),
-               z_loss=train.get('z_loss', 0.0))
+    """From the config tree's data and train sections."""
+    return cls.of(tasks.DataConfig.from_dict(config.data), TrainConfig.from_dict(config.train))
+
+  def dropout_key(self, seed: int) -> jax.Array:
+    """The key a run passes to every step (the step folds in its number), of this config's PRNG."""
+    return jax.random.key(seed, impl=self.prng_impl.value)
+
+  @property
+  def chunked_logits(self) -> bool:
+    return bool(self.logits_chunk) and self.loss_kind is losses.LossKind.TOKENS
 
   @property
   def loss_kind(self) -> losses.LossKind:
@@ -143,21 +166,41 @@ def init_train_state(module: model.Transformer, tx: optax.GradientTransformation
 # --- the steps -------------------------------------------------------------------------------------------
 
 def apply_model(module: model.Transformer, params: Params, batch: Batch, *, deterministic: bool,
-                rng: jax.Array | None = None) -> dict[str, jax.Array]:
+                rng: jax.Array | None = None, **head: Any) -> dict[str, Any]:
   """module.apply on the batch's model inputs (every feature but the targets): the model's outputs. The
-  steps and predictions read the logits alone, so the model may skip what its head does not read (head_only:
-  a classifier's last layer computes [CLS] only; 'hidden' is then not every position)."""
+  steps and predictions read the head alone, so the model may skip what its head does not read (head_only:
+  a classifier's last layer computes [CLS] only; 'hidden' is then not every position). `head`: the head's
+  options (logits=False, head_positions; see `model.Transformer`)."""
   inputs = batch_schema.model_inputs(batch)
   rngs = None if rng is None else {'dropout': rng}
-  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=True)
+  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=True, **head)
+
+
+def model_loss_sums(module: model.Transformer, params: Params, batch: Batch, cfg: StepConfig, *, deterministic: bool,
+                    rng: jax.Array | None = None, z_loss: float = 0.0) -> losses.Sums:
+  """The objective's loss sums of the model on `batch`, the same sums however they are computed: the LM head
+  at the weighted positions alone (`cfg.max_targets`), and its logits chunk by chunk (`cfg.logits_chunk`)."""
+  head: dict[str, Any] = {'logits': not cfg.chunked_logits}
+  if cfg.max_targets:
+    # The weighted positions first (top_k keeps the lower index among equal weights); a row with fewer
+    # fills up with weight-0 positions. data.tasks.max_targets guarantees no row has more.
+    positions = lax.top_k(batch['loss_weights'], cfg.max_targets)[1]
+    head['head_positions'] = positions
+    batch = dict(batch) | {name: jnp.take_along_axis(batch[name], positions, axis=1)
+                           for name in ('targets', 'loss_weights')}
+  out = apply_model(module, params, batch, deterministic=deterministic, rng=rng, **head)
+  if cfg.chunked_logits:
+    hidden, kernel, bias = out['lm_projection']
+    return losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'], z_loss,
+                                               chunk=cfg.logits_chunk)
+  return losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
 
 
 def _loss_fn(params: Params, batch: Batch, rng: jax.Array, *, module: model.Transformer, cfg: StepConfig,
              denominator: jax.Array) -> tuple[jax.Array, losses.Sums]:
   """Sum of this (micro)batch's losses over the *whole* batch's weight: the gradients of the microbatches
   then add up to the gradient of the batch mean."""
-  out = apply_model(module, params, batch, deterministic=False, rng=rng)
-  sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, cfg.z_loss)
+  sums = model_loss_sums(module, params, batch, cfg, deterministic=False, rng=rng, z_loss=cfg.z_loss)
   return sums['loss'] / denominator, sums
 
 
@@ -226,8 +269,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, module: model
 def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: StepConfig) -> losses.Sums:
   """Deterministic forward pass -> sums over the batch ('loss': plain cross-entropy or squared error, no
   z-loss, so runs compare; 'weight'; 'correct' except for regression). Divide after adding up batches."""
-  out = apply_model(module, params, batch, deterministic=True)
-  sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss=0.0)
+  sums = model_loss_sums(module, params, batch, cfg, deterministic=True)
   del sums['z_loss']
   return sums
 
@@ -241,7 +283,7 @@ def compile_train_step(module: model.Transformer, tx: optax.GradientTransformati
   """`train_step` compiled ahead of time for these shapes: in/out shardings explicit, the state donated.
 
   batch_shapes: feature -> anything with .shape and .dtype (a ShapeDtypeStruct or the first batch). Call
-  the result as step(state, batch, rng) with `rng` a new-style key (jax.random.key) that is replicated
+  the result as step(state, batch, rng) with `rng` a new-style key (cfg.dropout_key) that is replicated
   or uncommitted; arrays placed otherwise are an error rather than a silent reshard.
   """
   state_shardings = shardings_of(abstract_state)
@@ -250,7 +292,7 @@ def compile_train_step(module: model.Transformer, tx: optax.GradientTransformati
   jitted = jax.jit(step, in_shardings=(state_shardings, in_batch, ctx.replicated),
                    out_shardings=(state_shardings, ctx.replicated), donate_argnums=0)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
-  rng = jax.eval_shape(lambda: jax.random.key(0))
+  rng = jax.eval_shape(lambda: cfg.dropout_key(0))
   # Tracing happens in lower(): this is where with_logical_constraint sees the mesh and the rules.
   with ctx.active():
     return jitted.lower(abstract_state, batch, rng).compile(compiler_options)
