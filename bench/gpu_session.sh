@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One GPU session of bench/train_throughput.py --all_gpu (GPT-2 124M 16x1024, BERT-base 32x512, T5-base
-# 32x512 -> 114, bf16, ours vs HF PyTorch, with MFU), made to run in one go on a machine that has the GPU
-# stack (jax with its CUDA plugin, flax, optax, orbax, torch, transformers) but lacks some of our
-# dependencies, and can fetch nothing.
+# One GPU session of bench/train_throughput.py --table gpu (GPT-2 124M 16x1024, BERT-base 32x512, T5-base
+# 32x512 -> 114, bf16, each as its recipe has it and with every lever (the 'fast' rows, with a jax.profiler
+# summary of the top ops), ours vs HF PyTorch eager and torch.compile, with MFU), made to run in one go on a
+# machine that has the GPU stack (jax with its CUDA plugin, flax, optax, orbax, torch, transformers) but lacks
+# some of our dependencies, and can fetch nothing.
 #
 #   bash bench/gpu_session.sh            # from the repo root; results go to $OUT (default /tmp/gpu_session)
 #
@@ -13,12 +14,13 @@
 #     immutabledict, promise, toml). .whl/extra/protobuf-*.whl only where the machine's protobuf is older
 #     than 6.31 (tensorflow_metadata's generated code needs a runtime at least that new).
 #  2. Prints nvidia-smi, Python and package versions, and imports the benchmark's chain once (fails fast).
-#  3. Runs the three cases, each in its own process with a time limit (a failing or hanging case does not
+#  3. Runs the table's cases, each in its own process with a time limit (a failing or hanging case does not
 #     stop the others), inside an overall limit, teeing the log to $OUT/gpu_log.txt; the figures go to
 #     $OUT/gpu_throughput.json, rewritten after every case.
 #
-# Tunables (environment): STEPS (20), WARMUP (3), CASE_TIMEOUT (180 s), BENCH_BUDGET (390 s, all cases),
-# GPU_CASES (e.g. t5_base, to rerun some), BENCH_ARGS (more flags, e.g. "--dropout 0"), PYTHON (python3).
+# Tunables (environment): STEPS (20), WARMUP (3), CASE_TIMEOUT (150 s), BENCH_BUDGET (480 s, all cases),
+# GPU_CASES (e.g. 't5_base,t5_base fast', to rerun some), BENCH_ARGS (more flags, e.g. "--dropout 0"),
+# PYTHON (python3).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -78,13 +80,13 @@ except ImportError as e:
 EOF
 
 # --- 3. the benchmark --------------------------------------------------------------------------------------
-stamp "benchmark: steps ${STEPS:-20}, warm-up ${WARMUP:-3}, case limit ${CASE_TIMEOUT:-180} s, all ${BENCH_BUDGET:-390} s"
+stamp "benchmark: steps ${STEPS:-20}, warm-up ${WARMUP:-3}, case limit ${CASE_TIMEOUT:-150} s, all ${BENCH_BUDGET:-480} s"
 set -o pipefail
 # `timeout` signals its whole process group: the driver, the case running and its HF child.
-timeout -k 10 "${BENCH_BUDGET:-390}" "$PY" bench/train_throughput.py --all_gpu --steps "${STEPS:-20}" \
-    --warmup "${WARMUP:-3}" --case_timeout "${CASE_TIMEOUT:-180}" ${GPU_CASES:+--gpu_cases "$GPU_CASES"} \
+timeout -k 10 "${BENCH_BUDGET:-480}" "$PY" bench/train_throughput.py --table gpu --steps "${STEPS:-20}" \
+    --warmup "${WARMUP:-3}" --case_timeout "${CASE_TIMEOUT:-150}" ${GPU_CASES:+--cases "$GPU_CASES"} \
     --json "$OUT/gpu_throughput.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_log.txt"
 rc=$?
-[ "$rc" = 124 ] && echo "the overall limit of ${BENCH_BUDGET:-390} s was reached; $OUT/gpu_throughput.json holds the cases finished before it, if any"
+[ "$rc" = 124 ] && echo "the overall limit of ${BENCH_BUDGET:-480} s was reached; $OUT/gpu_throughput.json holds the cases finished before it, if any"
 stamp "done, exit status $rc"
 exit "$rc"
