@@ -84,6 +84,7 @@ class TableCase:
 # 0.10.2's cuDNN attention takes a dropout rate, but its seed is a static Python int, one mask pattern per
 # compiled program: not used until a GPU run shows the masks change from step to step.)
 _FAST = ('--model=attention_dropout_rate=0', '--model=attention_impl=cudnn', '--model=scan_layers=False')
+_PLAIN = ('--step=max_targets=0', '--model=scan_layers=True', '--step=logits_chunk=0')
 TABLES: dict[str, tuple[TableCase, ...]] = {
     # bf16 on one GPU; the recipe rows keep each config's dropout (0.1) and its defaults, against HF eager; the
     # fast rows against HF torch.compile of the same config (its attention dropout 0 too; HF's T5 has one rate).
@@ -101,6 +102,14 @@ TABLES: dict[str, tuple[TableCase, ...]] = {
     'cpu': (TableCase('gpt_tiny', 'gpt_tiny', 32, 128, hf='eager', dtype='float32'),
             TableCase('bert_tiny', 'bert_tiny', 32, 128, hf='eager', dtype='float32'),
             TableCase('t5_tiny', 't5_tiny', 32, 128, hf='eager', dtype='float32')),
+    # The CPU levers one at a time, ours only: each tiny config from the plain setup (scanned layers, whole
+    # logits, BERT's MLM head at every position) to the configs' own settings.
+    'cpu_levers': tuple(
+        TableCase(f'{name} {label}', name, 32, 128, None, flags, 'none', 'float32')
+        for name in ('gpt_tiny', 'bert_tiny', 't5_tiny')
+        for label, flags in (('plain', _PLAIN), ('+ logits_chunk=8', _PLAIN[:2]),
+                             ('+ unscanned', ('--step=max_targets=0',)), ('+ MLM head at targets', ()))
+        if name == 'bert_tiny' or label != '+ MLM head at targets'),
 }
 HF_MODES = ('eager', 'compile')
 MODEL_FEATURES = ('input_ids', 'attention_mask', 'token_type_ids', 'decoder_input_ids', 'decoder_attention_mask')
@@ -233,8 +242,9 @@ def load_case(args: argparse.Namespace) -> Case:
   from trainer.config import TrainConfig  # pylint: disable=import-outside-toplevel
   from trainer.step import StepConfig  # pylint: disable=import-outside-toplevel
   train = TrainConfig.from_dict(dict(config.train) | {k: parse_value(v) for k, v in (kv.split('=', 1) for kv in args.train)})
-  return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len,
-              StepConfig.of(dataclasses.replace(DataConfig.from_dict(config.data), seq_len=seq_len), train))
+  step = StepConfig.of(dataclasses.replace(DataConfig.from_dict(config.data), seq_len=seq_len), train)
+  step = dataclasses.replace(step, **{k: parse_value(v) for k, v in (kv.split('=', 1) for kv in args.step)})
+  return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len, step)
 
 
 def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3, top: int = 15) -> tuple[Any, list]:
@@ -347,7 +357,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
           'batch_size': case.batch_size, 'seq_len': case.seq_len, 'decoder_seq_len': case.decoder_len,
           'tokens_per_step': tokens, 'dtype': case.cfg.dtype, 'dropout': case.cfg.dropout_rate, 'logits_chunk': case.step.logits_chunk,
           'params': model.count_params(case.cfg), 'mesh': mesh_cfg.shape(len(devices)), 'steps': args.steps,
-          'model_overrides': args.model, 'train_overrides': args.train, 'ours': ours, 'hf': theirs,
+          'model_overrides': args.model, 'train_overrides': args.train + args.step, 'ours': ours, 'hf': theirs,
           'top_ops': top_ops}
 
 
@@ -437,6 +447,7 @@ def run_table(args: argparse.Namespace) -> int:
                  '--mesh', args.mesh, '--json', out.name, '--hf', 'none' if args.no_hf else case.hf]
       command += ['--decoder_seq_len', str(case.decoder_len)] if case.decoder_len else []
       command += list(case.flags) + [f'--model={kv}' for kv in args.model] + [f'--train={kv}' for kv in args.train]
+      command += [f'--step={kv}' for kv in args.step]
       command += ['--dropout', str(args.dropout)] if args.dropout is not None else []
       print(f'\n=== {case.name}: {" ".join(command[2:])}', flush=True)
       start = time.perf_counter()
@@ -478,6 +489,8 @@ def main() -> None:
   parser.add_argument('--model', action='append', default=[], metavar='FIELD=VALUE', help='ModelConfig override')
   parser.add_argument('--train', action='append', default=[], metavar='FIELD=VALUE',
                       help='TrainConfig override (logits_chunk=8, ...)')
+  parser.add_argument('--step', action='append', default=[], metavar='FIELD=VALUE',
+                      help='trainer.step.StepConfig override after the config (max_targets=0: MLM head everywhere)')
   parser.add_argument('--hf', default='eager', help=f'HF modes to time, comma-separated: {",".join(HF_MODES)}, or none')
   parser.add_argument('--no_hf', action='store_true', help='time our step only (--hf none)')
   parser.add_argument('--table', choices=sorted(TABLES), help='run a table of cases (TABLES), each in its own process')

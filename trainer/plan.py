@@ -30,7 +30,7 @@ from trainer.metrics import forward_macs
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import StepConfig, abstract_train_state, compile_train_step
 
-GIB = 2 ** 30
+MIB = 2 ** 20
 
 
 def simulated_devices(config: ml_collections.ConfigDict, devices: int | None) -> int:
@@ -117,11 +117,11 @@ def report(p: Plan, memory_gb: float | None = None) -> str:
       f'in {p.compile_s:.1f} s; nothing ran',
       f'  model: {p.params:,} parameters; global batch: {shapes}',
       '  per device (the largest shard):',
-      f'    parameters (float32)        {p.param_bytes / GIB:9.3f} GiB',
-      f'    optimizer state             {p.opt_bytes / GIB:9.3f} GiB',
-      f'    batch                       {p.batch_bytes / GIB:9.3f} GiB',
-      f'    temporaries (XLA, CPU est.) {p.temp_bytes / GIB:9.3f} GiB   activations, gradients, update',
-      f'    total                       {p.total_bytes / GIB:9.3f} GiB',
+      f'    parameters (float32)        {p.param_bytes / MIB:12,.1f} MiB',
+      f'    optimizer state             {p.opt_bytes / MIB:12,.1f} MiB',
+      f'    batch                       {p.batch_bytes / MIB:12,.1f} MiB',
+      f'    temporaries (XLA, CPU est.) {p.temp_bytes / MIB:12,.1f} MiB   activations, gradients, update',
+      f'    total                       {p.total_bytes / MIB:12,.1f} MiB',
       f'  FLOPs per step: {p.model_flops:.3e} all devices (6 x the forward multiply-adds), '
       f'{per_device_flops:.3e} per device',
   ]
