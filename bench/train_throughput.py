@@ -461,15 +461,15 @@ def run_table(args: argparse.Namespace) -> int:
       Path(args.json).write_text(json.dumps(results, indent=1))
   mfu = lambda s: f'{100 * s["mfu"]:.1f}%' if s and s.get('mfu') is not None else '-'
   tps = lambda s: f'{s["tokens_per_s"]:,.0f}' if s else '-'
-  print(f'\n{"case":<22}{"tokens/step":>12}{"ours tok/s":>12}{"MFU":>7}{"HF eager":>11}{"MFU":>7}{"HF compile":>12}'
+  print(f'\n{"case":<34}{"tokens/step":>12}{"ours tok/s":>12}{"MFU":>7}{"HF eager":>11}{"MFU":>7}{"HF compile":>12}'
         f'{"MFU":>7}{"ours/eager":>11}{"ours/compile":>13}{"wall s":>8}')
   for r in results:
     if 'error' in r:
-      print(f'{r["case"]:<22}  FAILED: {r["error"]}')
+      print(f'{r["case"]:<34}  FAILED: {r["error"]}')
       continue
     ours, eager, compiled = r['ours'], r['hf'].get('eager'), r['hf'].get('compile')
     ratio = lambda s: f'{ours["tokens_per_s"] / s["tokens_per_s"]:.2f}x' if s else '-'
-    print(f'{r["case"]:<22}{r["tokens_per_step"]:>12,}{tps(ours):>12}{mfu(ours):>7}{tps(eager):>11}{mfu(eager):>7}'
+    print(f'{r["case"]:<34}{r["tokens_per_step"]:>12,}{tps(ours):>12}{mfu(ours):>7}{tps(eager):>11}{mfu(eager):>7}'
           f'{tps(compiled):>12}{mfu(compiled):>7}{ratio(eager):>11}{ratio(compiled):>13}{r["wall_s"]:>8.0f}')
   return int(any('error' in r for r in results))
 

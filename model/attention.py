@@ -14,7 +14,7 @@ from jax import lax
 
 from model import partitioning as P
 from model.config import AttentionImpl
-from model.layers import Dtype, dense
+from model.layers import Dtype, dense, dropout
 from model.positions import apply_rope
 
 
@@ -38,8 +38,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None, 
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+  probs = dropout(probs, dropout_rate, dropout_rng).astype(v.dtype)
   return jnp.einsum('BNTS,BSNH->BTNH', probs, v)
 
 

@@ -16,7 +16,7 @@ from model import masks
 from model import partitioning as P
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig, NormPlacement, Position, Remat
-from model.layers import FeedForward, embed, norm, partitioned
+from model.layers import Dropout, FeedForward, embed, norm, partitioned
 from model.positions import relative_position_bucket, sinusoidal_table
 
 _REMAT_POLICIES = {
@@ -56,7 +56,7 @@ class TransformerLayer(nn.Module):
       """x + fn(x), pre- or post-normed; fn may return the first `residual_rows` positions only."""
       norm_ = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype,
                    param_dtype=cfg.param_dtype, name=f'{name}_norm')
-      drop = nn.Dropout(cfg.dropout_rate)
+      drop = Dropout(cfg.dropout_rate)
       residual = x if residual_rows is None else x[:, :residual_rows]
       if cfg.norm_placement is NormPlacement.PRE:
         return residual + drop(fn(norm_(x)), deterministic=deterministic)
@@ -138,7 +138,7 @@ class Stack(nn.Module):
                                         kv_segment_ids=memory_segment_ids)
 
     x = self._embed_positions(x, positions, token_type_ids, key_slots.shape[0])
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
     x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows)
@@ -146,7 +146,7 @@ class Stack(nn.Module):
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='final_norm')(x)
     if cfg.final_dropout:
-      x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+      x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     return x
 
   def _advance_cache(self, valid: jax.Array | None, batch: int,

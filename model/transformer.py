@@ -18,7 +18,7 @@ from model import masks
 from model import partitioning as P
 from model.blocks import Stack
 from model.config import Family, Head, ModelConfig
-from model.layers import activation_fn, dense, embed, norm, partitioned
+from model.layers import Dropout, activation_fn, dense, embed, norm, partitioned
 
 
 class VocabKernel(nn.Module):
@@ -67,7 +67,7 @@ class Transformer(nn.Module):
         self.lm_bias = self.param('lm_bias', partitioned(nn.initializers.zeros_init(), (P.VOCAB,)),
                                   (cfg.vocab_size,), cfg.param_dtype)
     if cfg.head is Head.CLASSIFIER:
-      self.classifier_dropout = nn.Dropout(cfg.dropout_rate)
+      self.classifier_dropout = Dropout(cfg.dropout_rate)
       self.classifier = dense(cfg.num_labels, (None, None), use_bias=True, name='classifier', **dense_kw)
 
   def _embed_tokens(self, ids: jax.Array) -> jax.Array:

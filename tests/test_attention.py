@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model import masks
+from model import layers, masks
 from model.attention import MultiHeadAttention, attend
 from model.config import AttentionImpl
 
@@ -82,6 +82,25 @@ def test_attention_dropout_is_unbiased(qkv):
                                       dropout_rate=0.3, dropout_rng=r))(rngs)
   assert not np.allclose(samples[0], deterministic, atol=1e-3)  # dropout did something
   np.testing.assert_allclose(samples.mean(0), deterministic, atol=0.05)
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.5])
+def test_dropout_masks_keep_one_minus_rate_and_preserve_the_mean(rate):
+  """Two 16-bit uniforms per PRNG word (model.layers.dropout_keep): the kept share is 1 - rate to sampling
+  noise, the scale is exactly 1 / (the kept probability), an odd last axis works, and masks differ by key.
+  On an array sharded over 8 devices the mask is the one drawn on a single device."""
+  shape = (64, 3, 129)  # 24,768 elements, odd last axis
+  keep, scale = layers.dropout_keep(jax.random.key(0), rate, shape)
+  threshold = round((1 - rate) * 65536)
+  assert keep.shape == shape and scale == 65536 / threshold
+  assert abs(float(keep.mean()) - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / keep.size)
+  assert not np.array_equal(keep, layers.dropout_keep(jax.random.key(1), rate, shape)[0])
+  x = jnp.ones(shape)
+  out = layers.dropout(x, rate, jax.random.key(0))
+  np.testing.assert_allclose(float(out.mean()), float(keep.mean()) * scale, rtol=1e-6)
+  sharding = jax.sharding.NamedSharding(jax.make_mesh((8,), ('data',)), jax.sharding.PartitionSpec('data'))
+  sharded = jax.jit(lambda k: layers.dropout_keep(k, rate, shape)[0], out_shardings=sharding)(jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(sharded), np.asarray(keep))
 
 
 def _module(**kw) -> MultiHeadAttention:

@@ -150,7 +150,9 @@ def test_sharded_init_equals_single_device_init():
 
 
 def test_sharded_step_equals_single_device_step(family):
-  assert_trees_close(family['sharded'].params, family['single'].params, atol=1e-6)
+  # 2e-6: two Adam updates at lr 3e-2 scale a gradient's float32 summation-order noise (~1e-7, the order of a
+  # tensor-parallel all-reduce against one device's sum) by up to lr / eps = 30.
+  assert_trees_close(family['sharded'].params, family['single'].params, atol=2e-6)
   assert_trees_close(family['sharded'].opt_state, family['single'].opt_state, atol=1e-6)
   assert int(family['sharded'].step) == int(family['single'].step) == 2
   for sharded, single in zip(family['sharded_metrics'], family['single_metrics']):
@@ -381,12 +383,14 @@ def test_projected_cross_entropy_equals_the_logits_cross_entropy(chunk):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_accuracy_counts_a_tie_as_wrong():
-  """The label's logit must beat every other: a constant output scores 0, not 1 (argmax would pick index 0)."""
+def test_accuracy_of_a_constant_output_is_zero():
+  """A collapsed model (every logit equal) scores 0, not 1 (argmax would pick index 0, the label of row 0);
+  otherwise the label's logit must be the largest."""
   labels, weights = jnp.asarray([[0, 2]]), jnp.ones((1, 2))
   assert float(losses.cross_entropy_sums(jnp.zeros((1, 2, 3)), labels, weights)['correct']) == 0.0
   logits = jnp.asarray([[[3.0, 1.0, 1.0], [0.0, 1.0, 2.0]]])
   assert float(losses.cross_entropy_sums(logits, labels, weights)['correct']) == 2.0
+  assert float(losses.cross_entropy_sums(logits, jnp.asarray([[1, 1]]), weights)['correct']) == 0.0
   projected = losses.projected_cross_entropy_sums(logits, jnp.eye(3), None, labels, weights, chunk=1)
   assert float(projected['correct']) == 2.0
 
