@@ -63,20 +63,22 @@ def time_pipeline(task: tasks.Task, batch_size: int, batches: int, workers: int)
   return batches * batch_size / seconds, first
 
 
-def time_step(cfg: model.ModelConfig, objective: tasks.Objective, batch: dict, steps: int) -> float:
-  """Steps per second of the training run's own step (trainer/step.py: loss, AdamW, clipping) on `batch`."""
+def time_step(cfg: model.ModelConfig, step_cfg: StepConfig, batch: dict, steps: int) -> float:
+  """Steps per second of the training run's own step (trainer/step.py: loss, AdamW, clipping, the config's
+  train settings) on `batch`."""
   mesh = MeshConfig().context()  # train.py's default mesh: data parallel over every device
   module = model.build(cfg)
   tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-4))
   abstract = abstract_train_state(module, tx, mesh)
   state = init_train_state(module, tx, jax.random.key(0), abstract)
   batch = mesh.to_global(batch)
-  step = compile_train_step(module, tx, schedule, StepConfig(objective=objective), mesh, abstract, batch)
-  state, metrics = step(state, batch, jax.random.key(1))  # the first step, after compiling, is not timed
+  step = compile_train_step(module, tx, schedule, step_cfg, mesh, abstract, batch)
+  rng = step_cfg.dropout_key(1)
+  state, metrics = step(state, batch, rng)  # the first step, after compiling, is not timed
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, batch, jax.random.key(1))
+    state, metrics = step(state, batch, rng)
   jax.block_until_ready(metrics)
   return steps / (time.perf_counter() - start)
 
@@ -100,7 +102,7 @@ def main() -> None:
     examples_per_s, batch = time_pipeline(task, batch_size, args.batches, args.workers)
     tokens_per_example = sum(batch[k].shape[1] for k in ('input_ids', 'decoder_input_ids') if k in batch)
     cfg = model.ModelConfig.from_dict(config.model)
-    steps_per_s = time_step(cfg, data_cfg.objective, batch, args.steps)
+    steps_per_s = time_step(cfg, StepConfig.from_config(config), batch, args.steps)
     pipe_tokens, step_tokens = examples_per_s * tokens_per_example, steps_per_s * batch_size * tokens_per_example
     print(f'{case.name:<30} {examples_per_s:>14,.0f} {pipe_tokens:>15,.0f} {step_tokens:>11,.0f} '
           f'{pipe_tokens / step_tokens:>7.1f}')
