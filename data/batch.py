@@ -53,6 +53,10 @@ FEATURES: Mapping[str, Feature] = {
     'label': Feature(('int32', 'float32'), Role.TARGET),
 }
 
+# The label of an example that has none (a test split, a row without its label): it weighs 0 in every loss and
+# metric (trainer/losses.py), a second line of defence behind the readers' checks.
+UNLABELED = -1
+
 # What length bucketing trims by default: the encoder-length features of classification and seq2seq examples
 # (packed rows' segment and position ids never go through bucketing).
 ENCODER_LENGTH: tuple[str, ...] = ('input_ids', 'attention_mask', 'token_type_ids')

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from core.paths import user_path
-from data import datasets, prepare
+from data import batch, datasets, prepare
 
 
 class SourceKind(enum.Enum):
@@ -404,9 +404,10 @@ def _open_tsv(spec: str, path: str, split: str, seq2seq_features: tuple[str, str
     if info.label_feature:
       value = row.get('label')
       if info.kind is TaskKind.REGRESSION:
-        record['label'] = np.float32(-1 if value in ('', None) else value)
+        record['label'] = np.float32(batch.UNLABELED if value in ('', None) else value)
       else:
-        record['label'] = np.int64(-1 if value in _UNLABELED else vocabulary[value] if vocabulary else int(value))
+        record['label'] = np.int64(batch.UNLABELED if value in _UNLABELED else vocabulary[value] if vocabulary
+                                   else int(value))
     record['idx'] = np.int32(idx)
     records.append(record)
   return Source(records, info, split)

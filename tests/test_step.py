@@ -17,6 +17,7 @@ import pytest
 
 import model
 from configs import gpt_tiny
+from data.batch import UNLABELED
 from data.tasks import Objective
 from tests.tiny import TINY, VOCAB
 from trainer import losses
@@ -409,6 +410,22 @@ def test_classification_and_regression_losses():
   assert losses.loss_kind('regression') is losses.LossKind.REGRESSION
   with pytest.raises(ValueError, match=r"data.objective='lm': unknown objective"):
     losses.loss_kind('lm')
+
+
+def test_an_unlabelled_example_weighs_nothing():
+  """data.batch.UNLABELED (-1) never trains as the last class (a gather at -1 would wrap): the sums and the
+  gradient of a batch with an unlabelled row are those of the batch without it, and it is not counted."""
+  logits = jnp.asarray([[2.0, 0.0, 1.0], [0.5, 0.3, 0.1], [0.0, 1.0, 3.0]])
+  labels = jnp.asarray([2, UNLABELED, 0], jnp.int32)
+  kind = losses.LossKind.CLASSIFICATION
+  loss = lambda x, y: losses.loss_sums(kind, x, {'label': y})['loss']
+  with_row, without = losses.loss_sums(kind, logits, {'label': labels}), losses.loss_sums(
+      kind, logits[jnp.asarray([0, 2])], {'label': labels[jnp.asarray([0, 2])]})
+  for name in ('loss', 'correct', 'weight'):
+    np.testing.assert_allclose(with_row[name], without[name], rtol=1e-6, err_msg=name)
+  assert float(losses.total_weight(kind, {'label': labels})) == 2.0
+  grad = jax.grad(loss)(logits, labels)
+  assert not np.any(grad[1]) and np.any(grad[0]) and np.any(grad[2])
 
 
 @pytest.mark.parametrize('kind', list(losses.LossKind))

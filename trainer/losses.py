@@ -3,7 +3,8 @@ evaluation batches are exact: mean = sum of per-token losses / sum of weights, n
 
   token objectives (causal_lm, mlm, span_corruption, seq2seq): cross-entropy of logits (B, T, V) against
       targets (B, T), weighted by loss_weights (B, T) (0 at padding, at unmasked MLM tokens, across packed rows)
-  classification: cross-entropy of logits (B, C) against label (B,) int32; every example weighs 1
+  classification: cross-entropy of logits (B, C) against label (B,) int32; every labelled example weighs 1, an
+      unlabelled one (data.batch.UNLABELED) 0: it can never train as the last class (a gather at -1 wraps)
   regression: squared error of logits[:, 0] against label (B,) float32; every example weighs 1
 
 Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
@@ -46,7 +47,14 @@ def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
   """The denominator of the batch mean: sum of loss_weights (tokens) or the number of examples. () float32."""
   if kind is LossKind.TOKENS:
     return jnp.sum(batch['loss_weights'].astype(jnp.float32))
+  if kind is LossKind.CLASSIFICATION:
+    return jnp.sum(_labelled(batch['label']))
   return jnp.asarray(batch['label'].shape[0], jnp.float32)
+
+
+def _labelled(labels: jax.Array) -> jax.Array:
+  """1.0 where a class label is a class, 0.0 at data.batch.UNLABELED (or any negative value)."""
+  return (labels >= 0).astype(jnp.float32)
 
 
 def _label_stats(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -191,8 +199,7 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
       return cross_entropy_sums(logits, batch['targets'], batch['loss_weights'], z_loss, per_example=per_example)
     case LossKind.CLASSIFICATION:
       labels = batch['label']
-      return cross_entropy_sums(logits, labels, jnp.ones(labels.shape, jnp.float32), z_loss,
-                                per_example=per_example)
+      return cross_entropy_sums(logits, jnp.maximum(labels, 0), _labelled(labels), z_loss, per_example=per_example)
     case LossKind.REGRESSION:
       squared = jnp.square(logits[:, 0].astype(jnp.float32) - batch['label'].astype(jnp.float32))
       ones = jnp.ones_like(squared)
