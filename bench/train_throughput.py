@@ -263,12 +263,18 @@ def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3,
     data = ProfileData.from_file(str(next(Path(tmp).rglob('*.xplane.pb'))))
   totals: collections.Counter = collections.Counter()
   device_planes = [p for p in data.planes if p.name.startswith('/device:') and 'CPU' not in p.name]
-  for plane in device_planes or data.planes:
-    for line in plane.lines:
-      if (line.name == 'XLA Ops') if device_planes else line.name.startswith('tf_XLAEigen'):
-        for event in line.events:
-          if not event.name.startswith(('ThunkExecutor', 'SlinkyThreadPool', 'while', 'conditional')):
-            totals[event.name] += event.duration_ns
+  # A device's ops line by its name in the trace ('XLA Ops'); failing that, its streams' kernels.
+  wanted = ((lambda name: name == 'XLA Ops'), (lambda name: name.startswith('Stream'))) if device_planes else (
+      (lambda name: name.startswith('tf_XLAEigen')),)
+  for chosen in wanted:
+    for plane in device_planes or data.planes:
+      for line in plane.lines:
+        if chosen(line.name):
+          for event in line.events:
+            if not event.name.startswith(('ThunkExecutor', 'SlinkyThreadPool', 'while', 'conditional')):
+              totals[event.name] += event.duration_ns
+    if totals:
+      break
   whole = sum(totals.values()) or 1
   hlo = step.as_text()
 
