@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import jax
-import pytest
 
 from configs import gpt_tiny
 from trainer import plan
