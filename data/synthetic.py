@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.examples import MlmConfig
+from data.examples import MlmConfig, decoder_inputs
 from data.tasks import Objective, to_objective
 
 
@@ -37,7 +37,7 @@ def synthetic_batch(objective: Objective | str, batch: int, seq_len: int, decode
     case Objective.SPAN_CORRUPTION | Objective.SEQ2SEQ:
       targets = ids(batch, decoder_len)
       return {'input_ids': ids(batch, seq_len), 'attention_mask': ones(seq_len),
-              'decoder_input_ids': np.concatenate([0 * ones(1), targets[:, :-1]], axis=1),  # T5: pad (0) starts
+              'decoder_input_ids': decoder_inputs(targets, start_id=0),  # T5: pad (0) starts
               'decoder_attention_mask': ones(decoder_len), 'targets': targets,
               'loss_weights': ones(decoder_len, np.float32)}
     case Objective.CLASSIFICATION | Objective.REGRESSION:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import jax
@@ -78,7 +79,6 @@ def _bytes_per_device(tree: Any) -> int:
 
 def plan(config: ml_collections.ConfigDict) -> Plan:
   """Compiles the train step of `config` for the devices jax has (see `use_simulated_devices`)."""
-  import time  # pylint: disable=import-outside-toplevel
   train = TrainConfig.from_dict(config.train)
   optim_cfg, _ = OptimConfig.for_run(config.optim, train.num_steps)
   model_cfg = model.ModelConfig.from_dict(config.model)
