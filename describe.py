@@ -13,10 +13,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 import model
+from core import cli
 from model import hf
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (optionally :arg).')
@@ -80,9 +81,9 @@ def main(argv: list[str]) -> None:
     params = model.init_params(model.build(cfg), jax.random.key(config.train.seed))
     length = _LENGTH.value or config.data.seq_len
   else:
-    raise app.UsageError('give --config configs/<name>.py or --hf_dir <directory>')
+    cli.fail('give --config configs/<name>.py or --hf_dir <directory>')
   describe(cfg, params, _BATCH.value, length)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -13,11 +13,10 @@ and the FLOPs per step (trainer/plan.py): whether a model fits a mesh, before pa
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from core import cli
 from trainer import distributed, plan, runner
 
 
@@ -35,28 +34,18 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if not flags.FLAGS['verbosity'].present:  # orbax and grain log every file they touch at INFO
-    logging.set_verbosity(logging.WARNING)
   if flags.FLAGS.config is None:
-    raise app.UsageError('give --config configs/<name>.py and --workdir <dir>')
+    cli.fail('give --config configs/<name>.py and --workdir <dir>')
   if flags.FLAGS.dry_run:
-    try:
-      plan.use_simulated_devices(plan.simulated_devices(flags.FLAGS.config, flags.FLAGS.dry_run_devices))
-      print(plan.report(plan.plan(flags.FLAGS.config), flags.FLAGS.dry_run_memory_gb), flush=True)
-    except ValueError as e:  # config errors (ConfigError, MeshConfigError): one line, no traceback
-      sys.exit(f'train.py --dry_run: {e}')
+    plan.use_simulated_devices(plan.simulated_devices(flags.FLAGS.config, flags.FLAGS.dry_run_devices))
+    print(plan.report(plan.plan(flags.FLAGS.config), flags.FLAGS.dry_run_memory_gb), flush=True)
     return
   if not flags.FLAGS.workdir:
-    raise app.UsageError('give --config configs/<name>.py and --workdir <dir>')
+    cli.fail('give --config configs/<name>.py and --workdir <dir>')
   distributed.maybe_initialize(flags.FLAGS.config.get('distributed'))  # before anything touches a device
-  try:
-    final = runner.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  except runner.TrainingHalted as e:
-    sys.exit(f'training halted: {e}')
-  if final:
-    runner.say('final evaluation: ' + '  '.join(f'{k} {v:.4f}' for k, v in final.items()))
+  runner.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, halts=(runner.TrainingHalted,))

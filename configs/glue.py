@@ -130,7 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # HF Trainer's AdamW (beta2 0.999, decay to zero) and its linear schedule with 10% warmup.
       optim=dict(learning_rate=lr, schedule='warmup_linear', weight_decay=0.01, warmup_ratio=0.1),
       # Regression heads fit standardized labels (movie_regression: Pearson 0.806 -> 0.813 in one run each).
-      train=dict(num_steps=1, num_epochs=task.epochs, batch_size=32, init_from=init_from, keep=1, eval_every=1000,
+      train=dict(num_epochs=task.epochs, batch_size=32, init_from=init_from, keep=1, eval_every=1000,
                  eval_batches=1000, checkpoint_every=1000, standardize_targets=task.objective == 'regression'),
       eval=dict(splits=task.splits, metrics=tuple(m.value for m in task.metrics),
                 predict_splits=tuple(s for s, _ in task.predict), submission=tuple(k for _, k in task.predict)))

@@ -46,5 +46,6 @@ def test_dry_run_command_line():
   assert 'fits in 1 GB per device' in out and 'FLOPs per step: 3.644e+10' in out, out
   bad = subprocess.run(command[:-3] + ['--config.mesh.fsdp=0'], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
-  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith('train.py --dry_run: mesh.fsdp=0'), bad.stderr
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()], bad.stderr  # one line
+  assert bad.stderr.startswith('train.py: error: mesh.fsdp=0'), bad.stderr
   assert len(jax.devices()) == 8  # this process's devices are untouched

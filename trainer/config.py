@@ -25,6 +25,11 @@ class PrngImpl(enum.Enum):
   UNSAFE_RBG = 'unsafe_rbg'  # rbg with a cheaper, lower-quality key derivation
 
 
+# The step count of a run measured in epochs before its data is read (to check the optimizer config early,
+# and for plans, whose memory does not depend on it): longer than any warmup.
+UNKNOWN_STEPS = 1_000_000
+
+
 class NanPolicy(enum.Enum):
   HALT = 'halt'  # stop with the step number and the last good checkpoint
   SKIP = 'skip'  # drop the update of a step whose gradients are not finite, and go on
@@ -34,9 +39,11 @@ class NanPolicy(enum.Enum):
 class TrainConfig:
   """`config.train`, typed."""
 
-  num_steps: int  # ignored when num_epochs > 0
   batch_size: int  # global, all processes together
-  num_epochs: float = 0.0  # > 0: num_steps = ceil(num_epochs * training examples / batch_size) (fine-tuning)
+  # The run's length: num_steps updates, or num_epochs passes over the training split (fine-tuning:
+  # ceil(num_epochs * training examples / batch_size) updates). Exactly one of them is set (> 0).
+  num_steps: int = 0
+  num_epochs: float = 0.0
   microbatches: int = 1
   seed: int = 0
   z_loss: float = 0.0
@@ -63,9 +70,16 @@ class TrainConfig:
                                                      what='PRNG implementation', error=ValueError))
     if self.logits_chunk < 0:
       raise ValueError(f'train.logits_chunk={self.logits_chunk}: must be >= 0 positions (0 = all logits at once)')
-    if self.num_epochs < 0:
-      raise ValueError(f'train.num_epochs={self.num_epochs}: must be >= 0 (0 = train.num_steps steps)')
-    for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):
+    if self.num_epochs < 0 or self.num_steps < 0:
+      raise ValueError(f'train.num_steps={self.num_steps}, train.num_epochs={self.num_epochs}: must be >= 0')
+    if self.num_epochs > 0 and self.num_steps > 0:
+      raise ValueError(f'train.num_steps={self.num_steps} and train.num_epochs={self.num_epochs} both set the length '
+                       f'of the run: add --config.train.num_epochs=0 to train {self.num_steps} steps, or '
+                       f'--config.train.num_steps=0 to train {self.num_epochs:g} epochs')
+    if not (self.num_epochs > 0 or self.num_steps > 0):
+      raise ValueError('train.num_steps=0 and train.num_epochs=0: set the length of the run, e.g. '
+                       '--config.train.num_steps=1000 (or --config.train.num_epochs=3 for a fine-tune)')
+    for name in ('batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep'):
       if getattr(self, name) < 1:
         raise ValueError(f'train.{name}={getattr(self, name)}: must be a positive integer')
 

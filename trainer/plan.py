@@ -25,7 +25,7 @@ import numpy as np
 import model
 from data import tasks
 from data.synthetic import synthetic_batch
-from trainer.config import TrainConfig
+from trainer.config import UNKNOWN_STEPS, TrainConfig
 from trainer.mesh import MeshConfig
 from trainer.metrics import forward_macs
 from trainer.optim import OptimConfig, make_optimizer
@@ -80,7 +80,7 @@ def _bytes_per_device(tree: Any) -> int:
 def plan(config: ml_collections.ConfigDict) -> Plan:
   """Compiles the train step of `config` for the devices jax has (see `use_simulated_devices`)."""
   train = TrainConfig.from_dict(config.train)
-  optim_cfg, _ = OptimConfig.for_run(config.optim, train.num_steps)
+  optim_cfg, _ = OptimConfig.for_run(config.optim, train.num_steps or UNKNOWN_STEPS)
   model_cfg = model.ModelConfig.from_dict(config.model)
   data = tasks.DataConfig.from_dict(config.data)
   mesh_cfg = MeshConfig.from_dict(config.mesh)

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint, metrics
-from trainer.config import NanPolicy, TrainConfig, schema_defaults
+from trainer.config import UNKNOWN_STEPS, NanPolicy, TrainConfig, schema_defaults
 from trainer.mesh import MeshConfig, MeshContext
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step, compile_train_step,
@@ -89,22 +90,28 @@ class Run:
 
 def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   train = TrainConfig.from_dict(config.train)
-  optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)  # its errors before any tokenizer
+  # optim's errors before any tokenizer; a run measured in epochs knows its steps only once the data is read.
+  optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps or UNKNOWN_STEPS)
   model_cfg = model.ModelConfig.from_dict(config.model)
   data = tasks.DataConfig.from_dict(config.data)
   if data.tokenizer == INIT_FROM:
     data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
   eval_cfg = EvalConfig.from_config(config)
   mesh = MeshConfig.from_dict(config.mesh).context()  # a shape that does not fit the devices fails here
+  _say_tokenizer_training(data, workdir / 'tokenizer')
   task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
   if train.num_epochs:
-    train = dataclasses.replace(train, num_steps=max(1, math.ceil(train.num_epochs * len(task.source) /
-                                                                  train.batch_size)))
+    steps = max(1, math.ceil(train.num_epochs * len(task.source) / train.batch_size))
+    say(f'train.num_epochs={train.num_epochs:g}: {steps} steps of {train.batch_size} over {len(task.source):,} '
+        'training examples')
+    train = dataclasses.replace(train, num_steps=steps, num_epochs=0.0)
     optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)
   if warmup_note:
     say(warmup_note)
   eval_split = (eval_cfg.splits or ('validation',))[0]
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
+  say(f'data: {data.source} ({data.objective.value}): {len(task.source):,} training rows, {len(eval_task.source):,} '
+      f'{eval_split} rows; tokenizer {task.tokenizer.vocab_size:,} ids')
   check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
   if train.standardize_targets:
     model_cfg = _standardized(model_cfg, data, task)
@@ -131,6 +138,20 @@ def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Ta
                      'to False')
   say(f'regression targets: mean {mean:.4f}, std {std:.4f} of {len(labels)} training labels')
   return cfg.replace(target_mean=mean, target_scale=std)
+
+
+def _say_tokenizer_training(data: tasks.DataConfig, tokenizer_dir: Path) -> None:
+  """A line before an 'auto' SentencePiece vocabulary is trained (the first run in a workdir; a minute on a
+  large corpus), and nothing when it is already there."""
+  if data.tokenizer == INIT_FROM:
+    return
+  spec = TokenizerSpec.parse(data.tokenizer)
+  if spec.kind is not TokenizerKind.SENTENCEPIECE or spec.vocab_size is None:
+    return
+  path = user_path(spec.path) if spec.path else auto_model_path(spec, tokenizer_dir)
+  if not path.exists():
+    say(f'training a SentencePiece vocabulary of {spec.vocab_size:,} pieces on the training split of {data.source} '
+        f'(once: kept as {path})')
 
 
 INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint
@@ -217,6 +238,10 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
     return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract, shapes)
 
   train_shapes = train_batch_shapes(run)
+  start = time.perf_counter()
+  say(f'compiling {len(train_shapes) + 1} programs: the train step '
+      f'{"for " + str(len(train_shapes)) + " length buckets " if len(train_shapes) > 1 else ""}and the eval step, '
+      f'on {run.mesh.mesh.devices.size} {jax.devices()[0].platform.upper()} device(s)')
   # Tracing holds the GIL but the compiles release it; each thread sets its own mesh and axis-rule contexts.
   # Several processes compile one at a time, in the same order: a GPU cluster shares autotuning results
   # between the processes' compiles of the same program.
@@ -227,6 +252,7 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
                               train_shapes[-1])
     train_compiled = list(pool.map(train_step, train_shapes))
     eval_step = eval_future.result()
+  say(f'compiled in {time.perf_counter() - start:.1f} s')
   return TrainSteps(run, {TrainSteps.key(s): c for s, c in zip(train_shapes, train_compiled)}), eval_step
 
 
@@ -311,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
   # differs between the processes of one run (process_id) and between launches (the coordinator's port).
   ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
+  launched = time.perf_counter()
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
 
@@ -322,6 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     say(f'resumed from step {start} in {workdir}')
   else:
     start = 0
+    count = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract.params))
+    say(f'initialising {count:,} parameters (train.seed={run.train.seed})' +
+        (f', then loading train.init_from={run.train.init_from}' if run.train.init_from else ''))
     state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
     if run.train.init_from:
       state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
@@ -373,7 +403,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       train_batches.close()
   if stop['signal'] is None and not eval_metrics:  # resumed at the last step: evaluate what was restored
     eval_metrics = evaluate(run, eval_step, state.params)
+  say(summary(run, eval_metrics, seconds=time.perf_counter() - launched,
+              stopped_at=step if stop['signal'] is not None else None))
   return eval_metrics
+
+
+def summary(run: Run, final: Mapping[str, float], *, seconds: float, stopped_at: int | None = None) -> str:
+  """The end-of-run lines: how it ended, the final and best evaluation, and where everything is."""
+  workdir = run.workdir
+  history = metrics.read_metrics(workdir / metrics.JSONL_NAME, metrics.Split.EVAL) if jax.process_index() == 0 else []
+  best = min((r for r in history if math.isfinite(float(r.get('loss', math.nan)))), key=lambda r: float(r['loss']),
+             default=None)
+  folder = checkpoint.checkpoint_dir(workdir)
+  steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+  figures = lambda values: '  '.join(f'{k} {v:.4f}' for k, v in values.items() if k != 'step')  # noqa: E731
+  if stopped_at is not None:
+    lines = [f'stopped at step {stopped_at} of {run.train.num_steps} after {metrics.format_duration(seconds)}: rerun '
+             'the same command to resume']
+  else:
+    lines = [f'finished {run.train.num_steps} steps in {metrics.format_duration(seconds)} (this launch); final '
+             f'evaluation: {figures(final)}']
+  if best is not None:
+    lines.append(f'  best evaluation: step {best["step"]}  ' + figures({k: float(best[k]) for k in final if k in best}))
+  lines += [f'  checkpoints: {folder} (steps {", ".join(map(str, steps)) or "none"})',
+            f'  metrics: {workdir / metrics.JSONL_NAME}; curves: tensorboard --logdir {workdir / metrics.TB_DIR}']
+  return '\n'.join(lines)
 
 
 def say(line: str) -> None:
