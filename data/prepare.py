@@ -100,6 +100,7 @@ def build(name: str, data_dir: str | Path | None = None, *, manual_dir: str | Pa
   expand([name])  # an unknown name or config: ValueError listing the valid ones.
   result = builder(name, data_dir)  # a name without config: its default (first) config.
   if not result.is_prepared():
+    print(f'preparing {name} in {result.data_dir} (once)', flush=True)  # fetching and building: a minute or more
     source = user_path(manual_dir) if manual_dir else raw_dir(name, glue_dir, raw_cache_dir)
     config = tfds.download.DownloadConfig(manual_dir=str(source), try_download_gcs=False)
     result.download_and_prepare(download_config=config)
