@@ -18,6 +18,12 @@ columns source and target (or inputs and targets), a built-in builder that decla
 en, the config name's order) and summarisation (`cnn_dailymail`: article -> highlights, `xsum` and
 `gigaword`: document -> summary). `seq2seq_features=(source, target)` (data.source_feature and
 data.target_feature) picks any two text features instead, e.g. the other direction of a translation.
+
+Every row of a `tsv:` source is checked when its files are first read (`ReadRules`): a missing label in a train
+or validation file, a label outside the training file's classes (or data.label_names), a regression target that
+is not a finite number, a wrong field count, bytes that are not UTF-8, a CSV quote running over lines, an empty
+file. Each is a `DataError` naming the file, line, column and value, before anything compiles, or with
+data.bad_rows=skip a dropped row, reported in one line per file.
 """
 
 from __future__ import annotations
