@@ -446,6 +446,7 @@ def _read_table(spec: str, path: Path) -> _Table:
   data = path.read_bytes()
   bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
   text = data[bom:].decode('utf-8', 'surrogateescape')  # a bad byte becomes one U+DCxx: found per row below
+  del data  # the rows keep the text; a large file need not be held twice
   delimiter = _TSV_DELIMITERS[path.suffix]
   reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter,
                       quoting=csv.QUOTE_NONE if path.suffix == '.tsv' else csv.QUOTE_MINIMAL)
@@ -528,7 +529,8 @@ class _LabelReader:
   """How a label column is read: a finite number (regression), a class id 0..num_classes-1, or a class name
   (declared by data.label_names, which also allows the ids, or the training split's sorted label strings)."""
 
-  def __init__(self, kind: TaskKind, num_classes: int = 0, names: tuple[str, ...] = (), declared: bool = False):
+  def __init__(self, kind: TaskKind, num_classes: int = 0, names: tuple[str, ...] = (),
+               declared: bool = False) -> None:
     self.kind, self.num_classes, self.names, self.declared = kind, num_classes, names, declared
     self._ids = {name: i for i, name in enumerate(names)}
 
