@@ -18,14 +18,25 @@ columns source and target (or inputs and targets), a built-in builder that decla
 en, the config name's order) and summarisation (`cnn_dailymail`: article -> highlights, `xsum` and
 `gigaword`: document -> summary). `seq2seq_features=(source, target)` (data.source_feature and
 data.target_feature) picks any two text features instead, e.g. the other direction of a translation.
+
+Every row of a `tsv:` source is checked when its files are first read (`ReadRules`): a missing label in a train
+or validation file, a label outside the training file's classes (or data.label_names), a regression target that
+is not a finite number, a wrong field count, bytes that are not UTF-8, a CSV quote running over lines, an empty
+file. Each is a `DataError` naming the file, line, column and value, before anything compiles, or with
+data.bad_rows=skip a dropped row, reported in one line per file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import enum
+import functools
 import importlib
+import io
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +63,37 @@ class TaskKind(enum.Enum):
 
 class SourceError(ValueError):
   """A `data.source` that cannot be resolved; the message names the field, the valid forms and the fix."""
+
+
+class DataError(SourceError):
+  """A `tsv:` file or row that cannot be read as the task's data; the message names the file, the line (the
+  header is line 1), the column, the value, how many rows share the problem, and the fix."""
+
+
+class BadRows(enum.Enum):
+  """`data.bad_rows`: what a bad row of a `tsv:` file (a missing or unknown label, a wrong field count, ...) does."""
+  ERROR = 'error'  # stop before anything trains, naming the first bad row and how many there are
+  SKIP = 'skip'  # drop bad rows; one line per file says how many and where
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadRules:
+  """How the rows of a `tsv:` source are checked (data.bad_rows, data.label_names, data.objective's kind)."""
+  bad_rows: BadRows = BadRows.ERROR
+  # The class names in class-id order; () = the classes of the training split. Other sources declare theirs,
+  # which these must then equal.
+  label_names: tuple[str, ...] = ()
+  # CLASSIFICATION or REGRESSION: how a label column is read (the objective's); None: inferred from the training
+  # labels (all numbers, not all integers -> regression).
+  labels: TaskKind | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelStats:
+  """One class of a `tsv:` task in its training file: how often it occurs and its first line (0: never)."""
+  name: str
+  count: int
+  line: int
 
 
 def valid_forms() -> str:
@@ -102,6 +144,10 @@ class TaskInfo:
   num_classes: int
   label_names: tuple[str, ...] = ()
   target_feature: str | None = None  # seq2seq: the target text (the decoder's side).
+  # tsv: sources, for messages: the training file the classes come from, and per class id its count and first
+  # line there (other sources declare their classes: none).
+  labels_from: str = dataclasses.field(default='', compare=False)
+  label_stats: tuple[LabelStats, ...] = dataclasses.field(default=(), compare=False)
 
   def __post_init__(self) -> None:
     if len(self.text_features) not in (1, 2):
@@ -125,6 +171,13 @@ class TaskInfo:
   def tokenized_features(self) -> tuple[str, ...]:
     """Every text the tokenizer reads (and an 'auto' vocabulary is trained on): text_features, then the target."""
     return self.text_features + ((self.target_feature,) if self.target_feature else ())
+
+  def class_counts(self, limit: int = 10) -> str:
+    """'0: 40, 1: 38, 5: 1': the classes that occur in the training file with their counts (the first `limit`),
+    or '' where the source does not say (builtin:, tfds:)."""
+    present = [f'{s.name}: {s.count}' for s in self.label_stats if s.count]
+    more = f', ... ({len(present) - limit} more)' if len(present) > limit else ''
+    return ', '.join(present[:limit]) + more
 
 
 class Source(Sequence[dict[str, Any]]):
@@ -158,19 +211,22 @@ class Source(Sequence[dict[str, Any]]):
 
 
 def open_source(spec: str, split: str, *, data_dir: str | Path | None = None, glue_dir: str | Path | None = None,
-                build: bool = True, seq2seq_features: tuple[str, str] | None = None) -> Source:
+                build: bool = True, seq2seq_features: tuple[str, str] | None = None,
+                rules: ReadRules = ReadRules()) -> Source:
   """The examples of `split` of `config.data.source` = `spec` (see the module docstring).
 
   data_dir: the TFDS data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets). glue_dir: the GLUE TSV
   folder for builtin:glue_tsv (default $GLUE_DIR). build=False: a built-in dataset that is not prepared is
   an error naming the prepare command instead of being built. seq2seq_features: (source, target), two text
   features of the dataset that make it a seq2seq task whatever it declares (data.source_feature,
-  data.target_feature)."""
+  data.target_feature). rules: how the rows of a tsv: source are checked (every split file is checked on the
+  first open; a bad row is a `DataError` unless rules.bad_rows is SKIP)."""
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
-    return _open_tsv(spec, parsed.target, split, seq2seq_features)
+    return _open_tsv(spec, parsed.target, split, seq2seq_features, rules)
   builder = _builder(spec, parsed, data_dir, glue_dir, build)
   info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
+  _check_declared_names(spec, info, rules)
   try:
     records = builder.as_data_source(split=split)
   except Exception as e:  # pylint: disable=broad-except
@@ -180,15 +236,24 @@ def open_source(spec: str, split: str, *, data_dir: str | Path | None = None, gl
   return Source(records, info, split, _text_features(builder))
 
 
-def task_info(spec: str, *, data_dir: str | Path | None = None,
-              seq2seq_features: tuple[str, str] | None = None) -> TaskInfo:
+def task_info(spec: str, *, data_dir: str | Path | None = None, seq2seq_features: tuple[str, str] | None = None,
+              rules: ReadRules = ReadRules()) -> TaskInfo:
   """The `TaskInfo` of a source without opening a split (nor building a built-in dataset: the builder's
   code declares its features)."""
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
-    return _tsv_task(spec, parsed.target, seq2seq_features)[0]
+    return _tsv_task(spec, parsed.target, seq2seq_features, rules).info
   builder = _builder(spec, parsed, data_dir, None, build=False)
-  return _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
+  info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
+  _check_declared_names(spec, info, rules)
+  return info
+
+
+def _check_declared_names(spec: str, info: TaskInfo, rules: ReadRules) -> None:
+  """builtin: and tfds: sources declare their classes; data.label_names may only restate them."""
+  if rules.label_names and tuple(rules.label_names) != info.label_names:
+    raise SourceError(f'data.label_names={list(rules.label_names)}, but data.source={spec!r} declares its classes '
+                      f'{list(info.label_names)}: unset data.label_names (it is for tsv: sources)')
 
 
 def _text_features(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
@@ -331,87 +396,341 @@ def _tsv_files(spec: str, path: str) -> dict[str, Path]:
 
 # The column pairs of a seq2seq file: (source, target), ours and T5's (seqio's 'inputs'/'targets') names.
 _TSV_SEQ2SEQ_COLUMNS = (('source', 'target'), ('inputs', 'targets'))
+_LABELLED_SPLITS = (tfds.Split.TRAIN, tfds.Split.VALIDATION)  # every row labelled; test rows need not be.
+_NOT_UTF8 = re.compile('[\udc80-\udcff]')  # a byte that is not UTF-8, as 'surrogateescape' decodes it
+_LINE_END = re.compile('\r\n|\r|\n')  # the line ends csv counts (its reader's line_num)
+_INTEGER = re.compile(r'-?[0-9]+')
+_LISTED = 3  # bad rows a skip report names per file
 
 
-def _read_table(spec: str, path: Path) -> tuple[list[str], list[dict[str, str]]]:
-  """(columns, rows) of one file: TSV as GLUE writes it (no quoting), CSV with standard quoting."""
-  with path.open(encoding='utf-8-sig', newline='') as f:
-    quoting = csv.QUOTE_NONE if path.suffix == '.tsv' else csv.QUOTE_MINIMAL
-    reader = csv.DictReader(f, delimiter=_TSV_DELIMITERS[path.suffix], quoting=quoting)
-    columns = list(reader.fieldnames or [])
-    seq2seq = any(set(columns) == set(pair) for pair in _TSV_SEQ2SEQ_COLUMNS)
-    if not seq2seq and ('text' not in columns or not set(columns) <= {'text', 'text_b', 'label'}):
-      raise SourceError(f'data.source={spec!r}: {path} has the columns {columns}; the header must name text, '
-                        f'optionally text_b and label (and no others), or for seq2seq source and target (or '
-                        f'inputs and targets)')
-    return columns, list(reader)
+class _Problem(enum.Enum):
+  """Why a row is bad, in the words of the skip report."""
+  MULTILINE = 'a quoted field spanning lines'
+  FIELDS = 'wrong number of fields'
+  BYTES = 'bytes that are not UTF-8'
+  NO_LABEL = 'no label'
+  NOT_A_CLASS = 'not a class'
+  NOT_A_NUMBER = 'not a finite number'
 
 
-def _tsv_task(spec: str, path: str, seq2seq_features: tuple[str, str] | None = None
-              ) -> tuple[TaskInfo, dict[str, Path], dict[str, int] | None]:
-  """TaskInfo, split files and the label vocabulary (None: int or float labels) of a tsv: source.
+@dataclasses.dataclass(frozen=True)
+class _BadRow:
+  line: int  # where the row starts; the header is line 1
+  column: str | None
+  problem: _Problem
+  detail: str
+  end: int = 0  # its last line, where it spans several
 
-  Columns source and target (or inputs and targets) in every split file make a seq2seq task. Labels, over
-  all the split files (a file without a label column, or an empty or -1 label, is unlabeled): all integers
-  -> classes 0..max; else all numbers -> regression; else strings -> classes in sorted order."""
+  @property
+  def lines(self) -> str:
+    return f'lines {self.line}-{self.end}' if self.end > self.line else f'line {self.line}'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+  """One split file: its header, its well-formed rows as (line, {column: value}), and the malformed ones."""
+  path: Path
+  columns: list[str]
+  rows: list[tuple[int, dict[str, str]]]
+  bad: list[_BadRow]
+
+
+def _show(value: str) -> str:
+  return repr(value if len(value) <= 40 else value[:37] + '...')
+
+
+def _read_table(spec: str, path: Path) -> _Table:
+  """The rows of one file: TSV as GLUE writes it (no quoting), CSV with standard quoting. A row is well formed
+  when it has the header's number of fields, is UTF-8 and sits on one line: a CSV field holding a line break
+  is nearly always an unbalanced quote that swallowed the rows after it."""
+  data = path.read_bytes()
+  bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+  text = data[bom:].decode('utf-8', 'surrogateescape')  # a bad byte becomes one U+DCxx: found per row below
+  del data  # the rows keep the text; a large file need not be held twice
+  delimiter = _TSV_DELIMITERS[path.suffix]
+  reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter,
+                      quoting=csv.QUOTE_NONE if path.suffix == '.tsv' else csv.QUOTE_MINIMAL)
+  offsets = _ByteOffsets(text, bom)
+  rows, bad, end = [], [], 0
+  try:
+    columns = next(reader, None)
+    if columns is None:
+      raise DataError(f'{path} is empty: a tsv: file needs a header row (text[, text_b][, label], or source, '
+                      'target) and at least one row')
+    if reader.line_num > 1 or _NOT_UTF8.search(''.join(columns)):
+      _, _, detail = _malformed(columns, columns, 1, reader.line_num, delimiter, offsets)
+      raise DataError(f'{path} line 1 (the header): {detail}')
+    _check_columns(spec, path, columns)
+    end = reader.line_num
+    for fields in reader:
+      start, end = end + 1, reader.line_num
+      if not fields:
+        continue  # a blank line
+      column, problem, detail = _malformed(fields, columns, start, end, delimiter, offsets)
+      if problem is None:
+        rows.append((start, dict(zip(columns, fields))))
+      else:
+        bad.append(_BadRow(start, column, problem, detail, end))
+  except csv.Error as e:  # e.g. a quoted field running to the end of a large file: 'field larger than field limit'
+    raise DataError(f'{path} line {end + 1}: {e} (an unbalanced quote?): fix the file') from e
+  return _Table(path, columns, rows, bad)
+
+
+class _ByteOffsets:
+  """Byte offsets in the file of the bytes that are not UTF-8, asked for in increasing order (one pass)."""
+
+  def __init__(self, text: str, bom: int) -> None:
+    self._text = text
+    self._char, self._byte = 0, bom
+    self._line_starts: list[int] | None = None
+
+  def first_bad(self, start_line: int) -> tuple[int, bytes]:
+    """(byte offset, the byte) of the first non-UTF-8 byte at or after line `start_line`."""
+    if self._line_starts is None:
+      self._line_starts = [0] + [m.end() for m in _LINE_END.finditer(self._text)]
+    found = _NOT_UTF8.search(self._text, self._line_starts[start_line - 1])
+    assert found is not None and found.start() >= self._char, 'asked out of order'
+    self._byte += len(self._text[self._char:found.start()].encode('utf-8', 'surrogateescape'))
+    self._char = found.start()
+    return self._byte, found.group().encode('utf-8', 'surrogateescape')
+
+
+def _malformed(fields: list[str], columns: list[str], start: int, end: int, delimiter: str,
+               offsets: _ByteOffsets) -> tuple[str | None, _Problem | None, str]:
+  """(column, problem, what is wrong) of a row that is not well formed, else (None, None, '')."""
+  if end > start:
+    column, value = next(((c, v) for c, v in zip(columns, fields) if '\n' in v or '\r' in v), (None, ''))
+    return (column, _Problem.MULTILINE, f'a quoted field opens here and runs to line {end} ({_show(value)}): an '
+            "unbalanced '\"'? (a field may not hold a line break)")
+  if len(fields) != len(columns):
+    sep = 'tab' if delimiter == '\t' else 'comma'
+    what = (f'the extra: {_show(delimiter.join(fields[len(columns):]))}; a stray {sep} in the text?'
+            + ('' if sep == 'tab' else ' (quote a text that holds commas)') if len(fields) > len(columns)
+            else f'no {", ".join(columns[len(fields):])}')
+    return (None, _Problem.FIELDS, f'{len(fields)} {sep}-separated field{"s" if len(fields) > 1 else ""} where '
+            f'the header has {len(columns)} ({", ".join(columns)}); {what}')
+  for column, value in zip(columns, fields):
+    if _NOT_UTF8.search(value):
+      offset, byte = offsets.first_bad(start)
+      return (column, _Problem.BYTES, f'byte {byte!r} at byte offset {offset} of the file is not UTF-8: save the '
+              'file as UTF-8')
+  return None, None, ''
+
+
+def _check_columns(spec: str, path: Path, columns: list[str]) -> None:
+  seq2seq = any(set(columns) == set(pair) for pair in _TSV_SEQ2SEQ_COLUMNS)
+  if not seq2seq and ('text' not in columns or not set(columns) <= {'text', 'text_b', 'label'}):
+    raise SourceError(f'data.source={spec!r}: {path} has the columns {columns}; the header must name text, '
+                      f'optionally text_b and label (and no others), or for seq2seq source and target (or '
+                      f'inputs and targets)')
+
+
+class _LabelReader:
+  """How a label column is read: a finite number (regression), a class id 0..num_classes-1, or a class name
+  (declared by data.label_names, which also allows the ids, or the training split's sorted label strings)."""
+
+  def __init__(self, kind: TaskKind, num_classes: int = 0, names: tuple[str, ...] = (),
+               declared: bool = False) -> None:
+    self.kind, self.num_classes, self.names, self.declared = kind, num_classes, names, declared
+    self._ids = {name: i for i, name in enumerate(names)}
+
+  @classmethod
+  def of(cls, rules: ReadRules, table: _Table) -> _LabelReader:
+    """The reader of a task whose classes come from data.label_names or from `table`, the training file. Its
+    labels are read by majority, so that a stray value is a bad row rather than a class: mostly numbers, some
+    not integers -> regression; mostly integers -> ids 0..max; else names. rules.labels (the objective's kind)
+    decides where the majority allows it (integer regression targets; a typo '1.5' among class ids); where it
+    does not, the task keeps the kind of its labels and data/tasks.py names the mismatch."""
+    if rules.label_names:
+      return cls(TaskKind.CLASSIFICATION, len(rules.label_names), tuple(rules.label_names), declared=True)
+    values = [row['label'] for _, row in table.rows if row['label'] not in ('', '-1')]
+    integers = [int(v) for v in values if _INTEGER.fullmatch(v)]
+    numbers = sum(_is_number(v) for v in values)
+    mostly_numbers, mostly_integers = numbers * 2 > len(values), len(integers) * 2 > len(values)
+    regression = mostly_numbers and len(integers) < numbers
+    if rules.labels is TaskKind.REGRESSION and mostly_numbers:
+      regression = True
+    elif rules.labels is TaskKind.CLASSIFICATION and (mostly_integers or not mostly_numbers):
+      regression = False
+    if regression:
+      return cls(TaskKind.REGRESSION)
+    if mostly_integers:
+      return cls(TaskKind.CLASSIFICATION, max((i for i in integers if i >= 0), default=-1) + 1)
+    names = tuple(sorted(set(values)))
+    return cls(TaskKind.CLASSIFICATION, len(names), names)
+
+  def classes(self) -> str:
+    if not self.names:
+      return f'0..{self.num_classes - 1}'
+    return ', '.join(self.names[:10]) + (', ...' if len(self.names) > 10 else '')
+
+  def read(self, value: str | None, split: str) -> tuple[np.generic | None, _Problem | None, str]:
+    """(label, None, '') or (None, problem, what is wrong); a missing label (None, '', and in a classification
+    task '-1', GLUE's marker) is batch.UNLABELED, but a problem in the train and validation splits."""
+    regression = self.kind is TaskKind.REGRESSION
+    dtype = np.float32 if regression else np.int64
+    if value is None or value == '' or (value == '-1' and not regression and '-1' not in self._ids):
+      if split in _LABELLED_SPLITS:
+        return (None, _Problem.NO_LABEL, f'no label ({value!r}), but every {split} row needs one (only a test '
+                'split may be unlabelled)')
+      return dtype(batch.UNLABELED), None, ''
+    if regression:
+      number = float(value) if _is_number(value) else math.nan
+      if not math.isfinite(number):
+        return None, _Problem.NOT_A_NUMBER, f'{_show(value)} is not a finite number (a regression target)'
+      return dtype(number), None, ''
+    if value in self._ids:
+      return dtype(self._ids[value]), None, ''
+    if (not self.names or self.declared) and _INTEGER.fullmatch(value) and 0 <= int(value) < self.num_classes:
+      return dtype(int(value)), None, ''
+    if self.declared:
+      why = f'is not one of data.label_names ({self.classes()}) nor a class id 0..{self.num_classes - 1}'
+    elif self.names:
+      why = f'is not a class of the training split ({self.classes()}); declare every class with data.label_names'
+    elif _INTEGER.fullmatch(value) and int(value) < 0:
+      why = 'is negative: class ids are 0, 1, ... (-1 marks an unlabelled row)'
+    else:
+      why = f'is not a class id of the training split ({self.classes()})'
+    return None, _Problem.NOT_A_CLASS, f'{_show(value)} {why}'
+
+
+def _is_number(value: str) -> bool:
+  try:
+    float(value)
+  except ValueError:
+    return False
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class _TsvTask:
+  info: TaskInfo
+  files: dict[str, Path]
+  records: dict[str, list[dict[str, Any]]]
+
+
+def _tsv_task(spec: str, path: str, seq2seq_features: tuple[str, str] | None, rules: ReadRules) -> _TsvTask:
+  """The TaskInfo, split files and checked records of a tsv: source (read once while the files are unchanged)."""
   files = _tsv_files(spec, path)
+  stamps = tuple((split, str(p), p.stat().st_mtime_ns, p.stat().st_size) for split, p in files.items())
+  return _checked_tsv(spec, stamps, seq2seq_features, rules)
+
+
+@functools.lru_cache(maxsize=4)  # a run opens the train split twice and the eval split once: one read
+def _checked_tsv(spec: str, stamps: tuple[tuple[str, str, int, int], ...], seq2seq_features: tuple[str, str] | None,
+                 rules: ReadRules) -> _TsvTask:
+  """Every split file read and checked row by row (see `ReadRules`); bad rows are a DataError or dropped.
+
+  Columns source and target (or inputs and targets) in every split file make a seq2seq task. Labels: the
+  classes are data.label_names or the training file's; a split file without a label column is unlabelled,
+  which only a test split may be."""
+  files = {split: Path(name) for split, name, _, _ in stamps}
   tables = {split: _read_table(spec, p) for split, p in files.items()}
-  pairs = {next((p for p in _TSV_SEQ2SEQ_COLUMNS if set(columns) == set(p)), None) for columns, _ in tables.values()}
+  info = _columns_task(spec, files, tables, seq2seq_features)
+  reader = None
+  if info.label_feature is not None:
+    for split, table in tables.items():
+      if 'label' not in table.columns and split != tfds.Split.TEST:
+        labelled = next(t.path for t in tables.values() if 'label' in t.columns)
+        raise DataError(f'{table.path} has no label column, but {labelled} has one: only a test split may be '
+                        f'unlabelled; add the label column to {table.path.name} (every row labelled)')
+    reference = tables.get(tfds.Split.TRAIN) or next(iter(tables.values()))
+    reader = _LabelReader.of(rules, reference)
+    info = dataclasses.replace(info, num_classes=reader.num_classes, labels_from=str(reference.path),
+                               label_names=reader.names if reader.kind is TaskKind.CLASSIFICATION else ())
+  checked = {split: _records(table, info, reader, split) for split, table in tables.items()}
+  _apply_policy({split: (tables[split], bad) for split, (_, _, bad) in checked.items()}, rules)
+  if reader is not None and reader.kind is TaskKind.CLASSIFICATION:
+    records, lines, _ = checked.get(tfds.Split.TRAIN) or next(iter(checked.values()))
+    info = dataclasses.replace(info, label_stats=_label_stats(info, records, lines))
+  return _TsvTask(info, files, {split: records for split, (records, _, _) in checked.items()})
+
+
+def _label_stats(info: TaskInfo, records: list[dict[str, Any]], lines: list[int]) -> tuple[LabelStats, ...]:
+  """Per class id: its name, how many training records have it, and the first one's line."""
+  first: dict[int, int] = {}
+  counts = [0] * info.num_classes
+  for record, line in zip(records, lines):
+    first.setdefault(int(record['label']), line)
+    counts[int(record['label'])] += 1
+  names = info.label_names or tuple(str(i) for i in range(info.num_classes))
+  return tuple(LabelStats(name, count, first.get(i, 0)) for i, (name, count) in enumerate(zip(names, counts)))
+
+
+def _columns_task(spec: str, files: dict[str, Path], tables: dict[str, _Table],
+                  seq2seq_features: tuple[str, str] | None) -> TaskInfo:
+  """The TaskInfo the header rows make (a label column: classification until its labels are read)."""
+  pairs = {next((p for p in _TSV_SEQ2SEQ_COLUMNS if set(t.columns) == set(p)), None) for t in tables.values()}
   if len(pairs) > 1:
     raise SourceError(f'data.source={spec!r}: the columns of {", ".join(map(str, files.values()))} differ; every '
                       f'split needs the same text columns (source and target for seq2seq)')
   pair = pairs.pop()
   if pair is not None:
     return _seq2seq_override(spec, TaskInfo(spec, (pair[0],), None, 0, target_feature=pair[1]), pair,
-                             seq2seq_features), files, None
-  has_pair = {'text_b' in columns for columns, _ in tables.values()}
+                             seq2seq_features)
+  has_pair = {'text_b' in t.columns for t in tables.values()}
   if len(has_pair) > 1:
     raise SourceError(f'data.source={spec!r}: some of {", ".join(map(str, files.values()))} have a text_b column '
                       f'and some do not; every split needs the same text columns')
   text = ('text', 'text_b') if has_pair.pop() else ('text',)
   if seq2seq_features is not None:  # two text columns made a seq2seq task: the labels are not read.
-    return _seq2seq_override(spec, TaskInfo(spec, text, None, 0), text, seq2seq_features), files, None
-  if not any('label' in columns for columns, _ in tables.values()):
-    return TaskInfo(spec, text, None, 0), files, None
-  labels = {row['label'] for _, rows in tables.values() for row in rows if row.get('label') not in _UNLABELED}
-  if all(_is_number(v, int) for v in labels):
-    return TaskInfo(spec, text, 'label', max((int(v) for v in labels), default=0) + 1), files, None
-  if all(_is_number(v, float) for v in labels):
-    return TaskInfo(spec, text, 'label', 0), files, None
-  names = tuple(sorted(labels))
-  return TaskInfo(spec, text, 'label', len(names), names), files, {n: i for i, n in enumerate(names)}
+    return _seq2seq_override(spec, TaskInfo(spec, text, None, 0), text, seq2seq_features)
+  if not any('label' in t.columns for t in tables.values()):
+    return TaskInfo(spec, text, None, 0)
+  return TaskInfo(spec, text, 'label', 0)
 
 
-_UNLABELED = ('', '-1', None)
-
-
-def _is_number(value: str, kind: type) -> bool:
-  try:
-    kind(value)
-  except ValueError:
-    return False
-  return True
-
-
-def _open_tsv(spec: str, path: str, split: str, seq2seq_features: tuple[str, str] | None = None) -> Source:
-  info, files, vocabulary = _tsv_task(spec, path, seq2seq_features)
-  if split not in files:
-    raise SourceError(f'data.source={spec!r} has no {split!r} file (found: {", ".join(files)}); put '
-                      f"'{{split}}' in the path (e.g. 'tsv:data/{{split}}.tsv') or use a folder of <split>.tsv files")
-  records = []
-  for idx, row in enumerate(_read_table(spec, files[split])[1]):
-    record: dict[str, Any] = {name: row[name] or '' for name in info.tokenized_features}
-    if info.label_feature:
-      value = row.get('label')
-      if info.kind is TaskKind.REGRESSION:
-        record['label'] = np.float32(batch.UNLABELED if value in ('', None) else value)
-      else:
-        record['label'] = np.int64(batch.UNLABELED if value in _UNLABELED else vocabulary[value] if vocabulary
-                                   else int(value))
-    record['idx'] = np.int32(idx)
+def _records(table: _Table, info: TaskInfo, reader: _LabelReader | None, split: str
+             ) -> tuple[list[dict[str, Any]], list[int], list[_BadRow]]:
+  """(records, their lines, every bad row) of one split file."""
+  records, lines, bad = [], [], list(table.bad)
+  for line, row in table.rows:
+    record: dict[str, Any] = {name: row[name] for name in info.tokenized_features}
+    if reader is not None:
+      label, problem, why = reader.read(row.get('label'), split)
+      if problem is not None:
+        bad.append(_BadRow(line, 'label', problem, why))
+        continue
+      record['label'] = label
+    record['idx'] = np.int32(len(records))
     records.append(record)
-  return Source(records, info, split)
+    lines.append(line)
+  return records, lines, sorted(bad, key=lambda b: b.line)
 
 
-__all__ = ['Source', 'SourceError', 'SourceKind', 'SourceSpec', 'TaskInfo', 'TaskKind', 'open_source', 'task_info',
-           'valid_forms']
+def _apply_policy(checked: dict[str, tuple[_Table, list[_BadRow]]], rules: ReadRules) -> None:
+  """Errors for an empty split file, then (data.bad_rows=error) for the first bad row; with skip, a line per
+  file that lost rows (the records already leave them out)."""
+  for table, bad in checked.values():
+    if not table.rows and not bad:
+      raise DataError(f'{table.path} has a header but no rows: add rows, or remove the file')
+  for table, bad in checked.values():
+    if not bad:
+      continue
+    total = len(table.rows) + len(table.bad)
+    if rules.bad_rows is BadRows.ERROR:
+      first = bad[0]
+      same = sum(b.problem is first.problem for b in bad)
+      where = f'{table.path} line {first.line}' + (f', column {first.column!r}' if first.column else '')
+      raise DataError(f'{where}: {first.detail} ({same} such row{"s" if same > 1 else ""} in this file' +
+                      (f', {len(bad)} bad rows in all' if len(bad) > same else '') +
+                      '): fix the file, or set --config.data.bad_rows=skip to drop bad rows')
+    if len(bad) == total:
+      raise DataError(f'{table.path}: every one of its {total} rows is bad (first, line {bad[0].line}: '
+                      f'{bad[0].detail}): fix the file')
+    listed = ', '.join(f'{b.lines} ({b.problem.value})' for b in bad[:_LISTED])
+    print(f'data.bad_rows=skip: dropped {len(bad)} of {total} rows of {table.path}: {listed}'
+          + (', ...' if len(bad) > _LISTED else ''), flush=True)
+
+
+def _open_tsv(spec: str, path: str, split: str, seq2seq_features: tuple[str, str] | None,
+              rules: ReadRules) -> Source:
+  task = _tsv_task(spec, path, seq2seq_features, rules)
+  if split not in task.files:
+    raise SourceError(f'data.source={spec!r} has no {split!r} file (found: {", ".join(task.files)}); put '
+                      f"'{{split}}' in the path (e.g. 'tsv:data/{{split}}.tsv') or use a folder of <split>.tsv files")
+  return Source(task.records[split], task.info, split)
+
+
+__all__ = ['BadRows', 'DataError', 'LabelStats', 'ReadRules', 'Source', 'SourceError', 'SourceKind', 'SourceSpec',
+           'TaskInfo', 'TaskKind', 'open_source', 'task_info', 'valid_forms']

@@ -72,9 +72,26 @@ class DataConfig:
   # e.g. 'en' and 'de' for English -> German on 'tfds:wmt14_translate/de-en' (German -> English by default).
   source_feature: str | None = None
   target_feature: str | None = None
+  # tsv: sources: a bad row (a missing or unknown label, a wrong field count, bytes that are not UTF-8, ...)
+  # stops the run naming it ('error'), or is dropped with one line per file saying how many and where ('skip').
+  bad_rows: sources.BadRows = sources.BadRows.ERROR
+  # Classification on a tsv: source: the class names in class-id order; every label must be one of them (or its
+  # id). () = the training split's classes: integers 0..max, or the sorted label strings.
+  label_names: tuple[str, ...] = ()
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
+    object.__setattr__(self, 'bad_rows', parse_enum(sources.BadRows, self.bad_rows, field='data.bad_rows',
+                                                    what='policy', error=ValueError))
+    object.__setattr__(self, 'label_names', tuple(self.label_names))  # config trees hold lists
+    if self.label_names:
+      if self.objective is not Objective.CLASSIFICATION:
+        raise ValueError(f'data.label_names={list(self.label_names)}: only data.objective=classification has '
+                         f'classes, not {self.objective.value}; set data.label_names=()')
+      if not all(isinstance(n, str) and n for n in self.label_names) or len(set(self.label_names)) < len(
+          self.label_names):
+        raise ValueError(f'data.label_names={list(self.label_names)}: the class names must be distinct, non-empty '
+                         "strings, in class-id order, e.g. ('negative', 'positive')")
     if self.seq_len < 4:
       raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
     if self.decoder_seq_len is not None and self.decoder_seq_len < 2:
@@ -119,6 +136,13 @@ class DataConfig:
     """(data.source_feature, data.target_feature), or None: the source's own."""
     return None if self.source_feature is None else (self.source_feature, self.target_feature)
 
+  @property
+  def read_rules(self) -> sources.ReadRules:
+    """How the source's rows are checked: data.bad_rows, data.label_names, and the label kind of the objective."""
+    kind = EXAMPLES[self.objective].source
+    labels = kind if kind in (sources.TaskKind.CLASSIFICATION, sources.TaskKind.REGRESSION) else None
+    return sources.ReadRules(self.bad_rows, self.label_names, labels)
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -142,7 +166,7 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
   """The task of `split`. The tokenizer is loaded from `config.tokenizer` unless given; an 'auto'
   SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`."""
   source = sources.open_source(config.source, split, data_dir=config.data_dir,
-                               seq2seq_features=config.seq2seq_features)
+                               seq2seq_features=config.seq2seq_features, rules=config.read_rules)
   kind, wanted = source.info.kind, EXAMPLES[config.objective].source
   if kind is not wanted:
     hint = ''
@@ -158,7 +182,7 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
       corpus = _texts(source)
     elif 'auto' in config.tokenizer:
       corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir,
-                                          seq2seq_features=config.seq2seq_features))
+                                          seq2seq_features=config.seq2seq_features, rules=config.read_rules))
     tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
   rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
   if len(rows):  # the builder's features are those of the batch schema: a slip fails here, not in a compile

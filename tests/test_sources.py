@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import types
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,188 @@ def test_task_info_needs_one_or_two_text_features() -> None:
 def test_task_info_seq2seq_has_one_source_and_another_target(text, label, target) -> None:
   with pytest.raises(SourceError, match=r'a seq2seq source has one source text and a different target text'):
     TaskInfo('tfds:x', text, label, 0, target_feature=target)
+
+
+# --- tsv: every row checked (data.bad_rows, data.label_names) ----------------------------------------------------
+
+GOOD_ROWS = ''.join(f'a film number {i}\t{i % 2}\n' for i in range(6))  # lines 2..7 of a file with a header
+
+
+def _bad_file(tmp_path: Path, name: str, body: str | bytes) -> Path:
+  """`name` holding `body`, in a folder source whose train file is `name` or else a train.tsv of GOOD_ROWS."""
+  folder = tmp_path / 'task'
+  if not name.startswith('train.'):
+    _write(folder / 'train.tsv', 'text\tlabel\n' + GOOD_ROWS)
+  path = folder / name
+  folder.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(body if isinstance(body, bytes) else body.encode('utf-8'))
+  return path
+
+
+# (file, its text, what the message says after '<path> '); the header is line 1.
+BAD_ROWS = [
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'x\t\ny\t1\nz\t\n',
+     "line 8, column 'label': no label (''), but every train row needs one (only a test split may be unlabelled) "
+     '(2 such rows in this file)'),
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'x\t-1\n',
+     "line 8, column 'label': no label ('-1'), but every train row needs one"),
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'x\n',
+     'line 8: 1 tab-separated field where the header has 2 (text, label); no label (1 such row in this file)'),
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'a good\tfilm\t1\n',
+     "line 8: 3 tab-separated fields where the header has 2 (text, label); the extra: '1'; a stray tab in the "
+     'text? (1 such row in this file)'),
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'a good\tfilm\n',
+     "line 8, column 'label': 'film' is not a class id of the training split (0..1) (1 such row in this file)"),
+    ('train.tsv', 'text\tlabel\n' + GOOD_ROWS + 'x\t-3\n',
+     "line 8, column 'label': '-3' is negative: class ids are 0, 1, ... (-1 marks an unlabelled row)"),
+    ('dev.tsv', 'text\tlabel\nx\t1\ny\t2\nz\t7\n',
+     "line 3, column 'label': '2' is not a class id of the training split (0..1) (2 such rows in this file)"),
+    ('train.tsv', 'text\tlabel\na\t0.5\nb\tnan\nc\t1.5\nd\tinf\ne\tabc\nf\t2\n',
+     "line 3, column 'label': 'nan' is not a finite number (a regression target) (3 such rows in this file)"),
+    ('train.tsv', b'text\tlabel\n' + GOOD_ROWS.encode() + b'caf\xe9\t1\nok\t1\n',
+     "line 8, column 'text': byte b'\\xe9' at byte offset 122 of the file is not UTF-8: save the file as UTF-8 "
+     '(1 such row in this file)'),
+    ('train.csv', 'text,label\n' + ''.join(f'row {i},{i % 2}\n' for i in range(4)) + '"unbalanced,1\n'
+     + ''.join(f'row {i},{i % 2}\n' for i in range(4, 40)),
+     "line 6, column 'text': a quoted field opens here and runs to line 42 ('unbalanced,1\\nrow 4,0\\nrow 5,1\\nrow "
+     "6,0\\n...'): an unbalanced '\"'? (a field may not hold a line break) (1 such row in this file)"),
+    ('train.csv', 'text,label\nno comma,1\nyes, a comma,0\n',
+     "line 3: 3 comma-separated fields where the header has 2 (text, label); the extra: '0'; a stray comma in the "
+     'text? (quote a text that holds commas) (1 such row in this file)'),
+]
+
+
+@pytest.mark.parametrize('name, body, message', BAD_ROWS, ids=[
+    'empty_label', 'minus_one', 'missing_field', 'stray_tab', 'word_among_ids', 'negative', 'dev_label_not_in_train',
+    'nan_inf_word_target', 'not_utf8', 'unbalanced_quote', 'stray_comma'])
+def test_tsv_bad_row_is_an_error_naming_file_line_column_value_and_count(tmp_path: Path, name: str,
+                                                                          body: str | bytes, message: str) -> None:
+  path = _bad_file(tmp_path, name, body)
+  spec = f'tsv:{path.parent}'
+  with pytest.raises(sources.DataError) as error:
+    sources.open_source(spec, 'train')  # every split file is checked on the first open, whichever split it is
+  assert str(error.value).startswith(f'{path} {message}'), str(error.value)
+  assert str(error.value).endswith('): fix the file, or set --config.data.bad_rows=skip to drop bad rows')
+
+
+@pytest.mark.parametrize('name, body, message', [
+    ('train.tsv', '', 'is empty: a tsv: file needs a header row'),
+    ('train.tsv', 'text\tlabel\n', 'has a header but no rows'),
+    ('dev.tsv', 'text\n' + 'x\n', "has no label column, but .*train.tsv has one: only a test split may be unlabelled"),
+    ('test.csv', b'text,lab\xffel\nx,1\n', r"line 1 \(the header\): byte b'\\xff' at byte offset 8"),
+])
+def test_tsv_bad_file_is_an_error_naming_it(tmp_path: Path, name: str, body: str | bytes, message: str) -> None:
+  path = _bad_file(tmp_path, name, body)
+  with pytest.raises(sources.DataError, match=f'^{path}.* {message}'):
+    sources.task_info(f'tsv:{path.parent}')
+
+
+def test_tsv_train_without_labels_while_another_split_has_them(tmp_path: Path) -> None:
+  _write(tmp_path / 'train.tsv', 'text\nx\n')
+  _write(tmp_path / 'test.tsv', 'text\tlabel\nx\t1\n')
+  with pytest.raises(sources.DataError, match=r'train.tsv has no label column, but .*test.tsv has one'):
+    sources.open_source(f'tsv:{tmp_path}', 'train')
+
+
+def test_tsv_skip_drops_exactly_the_bad_rows_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+  train = _write(tmp_path / 'train.tsv', 'text\tlabel\n' + 'good 2\t1\n' + 'x\t\n' + 'good 4\t0\n' + 'y\t1\textra\n'
+                 + 'good 6\t1\n' + 'z\n' + 'w\t-1\n' + 'good 9\t0\n')
+  _write(tmp_path / 'dev.csv', 'text,label\nkept,1\n"open,1\nswallowed,0\n')
+  _write(tmp_path / 'test.tsv', 'text\tlabel\nno label is fine here\t\nq\t1\n')
+  rules = sources.ReadRules(bad_rows=sources.BadRows.SKIP)
+  spec = f'tsv:{tmp_path}'
+  train_source = sources.open_source(spec, 'train', rules=rules)
+  assert [r['text'] for r in train_source] == ['good 2', 'good 4', 'good 6', 'good 9']
+  assert [(int(r['label']), int(r['idx'])) for r in train_source] == [(1, 0), (0, 1), (1, 2), (0, 3)]
+  assert [r['text'] for r in sources.open_source(spec, 'validation', rules=rules)] == ['kept']
+  assert [int(r['label']) for r in sources.open_source(spec, 'test', rules=rules)] == [-1, 1]  # test: unlabelled ok
+  assert capsys.readouterr().out.splitlines() == [  # once per file, however often a split is opened
+      f'data.bad_rows=skip: dropped 4 of 8 rows of {train}: line 3 (no label), line 5 (wrong number of fields), '
+      'line 7 (wrong number of fields), ...',
+      f'data.bad_rows=skip: dropped 1 of 2 rows of {tmp_path / "dev.csv"}: lines 3-4 (a quoted field spanning lines)']
+  only_bad = _write(tmp_path / 'bad' / 'train.tsv', 'text\tlabel\nx\t\n')
+  with pytest.raises(sources.DataError, match=f'{only_bad}: every one of its 1 rows is bad'):
+    sources.open_source(f'tsv:{only_bad}', 'train', rules=rules)
+
+
+def test_tsv_classes_come_from_the_training_file(tmp_path: Path) -> None:
+  _write(tmp_path / 'train.tsv', 'text\tlabel\na\tpos\nb\tneg\nc\tpos\n')
+  _write(tmp_path / 'dev.tsv', 'text\tlabel\nd\tpos\ne\tneutral\n')
+  with pytest.raises(sources.DataError, match=rf"^{tmp_path / 'dev.tsv'} line 3, column 'label': 'neutral' is not a "
+                                              r'class of the training split \(neg, pos\); declare every class'):
+    sources.open_source(f'tsv:{tmp_path}', 'train')
+  info = sources.task_info(f'tsv:{tmp_path}', rules=sources.ReadRules(bad_rows=sources.BadRows.SKIP))
+  assert info == TaskInfo(f'tsv:{tmp_path}', ('text',), 'label', 2, ('neg', 'pos'))
+  assert info.labels_from == str(tmp_path / 'train.tsv') and info.class_counts() == 'neg: 1, pos: 2'
+  assert info.label_stats == (sources.LabelStats('neg', 1, 3), sources.LabelStats('pos', 2, 2))
+
+
+def test_tsv_label_names_declare_the_classes_in_order(tmp_path: Path) -> None:
+  _write(tmp_path / 'train.tsv', 'text\tlabel\na\tpos\nb\tneg\nc\t1\n')  # names, or their ids
+  _write(tmp_path / 'dev.tsv', 'text\tlabel\nd\tneutral\n')
+  rules = sources.ReadRules(label_names=('pos', 'neutral', 'neg'))
+  train = sources.open_source(f'tsv:{tmp_path}', 'train', rules=rules)
+  assert train.info == TaskInfo(f'tsv:{tmp_path}', ('text',), 'label', 3, ('pos', 'neutral', 'neg'))
+  assert [int(r['label']) for r in train] == [0, 2, 1]
+  assert int(sources.open_source(f'tsv:{tmp_path}', 'validation', rules=rules)[0]['label']) == 1
+  _write(tmp_path / 'dev.tsv', 'text\tlabel\nd\tmixed\ne\t3\n')
+  with pytest.raises(sources.DataError, match=r"dev.tsv line 2, column 'label': 'mixed' is not one of "
+                                              r'data.label_names \(pos, neutral, neg\) nor a class id 0..2 \(2 such'):
+    sources.open_source(f'tsv:{tmp_path}', 'train', rules=rules)
+  with pytest.raises(SourceError, match=r"data.label_names=\['a', 'b'\], but data.source='builtin:moby_dick' "
+                                        r'declares its classes \[\]'):
+    sources.task_info('builtin:moby_dick', data_dir=tmp_path, rules=sources.ReadRules(label_names=('a', 'b')))
+
+
+def test_tsv_label_kind_follows_the_objective_where_the_labels_allow(tmp_path: Path) -> None:
+  """Integer scores are regression targets for a regression objective; a typo '1.5' among class ids is a bad
+  row of a classification objective; without one, the labels decide (all numbers, not all integers)."""
+  path = _write(tmp_path / 'train.tsv', 'text\tlabel\na\t1\nb\t3\nc\t1.5\nd\t2\n')
+  spec = f'tsv:{path}'
+  assert sources.task_info(spec).kind is TaskKind.REGRESSION
+  regression = sources.ReadRules(labels=TaskKind.REGRESSION)
+  assert [float(r['label']) for r in sources.open_source(spec, 'train', rules=regression)] == [1, 3, 1.5, 2]
+  with pytest.raises(sources.DataError, match=r"line 4, column 'label': '1.5' is not a class id of the training "
+                                              r'split \(0..3\)'):
+    sources.open_source(spec, 'train', rules=sources.ReadRules(labels=TaskKind.CLASSIFICATION))
+  words = _write(tmp_path / 'words.tsv', 'text\tlabel\na\tpos\nb\tneg\n')  # the objective's kind cannot fit:
+  assert sources.task_info(f'tsv:{words}', rules=regression).kind is TaskKind.CLASSIFICATION  # tasks.py says so
+
+
+def test_runner_names_a_stray_label_and_its_line(tmp_path: Path) -> None:
+  """check_model_fits_data: a rare label beyond model.num_labels is a row to fix, named with its line; classes
+  the model lacks otherwise get the list of classes and both fixes; the std of constant targets names the file."""
+  from configs import glue  # pylint: disable=import-outside-toplevel
+  from data import tasks  # pylint: disable=import-outside-toplevel
+  from model import ModelConfig  # pylint: disable=import-outside-toplevel
+  from trainer import runner  # pylint: disable=import-outside-toplevel
+  config = glue.get_config('sst2')
+  binary = ModelConfig.from_dict(config.model)
+  assert binary.num_labels == 2
+  rows = [f'row {i}\t{i % 2}' for i in range(30)]
+  rows.insert(15, 'row x\t5')
+  path = _write(tmp_path / 'ints' / 'train.tsv', 'text\tlabel\n' + '\n'.join(rows) + '\n')
+  data = tasks.DataConfig(source=f'tsv:{path}', objective='classification', seq_len=16)
+  info = sources.task_info(data.source, rules=data.read_rules)
+  with pytest.raises(ValueError) as error:
+    runner.check_model_fits_data(binary, data, info, vocab_size=10)
+  assert str(error.value).splitlines() == [
+      f"model.num_labels=2, but the training split of data.source='tsv:{path}' has 6 classes (0: 15, 1: 15, 5: 1)",
+      'train.tsv line 17: label 5 occurs once; model.num_labels=2 expects 0..1: fix the row, or set '
+      '--config.model.num_labels=6 if 6 classes are meant']
+  words = _write(tmp_path / 'words' / 'train.tsv', 'text\tlabel\n' + 'a\tneg\nb\tpos\n' * 20 + 'c\tfilm\n')
+  info = sources.task_info(f'tsv:{words}', rules=data.read_rules)
+  with pytest.raises(ValueError, match=r"has 3 classes \(film: 1, neg: 20, pos: 20\)\ntrain.tsv line 42: label "
+                                       r"'film' occurs once; model.num_labels=2 expects 2 classes: fix the row"):
+    runner.check_model_fits_data(binary, dataclasses.replace(data, source=f'tsv:{words}'), info, vocab_size=10)
+  two = _write(tmp_path / 'two' / 'train.tsv', 'text\tlabel\n' + 'a\tneg\nb\tpos\n' * 20)
+  with pytest.raises(ValueError, match=r'has 2 classes \(neg: 20, pos: 20\)\nset --config.model.num_labels=2, or '
+                                       r'declare every class in class-id order with --config.data.label_names'):
+    runner.check_model_fits_data(binary.replace(num_labels=3), dataclasses.replace(data, source=f'tsv:{two}'),
+                                 sources.task_info(f'tsv:{two}', rules=data.read_rules), vocab_size=10)
+  constant = _write(tmp_path / 'constant' / 'train.tsv', 'text\tlabel\na\t0.5\nb\t0.5\n')
+  regression = tasks.DataConfig(source=f'tsv:{constant}', objective='regression', seq_len=16)
+  source = sources.open_source(regression.source, 'train', rules=regression.read_rules)
+  with pytest.raises(ValueError, match=f'every training label of {constant} is 0.5; set it to False'):
+    runner._standardized(binary.replace(num_labels=1), regression, types.SimpleNamespace(source=source,
+                                                                                          info=source.info))

@@ -3,6 +3,7 @@ the objectives' contracts end to end, and errors for objectives that do not fit 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,28 @@ def test_length_buckets_are_checked_before_anything_runs():
     tasks.DataConfig(**base, length_buckets=(16, 32))
   with pytest.raises(ValueError, match='corpus objectives fill every row'):
     tasks.DataConfig(source="builtin:sotu", objective="causal_lm", seq_len=64, length_buckets=(32, 64))
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(bad_rows='drop'), r"data.bad_rows='drop': unknown policy; valid values are \['error', 'skip'\]"),
+    (dict(label_names=('a', 'a')), r"data.label_names=\['a', 'a'\]: the class names must be distinct"),
+    (dict(objective='regression', label_names=('a', 'b')), r'only data.objective=classification has classes, not '
+                                                            'regression'),
+])
+def test_row_check_config_errors(fields, message):
+  with pytest.raises(ValueError, match=message):
+    tasks.DataConfig(**(dict(source='tsv:x.tsv', objective='classification', seq_len=LENGTH) | fields))
+
+
+def test_build_task_reads_a_tsv_with_the_configs_row_rules(tmp_path, capsys, tokenizer):
+  """data.bad_rows, data.label_names and the objective's label kind reach the tsv: reader."""
+  (tmp_path / 'train.tsv').write_text('text\tlabel\nthe cat\t1\nsat\t3\nhi\t\n', encoding='utf-8')
+  config = tasks.DataConfig(source=f'tsv:{tmp_path}', objective='regression', seq_len=6, bad_rows='skip')
+  t = tasks.build_task(config, 'train', seed=0, tokenizer=tokenizer)
+  assert [float(t.source[i]['label']) for i in range(len(t.source))] == [1.0, 3.0]  # integer scores: targets
+  assert 'dropped 1 of 3 rows' in capsys.readouterr().out
+  config = dataclasses.replace(config, objective='classification', label_names=('no', 'yes', 'maybe', 'surely'))
+  t = tasks.build_task(config, 'train', seed=0, tokenizer=tokenizer)
+  assert t.info.label_names == config.label_names and int(t.transform(1, t.source[1])['label']) == 3
+  with pytest.raises(sources.DataError, match=r"train.tsv line 4, column 'label': no label \(''\)"):
+    tasks.build_task(dataclasses.replace(config, bad_rows='error'), 'train', seed=0, tokenizer=tokenizer)

@@ -54,8 +54,28 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
     raise ValueError(f'data.objective={data.objective.value} trains family={family.value} with head={head.value}, '
                      f'but model.family={cfg.family.value}, model.head={cfg.head.value}: change one of them')
   if spec.loss is objectives.LossKind.CLASSIFICATION and cfg.num_labels != info.num_classes:
-    raise ValueError(f'model.num_labels={cfg.num_labels}, but data.source={data.source!r} has '
-                     f'{info.num_classes} classes: set --config.model.num_labels={info.num_classes}')
+    wanted, found = cfg.num_labels, info.num_classes
+    if data.label_names or not info.label_stats:  # declared classes (by data.label_names or the dataset)
+      named = 'data.label_names names' if data.label_names else f'data.source={data.source!r} has'
+      raise ValueError(f'model.num_labels={wanted}, but {named} {found} classes: set '
+                       f'--config.model.num_labels={found}')
+    # A tsv: task's classes come from its training file: a stray label there is a row to fix, not a class.
+    summary = (f'model.num_labels={wanted}, but the training split of data.source={data.source!r} has {found} '
+               f'classes ({info.class_counts()})')
+    present = [s for s in info.label_stats if s.count]
+    strays = ([s for s in info.label_stats[wanted:] if s.count] if not info.label_names else
+              sorted(present, key=lambda s: s.count)[:found - wanted])  # ids beyond num_labels, or the rarest names
+    if found > wanted and sum(s.count for s in strays) * 20 <= sum(s.count for s in present):
+      file = Path(info.labels_from).name
+      where = '; '.join(f'{file} line {s.line}: label {repr(s.name) if info.label_names else s.name} occurs '
+                        f'{"once" if s.count == 1 else f"{s.count} times"}' for s in strays[:3])
+      expects = f'{wanted} classes' if info.label_names else f'0..{wanted - 1}'
+      raise ValueError(f'{summary}\n{where}; model.num_labels={wanted} expects {expects}: fix the '
+                       f'row{"s" if len(strays) > 1 else ""}, or set --config.model.num_labels={found} if {found} '
+                       'classes are meant')
+    raise ValueError(f'{summary}\nset --config.model.num_labels={found}, or declare every class in class-id order '
+                     "with --config.data.label_names=\"('a','b',...)\" (a class absent from the training split is "
+                     'never learnt)')
   if spec.loss is objectives.LossKind.REGRESSION and cfg.num_labels != 1:
     raise ValueError(f'model.num_labels={cfg.num_labels}: regression predicts one number; set model.num_labels=1')
   if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
@@ -134,8 +154,8 @@ def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Ta
   labels = np.array([float(task.source[i][task.info.label_feature]) for i in range(len(task.source))], np.float64)
   mean, std = float(labels.mean()), float(labels.std())
   if not std > 0:
-    raise ValueError(f'train.standardize_targets=True: every training label of {data.source!r} is {mean}; set it '
-                     'to False')
+    where = task.info.labels_from or repr(data.source)  # a tsv: source's training file
+    raise ValueError(f'train.standardize_targets=True: every training label of {where} is {mean}; set it to False')
   say(f'regression targets: mean {mean:.4f}, std {std:.4f} of {len(labels)} training labels')
   return cfg.replace(target_mean=mean, target_scale=std)
 
