@@ -500,8 +500,9 @@ def _malformed(fields: list[str], columns: list[str], start: int, end: int, deli
   """(column, problem, what is wrong) of a row that is not well formed, else (None, None, '')."""
   if end > start:
     column, value = next(((c, v) for c, v in zip(columns, fields) if '\n' in v or '\r' in v), (None, ''))
-    return (column, _Problem.MULTILINE, f'a quoted field opens here and runs to line {end} ({_show(value)}): an '
-            "unbalanced '\"'? (a field may not hold a line break)")
+    if _swallows_rows(value, len(columns), delimiter):
+      return (column, _Problem.MULTILINE, f'a quoted field opens here and runs to line {end} ({_show(value)}), and '
+              "its lines look like rows of the file: an unbalanced '\"'?")
   if len(fields) != len(columns):
     sep = 'tab' if delimiter == '\t' else 'comma'
     what = (f'the extra: {_show(delimiter.join(fields[len(columns):]))}; a stray {sep} in the text?'
@@ -515,6 +516,15 @@ def _malformed(fields: list[str], columns: list[str], start: int, end: int, deli
       return (column, _Problem.BYTES, f'byte {byte!r} at byte offset {offset} of the file is not UTF-8: save the '
               'file as UTF-8')
   return None, None, ''
+
+
+def _swallows_rows(value: str, columns: int, delimiter: str) -> bool:
+  """Whether a quoted field with line breaks holds rows of the file (an unbalanced quote read on until the next
+  quote) rather than a text with line breaks: most of its lines, and at least two, split into the header's
+  number of fields. A one-column file cannot tell the two apart; its multi-line texts are kept."""
+  lines = [line for line in _LINE_END.split(value) if line]
+  looks_like_rows = sum(len(next(csv.reader([line], delimiter=delimiter))) == columns for line in lines)
+  return columns > 1 and looks_like_rows >= 2 and looks_like_rows * 2 > len(lines)
 
 
 def _check_columns(spec: str, path: Path, columns: list[str]) -> None:

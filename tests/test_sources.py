@@ -310,7 +310,7 @@ BAD_ROWS = [
     ('train.csv', 'text,label\n' + ''.join(f'row {i},{i % 2}\n' for i in range(4)) + '"unbalanced,1\n'
      + ''.join(f'row {i},{i % 2}\n' for i in range(4, 40)),
      "line 6, column 'text': a quoted field opens here and runs to line 42 ('unbalanced,1\\nrow 4,0\\nrow 5,1\\nrow "
-     "6,0\\n...'): an unbalanced '\"'? (a field may not hold a line break) (1 such row in this file)"),
+     "6,0\\n...'), and its lines look like rows of the file: an unbalanced '\"'? (1 such row in this file)"),
     ('train.csv', 'text,label\nno comma,1\nyes, a comma,0\n',
      "line 3: 3 comma-separated fields where the header has 2 (text, label); the extra: '0'; a stray comma in the "
      'text? (quote a text that holds commas) (1 such row in this file)'),
@@ -328,6 +328,14 @@ def test_tsv_bad_row_is_an_error_naming_file_line_column_value_and_count(tmp_pat
     sources.open_source(spec, 'train')  # every split file is checked on the first open, whichever split it is
   assert str(error.value).startswith(f'{path} {message}'), str(error.value)
   assert str(error.value).endswith('): fix the file, or set --config.data.bad_rows=skip to drop bad rows')
+
+
+def test_csv_quoted_text_with_line_breaks_is_one_field(tmp_path: Path) -> None:
+  """A text with line breaks, quoted as CSV writers quote it, is a text; only rows swallowed by a quote are bad."""
+  path = _write(tmp_path / 'train.csv', 'text,label\n"first paragraph\n\nsecond, with a comma",1\nnext,0\n')
+  source = sources.open_source(f'tsv:{path}', 'train')
+  assert [r['text'] for r in source] == ['first paragraph\n\nsecond, with a comma', 'next']
+  assert [int(r['label']) for r in source] == [1, 0]
 
 
 @pytest.mark.parametrize('name, body, message', [
