@@ -1,9 +1,10 @@
 """Evaluation of a checkpoint, `evaluate_checkpoint(config, workdir, step=...)`: the task's official metrics,
 predictions files, generated samples (eval.py is its program).
 
-Restores the parameters of `--step` (latest, best by validation loss, or a number) onto the mesh of this
-config (any shape: the checkpoint's own mesh does not matter), runs every example of `eval.splits` in order
-and reports (evaluation/config.py):
+Restores the parameters of `--step` (latest, best by validation loss, or a number) with the config the run
+was trained with (saved with the checkpoint; a given config may change only how and where it is evaluated,
+see `effective_config`), onto the mesh of that config (any shape: the checkpoint's own mesh does not
+matter), runs every example of `eval.splits` in order and reports (evaluation/config.py):
   classification / regression  accuracy, F1, Matthews correlation, Pearson, Spearman (as config.eval.metrics)
   language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples
   sequence-to-sequence         loss, perplexity, and BLEU / ROUGE of generated text against the references
@@ -13,6 +14,8 @@ submission files of `eval.predict_splits` and prints a table.
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,22 +38,106 @@ from trainer.config import schema_defaults
 Results = dict[str, dict[str, float]]
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path, *, step: str | int = 'latest',
-                        out_dir: str | Path | None = None) -> Results:
-  """Scores the checkpoint `step` of `workdir` on `config.eval.splits`; returns {split: {metric: value}}."""
-  workdir = user_path(workdir)
-  eval_cfg = EvalConfig.from_config(config)
-  run = runner.build_run(config, workdir)  # every input checked; nothing compiled yet
+# Where eval.py's config fields come from (see effective_config). From the given config: those a resumed run
+# may change (how and where it runs), less the training loop's own, plus this process's distributed start-up.
+TRAINING_FIELDS: tuple[str, ...] = ('train.*', 'optim.*')
+GIVEN_FIELDS: tuple[str, ...] = tuple(
+    p for p in checkpoint.RUNTIME_FIELDS if not any(fnmatch.fnmatchcase(p, t) for t in TRAINING_FIELDS)
+) + ('distributed.*',)
+
+
+def effective_config(saved: ml_collections.ConfigDict | Mapping[str, Any],
+                     given: ml_collections.ConfigDict | None = None, *,
+                     where: str = 'the run') -> ml_collections.ConfigDict:
+  """The config a checkpoint is evaluated with: `saved` (the config its run was trained with) and, of `given`
+  (eval.py's --config with its overrides; None: the saved config as it is), only what may differ.
+
+  - GIVEN_FIELDS come from `given`: eval.*, mesh.*, distributed.*, data.data_dir, data.worker_count and the
+    model's execution fields (model/config.py EXECUTION_FIELDS): how and where it runs, not what it computes.
+  - TRAINING_FIELDS (train.*, optim.*: batch size, warmup, steps, eval_batches, init_from, ...) come from
+    `saved` whatever `given` says: they matter for training only (a given value that differs is named in a note).
+  - Every other field (model.*, data.*) changes what is computed: `given` must hold the saved value, else a
+    ConfigMismatchError names the fields. A field the saved config lacks (added since) counts as its default
+    (trainer/config.schema_defaults).
+  Without `given` there is no way to change eval.* from eval.py's command line: pass --config for that.
+  """
+  saved_json = checkpoint.config_to_json(saved)
+  if given is None:
+    return ml_collections.ConfigDict(saved_json)
+  diffs = checkpoint.config_differences(saved_json, given, allowed=GIVEN_FIELDS, defaults=schema_defaults())
+  training = [d for d in diffs if _matches(d[0], TRAINING_FIELDS)]
+  computed = [d for d in diffs if not _matches(d[0], TRAINING_FIELDS)]
+  if computed:
+    fields = ', '.join(f'{path} (trained {a!r}, given {b!r})' for path, a, b in computed)
+    raise checkpoint.ConfigMismatchError(
+        f'the config given differs from the one {where} was trained with in {fields}: these change what is '
+        'computed and must match the trained run; set them back, or give no --config (the saved config is the '
+        'default)')
+  if training:
+    runner.say('as trained, not as given (training only): ' + ', '.join(f'{p}={a!r}' for p, a, _ in training))
+  given_json = checkpoint.config_to_json(given)
+  for pattern in GIVEN_FIELDS:
+    section, _, field = pattern.partition('.')
+    if section not in given_json:
+      continue
+    if field == '*':  # the whole section as given (a section given in part means its defaults for the rest)
+      saved_json[section] = given_json[section]
+    else:
+      for key in fnmatch.filter(given_json[section], field):
+        saved_json.setdefault(section, {})[key] = given_json[section][key]
+  return ml_collections.ConfigDict(saved_json)
+
+
+def _matches(path: str, patterns: tuple[str, ...]) -> bool:
+  return any(fnmatch.fnmatchcase(path, p) for p in patterns)
+
+
+def trained_config(workdir: Path, step: str | int) -> tuple[int, ml_collections.ConfigDict | None]:
+  """(the step number `step` names, the config saved with it): a missing workdir, one without a committed
+  checkpoint and an unknown step are errors here, before anything is built or written."""
+  if not workdir.is_dir():
+    raise FileNotFoundError(f'--workdir {workdir}: no such folder{_sibling_hint(workdir)}; give the workdir of a '
+                            'trained run')
+  if not checkpoint.checkpoint_dir(workdir).is_dir():  # orbax is not even opened on a folder without runs
+    raise FileNotFoundError(_no_checkpoint(workdir))
   with checkpoint.Checkpointer(workdir, read_only=True, best_metric='loss', best_mode='min') as ckpt:
     if ckpt.latest_step() is None:
-      raise ValueError(f'--workdir {workdir} holds no checkpoint: train first (python train.py --config ... '
-                       f'--workdir {workdir})')
-    saved = ckpt.saved_config(step)
-    if saved is not None:  # the architecture must be the trained one; mesh, batch sizes, eval may differ
-      checkpoint.check_config(saved, config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*', 'eval.*'),
-                              defaults=schema_defaults())
-    resolved = ckpt.resolve_step(step)
-    params = ckpt.restore_params(run.abstract.params, resolved)
+      raise FileNotFoundError(_no_checkpoint(workdir))
+    resolved = ckpt.resolve_step(step)  # FileNotFoundError naming the steps there are
+    return resolved, ckpt.saved_config(resolved)
+
+
+def _no_checkpoint(workdir: Path) -> str:
+  return (f'--workdir {workdir} holds no checkpoint{_sibling_hint(workdir)}: train first (python train.py --config '
+          f'... --workdir {workdir})')
+
+
+def _sibling_hint(workdir: Path) -> str:
+  """' (did you mean <sibling>?)' for the closest-named run folder beside `workdir`, else ''."""
+  try:
+    runs = [p.name for p in workdir.parent.iterdir() if p != workdir and checkpoint.checkpoint_dir(p).is_dir()]
+  except OSError:
+    return ''
+  close = difflib.get_close_matches(workdir.name, runs, n=1)
+  return f' (did you mean {workdir.parent / close[0]}?)' if close else ''
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
+                        step: str | int = 'latest', out_dir: str | Path | None = None) -> Results:
+  """Scores the checkpoint `step` of `workdir` on `eval.splits`; returns {split: {metric: value}}.
+
+  `config` None evaluates with the config saved with the checkpoint; a given one may change eval.*, the mesh
+  and other fields that do not change the scores (effective_config)."""
+  workdir = user_path(workdir)
+  resolved, saved = trained_config(workdir, step)
+  if saved is None and config is None:
+    raise FileNotFoundError(f'--workdir {workdir}: its checkpoint of step {resolved} holds no config; give the '
+                            '--config it was trained with')
+  if saved is not None:
+    config = effective_config(saved, config, where=f'{workdir} (step {resolved})')
+  eval_cfg = EvalConfig.from_config(config)
+  run = runner.build_run(config, workdir)  # every input checked; nothing compiled yet
+  params = checkpoint.restore_params(workdir, run.abstract.params, resolved)
   out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
   batch_size = eval_cfg.batch_size or run.train.batch_size
   predictor = predict.Predictor(run.module, run.mesh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from evaluation import Metric, predict, read_predictions, submission_spec
 from evaluation.config import EvalConfig
 from model import hf
 from trainer import checkpoint
+from trainer.config import schema_defaults
 
 _TINY = dict(d_model=32, num_heads=2, d_ff=64, num_layers=1)
 GLUE_TASKS = ('cola', 'sst2', 'mrpc', 'stsb', 'qqp', 'mnli', 'qnli', 'rte', 'wnli')
@@ -265,10 +267,77 @@ def test_eval_config_errors_name_the_field():
     EvalConfig.from_config(config)
 
 
-def test_no_checkpoint_is_a_clear_error(tmp_path: Path):
-  config = tiny(glue.get_config('movie_binary'))
-  with pytest.raises(ValueError, match='holds no checkpoint: train first'):
-    evaluation_main.evaluate_checkpoint(config, tmp_path)
+def test_eval_without_config_uses_the_saved_one(trained_regression, tmp_path: Path):
+  """No config: the run's saved config, the same metrics as the config it was trained with; also when the saved
+  config predates fields (dropped here where they hold their defaults: a run written before they existed)."""
+  config, workdir = trained_regression
+  given = evaluation_main.evaluate_checkpoint(config, workdir, out_dir=tmp_path / 'given')
+  old = tmp_path / 'old'
+  shutil.copytree(workdir, old)
+  saved_file = old / 'checkpoints/3/config/config.json'
+  saved = json.loads(saved_file.read_text())
+  dropped = [f'{section}.{key}' for section, values in schema_defaults().items() if section in ('model', 'train')
+             for key, value in values.items() if key in saved[section]
+             and checkpoint.config_to_json({'v': saved[section][key]}) == checkpoint.config_to_json({'v': value})]
+  for path in dropped:
+    section, key = path.split('.')
+    del saved[section][key]
+  saved_file.write_text(json.dumps(saved))
+  assert 'train.nan_policy' in dropped and 'model.attention_impl' in dropped, dropped
+  assert evaluation_main.evaluate_checkpoint(None, old, out_dir=tmp_path / 'saved') == given
+
+
+def test_training_only_fields_are_the_trained_ones(trained_regression, tmp_path: Path, capsys):
+  config, workdir = trained_regression
+  other = ml_collections.ConfigDict(config.to_dict())
+  other.train.update(batch_size=16, eval_batches=7, num_steps=100)
+  other.optim.warmup_steps = 5
+  other.eval.max_examples = 20
+  other.model.remat = 'full'
+  other.mesh.update(data=1, fsdp=8, tensor=1)
+  with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
+    effective = evaluation_main.effective_config(ckpt.saved_config(), other)
+  assert (effective.train.batch_size, effective.train.eval_batches, effective.optim.warmup_steps) == (8, 2, 0)
+  assert (effective.eval.max_examples, effective.model.remat, effective.mesh.fsdp) == (20, 'full', 8)
+  results = evaluation_main.evaluate_checkpoint(other, workdir, out_dir=tmp_path)
+  assert results['validation']['examples'] == 20
+  assert ('as trained, not as given (training only): optim.warmup_steps=0, train.batch_size=8, '
+          'train.eval_batches=2, train.num_steps=3') in capsys.readouterr().out
+
+
+def test_a_changed_model_or_data_field_is_an_error(trained_regression, tmp_path: Path):
+  config, workdir = trained_regression
+  other = ml_collections.ConfigDict(config.to_dict())
+  other.model.d_model = 64
+  other.data.seq_len = 32
+  with pytest.raises(checkpoint.ConfigMismatchError, match=(
+      r'the config given differs from the one .* \(step 3\) was trained with in data.seq_len \(trained 64, given '
+      r'32\), model.d_model \(trained 32, given 64\): these change what is computed and must match the trained run')):
+    evaluation_main.evaluate_checkpoint(other, workdir, out_dir=tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_a_mistyped_workdir_step_or_empty_folder_is_reported_before_anything_is_written(trained_regression,
+                                                                                          tmp_path: Path):
+  """gpt_tiny trains its tokenizer into the workdir: none may be trained before the workdir is checked."""
+  _, workdir = trained_regression
+  config = gpt_tiny.get_config()
+  mistyped = workdir.parent / (workdir.name[:3] + workdir.name[4:])  # 'regression0' -> 'regession0'
+  for given in (config, None):
+    with pytest.raises(FileNotFoundError, match=f'--workdir {mistyped}: no such folder \\(did you mean {workdir}\\?\\)'):
+      evaluation_main.evaluate_checkpoint(given, mistyped)
+    assert not mistyped.exists()
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match=f'--workdir {empty} holds no checkpoint: train first'):
+    evaluation_main.evaluate_checkpoint(config, empty)
+  (empty / 'checkpoints/5.orbax-checkpoint-tmp').mkdir(parents=True)  # a save killed before its commit
+  with pytest.raises(FileNotFoundError, match='holds no checkpoint: train first'):
+    evaluation_main.evaluate_checkpoint(None, empty)
+  assert [p.name for p in empty.iterdir()] == ['checkpoints']  # no tokenizer, no eval folder
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint of step 7 in .*; steps: \[3\]'):
+    evaluation_main.evaluate_checkpoint(None, workdir, step=7)
+  assert not (workdir / 'eval/step_7').exists()
 
 
 def test_format_table():
@@ -302,16 +371,18 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
 
 
 def test_train_and_eval_command_lines(tmp_path: Path):
-  """The README's commands: train.py then eval.py on the same config and workdir, overrides as flags."""
+  """The README's commands: train.py with a config and overrides as flags, then eval.py on the workdir alone
+  (the saved config: the same model, data and sample count)."""
   root = Path(__file__).resolve().parents[1]
-  common = ['--config', 'configs/gpt_tiny.py', '--config.model.num_layers=1', '--config.model.d_model=32',
-            '--config.model.num_heads=2', '--config.model.d_ff=64', '--config.data.seq_len=32',
-            '--config.train.num_steps=2', '--config.train.batch_size=8', '--config.optim.warmup_steps=0',
-            '--workdir', str(tmp_path)]
-  for command in (['train.py', *common], ['eval.py', *common, '--config.eval.num_samples=1']):
+  train = ['train.py', '--config', 'configs/gpt_tiny.py', '--config.model.num_layers=1', '--config.model.d_model=32',
+           '--config.model.num_heads=2', '--config.model.d_ff=64', '--config.data.seq_len=32',
+           '--config.train.num_steps=2', '--config.train.batch_size=8', '--config.optim.warmup_steps=0',
+           '--config.eval.num_samples=1', '--workdir', str(tmp_path)]
+  for command in (train, ['eval.py', '--workdir', str(tmp_path)]):
     result = subprocess.run([sys.executable, *command], cwd=root, capture_output=True, text=True,
                             timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
   assert 'perplexity' in result.stdout and 'bits_per_byte' in result.stdout and 'samples (sample)' in result.stdout
+  assert len((tmp_path / 'eval/step_2/validation_samples.txt').read_text().split('\n\n')) == 1
   saved = json.loads((tmp_path / 'eval/step_2/metrics.json').read_text())
   assert saved['validation']['perplexity'] == pytest.approx(math.exp(saved['validation']['loss']))
