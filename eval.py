@@ -12,9 +12,10 @@ the trained ones; train.* and optim.* are always the trained ones): see evaluate
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from core import cli
 from evaluation.evaluate import evaluate_checkpoint
 from trainer import distributed
 
@@ -32,10 +33,8 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
   if not values.workdir:
-    raise app.UsageError('give --workdir <dir> of a trained run (and optionally --config configs/<name>.py)')
+    cli.fail('give --workdir <dir> of a trained run (and optionally --config configs/<name>.py)')
   # Before anything touches a device; without --config, a cluster JAX detects by itself.
   distributed.maybe_initialize(values.config.get('distributed') if values.config is not None else None)
   step: str | int = int(values.step) if values.step.isdigit() else values.step
@@ -44,4 +43,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -103,7 +103,12 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     rest = flags.FLAGS(list(argv))
   except flags.Error as e:
-    fail(_last_line(str(e)))
+    message = _last_line(str(e))
+    unknown = re.match(r"Unknown command line flag '(\w+)\.", message)
+    if unknown and isinstance(flags.FLAGS[unknown.group(1)] if unknown.group(1) in flags.FLAGS else None,
+                              config_flags.config_flags._ConfigFlag):  # pylint: disable=protected-access
+      message += f': an override of a --{unknown.group(1)} field needs --{unknown.group(1)} configs/<name>.py first'
+    fail(message)
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config does not have
     fail(_unknown_override(argv, _one_line(e)))
   for name in flags.FLAGS:  # ml_collections defers a config file's load error to the first read of the flag

@@ -62,6 +62,9 @@ def effective_config(saved: ml_collections.ConfigDict | Mapping[str, Any],
   Without `given` there is no way to change eval.* from eval.py's command line: pass --config for that.
   """
   saved_json = checkpoint.config_to_json(saved)
+  train = saved_json.get('train', {})
+  if train.get('num_epochs') and train.get('num_steps'):  # saved before the two became exclusive: epochs won
+    train['num_steps'] = 0
   if given is None:
     return ml_collections.ConfigDict(saved_json)
   diffs = checkpoint.config_differences(saved_json, given, allowed=GIVEN_FIELDS, defaults=schema_defaults())
