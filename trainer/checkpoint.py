@@ -225,6 +225,8 @@ class CheckpointSaveError(RuntimeError):
 CORRUPT_SUFFIX = '.corrupt'
 _STEP_METADATA = '_CHECKPOINT_METADATA'  # orbax writes it with every committed step: its items
 _MAX_REASON = 240
+# orbax's barriers between processes are named '<prefix>_<what>'; `resume` meets one a failed restore skipped.
+_BARRIER_PREFIX = 'trainer_checkpoint'
 
 
 def _read_json(path: epath.Path, step_dir: epath.Path) -> Any:
@@ -504,7 +506,8 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         best_fn=best_fn, best_mode=best_mode,  # best_fn also makes orbax write and reload the metrics
         enable_async_checkpointing=async_save, read_only=read_only,
-        cleanup_tmp_directories=not read_only, create=not read_only)
+        cleanup_tmp_directories=not read_only, create=not read_only,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=_BARRIER_PREFIX))
     self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
   @property
@@ -711,7 +714,8 @@ class Checkpointer:
         logging.warning('process %d: %s', jax.process_index(), e)
     if jax.process_count() > 1:
       if restored is None:  # orbax's restore ends in a barrier of all processes, which this one did not reach
-        ocp.multihost.sync_global_processes(ocp.multihost.unique_barrier_key('Checkpointer:restore'))
+        ocp.multihost.sync_global_processes(
+            ocp.multihost.unique_barrier_key('Checkpointer:restore', prefix=_BARRIER_PREFIX))
       flags = multihost_utils.process_allgather(np.array([restored is None], np.int32))
       failed = [i for i, flag in enumerate(np.asarray(flags).reshape(-1)) if flag]
       if failed and restored is not None:
@@ -731,10 +735,12 @@ class Checkpointer:
     while new.exists():
       n += 1
       new = self.directory / f'{step}{CORRUPT_SUFFIX}.{n}'
+    if jax.process_count() > 1:  # every process has named it before process 0 renames it
+      ocp.multihost.sync_global_processes(f'{_BARRIER_PREFIX}_naming_{step}')
     if jax.process_index() == 0:
       step_dir.rename(new)
     if jax.process_count() > 1:
-      ocp.multihost.sync_global_processes(f'trainer_checkpoint_set_aside_{step}_{n}')
+      ocp.multihost.sync_global_processes(f'{_BARRIER_PREFIX}_set_aside_{step}')
     self._manager.reload()  # forget the step: saving it again must not be skipped as 'already saved'
     report(f'checkpoint step {step} in {step_dir} is damaged ({reason}); set aside as {new.name}, trying the '
            'previous step')
