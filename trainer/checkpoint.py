@@ -308,7 +308,6 @@ def damage_reason(step_dir: epath.PathLike, error: BaseException) -> str | None:
       files = [m for m in _TS_FILE.finditer(message) if m.group(1).startswith(str(step_dir))]
       if not files:
         continue
-      _quiet_closed_loop_callbacks()
       name, detail = os.path.relpath(files[-1].group(1), step_dir), message[files[-1].end():].strip()
       if detail:  # what tensorstore found wrong with the last file it names
         return _short(f'{name}: {detail}')
@@ -319,7 +318,7 @@ def damage_reason(step_dir: epath.PathLike, error: BaseException) -> str | None:
 def _quiet_closed_loop_callbacks() -> None:
   """After a failed read, tensorstore completes the other reads of the restore whose asyncio loop has closed:
   each prints a 'RuntimeError: Event loop is closed' traceback through sys.unraisablehook. Those, and only
-  those, are dropped (once installed, for the rest of the process)."""
+  those, are dropped (installed once, by the first restore, for the rest of the process)."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_loop_callbacks', False):
     return
@@ -637,6 +636,7 @@ class Checkpointer:
     """orbax's restore of `items` of `step`; DamagedCheckpointError (one line) if its files are damaged."""
     step_dir = self.directory / str(step)
     check_files(step_dir)
+    _quiet_closed_loop_callbacks()  # before: they may run while the failed restore unwinds
     try:
       return self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:
