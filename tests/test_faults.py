@@ -8,6 +8,8 @@ leave a compile here waiting), so that only the first of them compiles.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import re
 import shutil
 import signal
@@ -18,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_train import (ROOT, SUBPROCESS_TIMEOUT, TINY, committed_steps, copy_tokenizer, interrupt, named_leaves,
-                              restore_params, subprocess_env, tail, train_command, train_losses)
-from trainer import checkpoint, metrics
+from tests.test_train import fast_compile  # noqa: F401 (a fixture)
+from tests.test_train import (ROOT, SUBPROCESS_TIMEOUT, TINY, committed_steps, copy_tokenizer, interrupt, make_config,
+                              named_leaves, restore_params, subprocess_env, tail, train_command, train_losses)
+from trainer import checkpoint, metrics, runner
 
 STEPS = 48  # 8 kills take each a checkpoint or two (every 3 steps): about 30 steps
 # Every step's loss logged (compared step by step); saves every 3 steps, each ~0.25 s in the background while
@@ -122,3 +125,27 @@ def test_sigkill_campaign_ends_bit_identical(reference, env, tmp_path):
   assert sum(mid_save) >= KILLS // 2, mid_save
   train(workdir, env)
   assert_same_run(workdir, reference)
+
+
+def test_a_failed_background_save_stops_the_run_at_once(reference, tmp_path, monkeypatch, fast_compile):  # noqa: F811
+  """The disk fills while step 100 is written: the run stops within the steps the write takes (~0.3 s, a few
+  dozen tiny steps), long before its next save, naming the step and the last good one, which stays."""
+  copy_tokenizer(reference.workdir, tmp_path)
+  write = checkpoint._write_text
+
+  def full_disk(path, text):
+    if '100.orbax-checkpoint-tmp' in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    write(path, text)
+
+  monkeypatch.setattr(checkpoint, '_write_text', full_disk)
+  config = make_config('gpt_tiny', RUN | {'train.num_steps': 300, 'train.checkpoint_every': 50,
+                                          'train.eval_every': 300})
+  with pytest.raises(checkpoint.CheckpointSaveError) as error:
+    runner.train_and_evaluate(config, tmp_path)
+  assert str(error.value) == (f'saving step 100 to {tmp_path / "checkpoints"} failed: [Errno 28] No space left on '
+                              'device; the last good checkpoint is step 50: free space and rerun the same command '
+                              'to resume')
+  last = train_losses(tmp_path)[-1][0]
+  assert 100 <= last < 150, last  # noticed within steps of the failure, not at the next save
+  assert committed_steps(tmp_path) == [50]

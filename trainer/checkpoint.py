@@ -22,7 +22,8 @@ or overwrite them at once); the write and the commit run in a background thread.
 Damage (a truncated or missing tensor file, bad or missing metadata, an empty config.json, a missing iterator
 file) makes `restore` raise DamagedCheckpointError, one line naming the step's folder and the file. `resume`, the
 run's restore, sets such a step aside (renames it `<step>.corrupt`) and walks back to the previous good one; with
-none left it raises NoGoodCheckpointError. `python -m trainer.checkpoint verify <workdir>` reads every step as a restore would.
+none left it raises NoGoodCheckpointError. `python -m trainer.checkpoint verify <workdir>` reads every step as a
+restore would (trainer/verify.py).
 
 A save that fails in the background (disk full, permission denied) raises CheckpointSaveError, one line naming
 the step, the folder, the cause and the last good step, from `check_for_errors` (the loop calls it after every
@@ -700,8 +701,8 @@ class Checkpointer:
         return None  # a new workdir
     raise NoGoodCheckpointError(
         f'no good checkpoint in {self.directory}: set aside as damaged: {"; ".join(set_aside)}. To start afresh, '
-        f'use a new --workdir or move {self.directory} away; `python -m trainer.checkpoint verify {self.directory.parent}` '
-        'lists what it holds')
+        f'use a new --workdir or move {self.directory} away; `python -m trainer.checkpoint verify '
+        f'{self.directory.parent}` lists what it holds')
 
   def _attempt(self, step: int, target: PyTree) -> tuple[Restored | None, str]:
     """`restore(target, step)`, or None and why not; the same outcome on every process."""
@@ -723,7 +724,9 @@ class Checkpointer:
     return restored, reason
 
   def _set_aside_folders(self) -> list[epath.Path]:
-    return sorted(p for p in self.directory.glob(f'*{CORRUPT_SUFFIX}*') if p.is_dir()) if self.directory.exists() else []
+    if not self.directory.exists():
+      return []
+    return sorted(p for p in self.directory.glob(f'*{CORRUPT_SUFFIX}*') if p.is_dir())
 
   def _set_aside(self, step: int, reason: str, report: Callable[[str], None]) -> str:
     """Renames the damaged `step` to `<step>.corrupt` (`.corrupt.<n>` if taken); its description."""

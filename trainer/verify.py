@@ -1,9 +1,9 @@
-"""Checks a workdir's checkpoints by reading everything a restore reads: `python -m trainer.checkpoint verify <workdir>`.
+"""Checks a workdir's checkpoints, reading all a restore reads: `python -m trainer.checkpoint verify <workdir>`.
 
   $ python -m trainer.checkpoint verify runs/gpt_tiny
   /abs/runs/gpt_tiny/checkpoints
     100                        ok: 14 arrays (17.4 MB), data iterator of 1 process, config
-    200                        damaged: state/d/8f3a...: Requested byte range [0, 1753) is not valid for value of size 100
+    200                        damaged: state/d/8f3a...: Requested byte range [0, 1753) is not valid for value of ...
     200.corrupt                set aside: found damaged when a run resumed
     300.orbax-checkpoint-tmp   unfinished save: a run killed while saving; removed when the run resumes
   the latest step, 200, is damaged: a run resumes from step 100 and sets the damaged steps aside
