@@ -442,7 +442,7 @@ DAMAGE = {
     'deleted_metadata': (lambda d: (d / 'state' / '_METADATA').unlink(), r'state/_METADATA is missing'),
     'empty_config': (lambda d: (d / 'config' / 'config.json').write_text(''), r'config/config\.json is empty'),
     'deleted_iterator_file': (lambda d: (d / 'data_iterator' / 'process_0-of-1.json').unlink(),
-                              r'data_iterator/ holds no process_<p>-of-<P>\.json'),
+                              r'data_iterator/ is empty \(no process_<p>-of-<P>\.json\)'),
 }
 
 

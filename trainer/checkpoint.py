@@ -263,7 +263,7 @@ def check_files(step_dir: epath.PathLike) -> None:
     folder = step_dir / DATA_ITERATOR
     found = {(int(m.group(1)), int(m.group(2))) for p in folder.iterdir() if (m := _PROCESS_FILE.match(p.name))}
     if not found:
-      raise DamagedCheckpointError(step_dir, f'{DATA_ITERATOR}/ holds no process_<p>-of-<P>.json')
+      raise DamagedCheckpointError(step_dir, f'{DATA_ITERATOR}/ is empty (no process_<p>-of-<P>.json)')
     for count in {c for _, c in found}:  # each process count present must have all its files
       for index in range(count):
         _read_json(folder / _process_file(index, count), step_dir)
