@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import flax
 import jax
@@ -371,10 +375,20 @@ MULTIPROCESS_SCRIPT = textwrap.dedent('''
       ckpt.save(4, state, data_iterator={'next_index': 40 + index}, force=True)
       ckpt.wait_until_finished()
       restored = ckpt.restore(T.target(host, T.make_mesh((1, 8, 1))))
+      ckpt.save(5, state, data_iterator={'next_index': 50 + index}, force=True)
+      if index == 1:  # step 5 reads on process 0 but not on process 1 (e.g. a flaky disk of its host)
+        read = C.ProcessJsonHandler.restore
+        def flaky(self, directory, args=None):
+          if directory.parent.name == '5':
+            raise C.DamagedCheckpointError(directory.parent, 'unreadable here')
+          return read(self, directory, args)
+        C.ProcessJsonHandler.restore = flaky
+      resumed = ckpt.resume(T.target(host, T.make_mesh((1, 8, 1))))
     kernel = restored.state['params']['kernel']
     for shard in kernel.addressable_shards:
       np.testing.assert_array_equal(np.asarray(shard.data), host['params']['kernel'][shard.index])
     print('OK', index, restored.data_iterator['next_index'], flush=True)
+    print('RESUMED', index, resumed.step, resumed.data_iterator['next_index'], flush=True)
 ''')
 
 
@@ -393,6 +407,9 @@ def test_two_processes_save_their_own_iterator_states(tmp_path):
   for i, (p, (out, err)) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, err[-3000:]
     assert f'OK {i} {40 + i}' in out  # each process got its own iterator state back
+    assert f'RESUMED {i} 4 {40 + i}' in out  # both fell back from step 5, which failed on process 1
+  assert "process 1: checkpoint" in outputs[1][1] and 'unreadable on process(es) [1]' in outputs[0][0]
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name[0].isdigit()) == ['4', '5.corrupt']
   files = sorted(p.name for p in (tmp_path / 'checkpoints' / '4' / 'data_iterator').iterdir() if p.suffix == '.json')
   assert files == ['process_0-of-2.json', 'process_1-of-2.json']
   # One process (8 devices) reads the state of two, but not their iterator positions.
@@ -403,3 +420,146 @@ def test_two_processes_save_their_own_iterator_states(tmp_path):
     restored = ckpt.restore(target(host, mesh), restore_data_iterator=False)
   assert_tree_equal(restored.state, host)
   assert restored.data_iterator is None
+
+
+# --- damage: a step that does not read is set aside, the run resumes from the one before -------------------
+
+def largest_data_file(step_dir: pathlib.Path) -> pathlib.Path:
+  """The largest file of the state's OCDBT data (what a restore reads the arrays from)."""
+  return max((p for p in (step_dir / 'state' / 'd').iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate(step_dir: pathlib.Path) -> None:
+  path = largest_data_file(step_dir)
+  path.write_bytes(path.read_bytes()[:100])
+
+
+# Each kind of damage, done to a committed step folder, and the words its one-line reason holds.
+DAMAGE = {
+    'truncated_tensor_data': (truncate, r'state/d/[0-9a-f]+: Requested byte range \[0, \d+\) is not valid for value '
+                                        r'of size 100'),
+    'deleted_tensor_data': (lambda d: largest_data_file(d).unlink(), r'state/d/[0-9a-f]+ is missing'),
+    'deleted_metadata': (lambda d: (d / 'state' / '_METADATA').unlink(), r'state/_METADATA is missing'),
+    'empty_config': (lambda d: (d / 'config' / 'config.json').write_text(''), r'config/config\.json is empty'),
+    'deleted_iterator_file': (lambda d: (d / 'data_iterator' / 'process_0-of-1.json').unlink(),
+                              r'data_iterator/ is empty \(no process_<p>-of-<P>\.json\)'),
+}
+
+
+@pytest.fixture(scope='module')
+def two_steps(tmp_path_factory):
+  """A workdir with steps 1 and 2 (states of seeds 1 and 2) written from one device; and that mesh."""
+  workdir = tmp_path_factory.mktemp('two_steps')
+  mesh = make_mesh((1, 1, 1), devices=1)
+  with C.Checkpointer(workdir, config=make_config(), keep=None) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, device_state(host_state(seed=step), mesh), data_iterator={'next_index': step}, force=True)
+  return workdir, mesh
+
+
+def copy_of(two_steps, tmp_path) -> pathlib.Path:
+  workdir = tmp_path / 'run'
+  shutil.copytree(two_steps[0], workdir)
+  return workdir
+
+
+@pytest.mark.parametrize('kind', DAMAGE)
+def test_a_damaged_step_is_set_aside_and_the_previous_restored(two_steps, tmp_path, kind):
+  workdir, mesh = copy_of(two_steps, tmp_path), two_steps[1]
+  damage, reason = DAMAGE[kind]
+  folder = workdir / 'checkpoints'
+  damage(folder / '2')
+  host, lines = host_state(seed=1), []
+  with C.Checkpointer(workdir, config=make_config()) as ckpt:
+    ckpt.check_config(make_config())  # a damaged config is passed over: step 1's is compared
+    with pytest.raises(C.DamagedCheckpointError, match=rf'^checkpoint {folder / "2"} is damaged: {reason}$'):
+      ckpt.restore(target(host, mesh))  # a plain restore (evaluation) says what is wrong, in one line
+    restored = ckpt.resume(target(host, mesh), report=lines.append)
+    assert restored.step == 1 and restored.data_iterator == {'next_index': 1}
+    assert_tree_equal(restored.state, host)
+    assert ckpt.all_steps() == [1]
+    # The step is trained again and saved again: not skipped as 'already saved'.
+    assert ckpt.save(2, device_state(host_state(seed=2), mesh), data_iterator={'next_index': 2}, force=True)
+    ckpt.wait_until_finished()
+    assert ckpt.all_steps() == [1, 2]
+  assert len(lines) == 1 and '\n' not in lines[0]
+  assert re.fullmatch(rf'checkpoint step 2 in {folder / "2"} is damaged \({reason}\); set aside as 2\.corrupt, '
+                      'trying the previous step', lines[0]), lines[0]
+  assert sorted(p.name for p in folder.iterdir()) == ['1', '2', '2.corrupt']
+
+
+def test_every_step_damaged_is_an_error_naming_them(two_steps, tmp_path):
+  workdir, mesh = copy_of(two_steps, tmp_path), two_steps[1]
+  folder = workdir / 'checkpoints'
+  (folder / '1.corrupt').mkdir()  # set aside by an earlier run: the new name gets a suffix
+  truncate(folder / '2')
+  (folder / '1' / 'config' / 'config.json').write_text('{"model": ')
+  lines = []
+  with C.Checkpointer(workdir, config=make_config()) as ckpt:
+    ckpt.check_config(make_config())  # no config reads: nothing to compare
+    with pytest.raises(C.NoGoodCheckpointError) as error:
+      ckpt.resume(target(host_state(), mesh), report=lines.append)
+  message = str(error.value)
+  assert '\n' not in message and len(lines) == 2
+  assert message.startswith(f'no good checkpoint in {folder}: set aside as damaged: 2 -> 2.corrupt (state/d/')
+  assert '1 -> 1.corrupt.1 (config/config.json is not valid JSON (Expecting value: line 1 column 11' in message
+  assert f'use a new --workdir or move {folder} away' in message
+  assert sorted(p.name for p in folder.iterdir()) == ['1.corrupt', '1.corrupt.1', '2.corrupt']
+  # Rerunning the same command does not start afresh over them without being told to.
+  with C.Checkpointer(workdir, config=make_config()) as ckpt, \
+      pytest.raises(C.NoGoodCheckpointError, match=r'set aside as damaged: 1\.corrupt; 1\.corrupt\.1; 2\.corrupt'):
+    ckpt.resume(target(host_state(), mesh))
+
+
+def test_verify_lists_every_folder_and_exits_1_unless_the_latest_step_is_good(two_steps, tmp_path, capsys):
+  from trainer import verify
+  workdir = copy_of(two_steps, tmp_path)
+  folder = workdir / 'checkpoints'
+  assert verify.main(['verify', str(workdir)]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == str(folder)
+  assert re.fullmatch(r'  1 +ok: 6 arrays \(0\.0 MB\), data iterator of 1 process, config', out[1]), out
+  assert out[-1] == 'the latest step, 2, is good'
+  truncate(folder / '2')
+  (folder / '3.orbax-checkpoint-tmp').mkdir()
+  (folder / '0.corrupt').mkdir()
+  assert verify.main([str(workdir)]) == 1
+  out = capsys.readouterr().out.splitlines()
+  assert [line.split()[:2] for line in out[1:-1]] == [['1', 'ok:'], ['2', 'damaged:'], ['0.corrupt', 'set'],
+                                                        ['3.orbax-checkpoint-tmp', 'unfinished']]
+  assert re.search(r'damaged: state/d/[0-9a-f]+: Requested byte range', out[2]), out
+  assert out[-1] == 'the latest step, 2, is damaged: a run resumes from step 1 and sets the damaged steps aside'
+  assert sorted(p.name for p in folder.iterdir()) == ['0.corrupt', '1', '2', '3.orbax-checkpoint-tmp']  # read only
+  assert verify.main([str(tmp_path / 'empty')]) == 1
+  assert capsys.readouterr().out.splitlines()[-1] == 'no committed step: a run starts from the beginning'
+
+
+def test_a_failed_background_save_stops_at_the_next_check(two_steps, tmp_path, monkeypatch):
+  """A full disk while step 3 is written in the background: the next check names the step, the folder and the
+  cause; steps 1 and 2 stay (retention deletes old steps only after a save commits)."""
+  workdir, mesh = copy_of(two_steps, tmp_path), two_steps[1]
+  write = C._write_text
+
+  def full_disk(path, text):
+    if '3.orbax-checkpoint-tmp' in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    write(path, text)
+
+  monkeypatch.setattr(C, '_write_text', full_disk)
+  ckpt = C.Checkpointer(workdir, config=make_config(), keep=1)
+  assert ckpt.save(3, device_state(host_state(seed=3), mesh), data_iterator={'next_index': 3}, force=True)
+  deadline = time.monotonic() + 60
+  with pytest.raises(C.CheckpointSaveError) as error:
+    while time.monotonic() < deadline:  # the loop's check after every step: returns at once while writing
+      ckpt.check_for_errors()
+      time.sleep(0.01)
+  assert str(error.value) == (f'saving step 3 to {workdir / "checkpoints"} failed: [Errno 28] No space left on '
+                              'device; the last good checkpoint is step 2: free space and rerun the same command to '
+                              'resume')
+  ckpt.check_for_errors()  # reported once
+  ckpt.close()
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['1', '2', '3.orbax-checkpoint-tmp']
+  with C.Checkpointer(workdir, config=make_config()) as ckpt:
+    restored = ckpt.resume(target(host_state(seed=2), mesh))
+  assert restored.step == 2
+  assert_tree_equal(restored.state, host_state(seed=2))

@@ -1,21 +1,161 @@
-"""Reliability: what a user's mistakes and a machine's failures lead to. Every bad input ends in one line
-naming the field, file or row and the fix, before anything trains; every damaged checkpoint is set aside and
-the run resumes from the last good one.
+"""Reliability: what a user's mistakes and a machine's failures lead to, end to end as users run the programs.
+Every bad input ends in one line naming the field, file or row and the fix, before anything trains; every
+damaged checkpoint is set aside and the run resumes from the last good one; a run killed at any moment
+resumes bit-identically. The unit tests of each check live beside their module (test_sources,
+test_checkpoint, test_config).
 
-The unit tests of each check live beside their module (test_sources, test_checkpoint, test_config); here
-are the programs as users run them.
+Runs are tiny GPTs of tests/test_train.py's size. One uninterrupted run (`reference`) is what the others are
+compared with; the runs share one XLA compilation cache (a folder of this module's, never the pytest
+process's: a process killed while writing an entry could leave a compile here waiting), so that only the
+first of them compiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_train import fast_compile  # noqa: F401 (a fixture)
+from tests.test_train import (ROOT, SUBPROCESS_TIMEOUT, TINY, committed_steps, copy_tokenizer, interrupt, make_config,
+                              named_leaves, restore_params, subprocess_env, tail, train_command, train_losses)
+from trainer import checkpoint, metrics, runner
+
+STEPS = 48  # 8 kills take each a checkpoint or two (every 3 steps): about 30 steps
+# Every step's loss logged (compared step by step); saves every 3 steps, each ~0.25 s in the background while
+# the steps take ~10 ms: most of a run's time a save is in flight.
+RUN = TINY | {'train.num_steps': STEPS, 'train.checkpoint_every': 3, 'train.log_every': 1, 'train.eval_every': 12,
+              'optim.learning_rate': 3e-3, 'optim.warmup_steps': 10, 'optim.schedule': 'constant'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  workdir: Path
+  params: dict[str, np.ndarray]  # the final parameters by path
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory) -> dict[str, str]:
+  cache = tmp_path_factory.mktemp('xla_cache')
+  return subprocess_env(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def train(workdir: Path, env: dict[str, str], overrides=RUN) -> str:
+  """`python train.py` to the end; its output."""
+  done = subprocess.run(train_command(workdir, overrides), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, timeout=SUBPROCESS_TIMEOUT)
+  assert done.returncode == 0, done.stdout[-4000:]
+  return done.stdout
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, env) -> Reference:
+  workdir = tmp_path_factory.mktemp('reference')
+  train(workdir, env)
+  return Reference(workdir, named_leaves(restore_params(workdir, RUN)))
+
+
+def assert_same_run(workdir: Path, reference: Reference) -> None:
+  """Bit-identical to the uninterrupted run: final parameters, every step's train loss, the eval metrics."""
+  got = named_leaves(restore_params(workdir, RUN))
+  different = [name for name, value in got.items() if not np.array_equal(value, reference.params[name])]
+  assert got.keys() == reference.params.keys() and not different, different
+  losses = train_losses(workdir)
+  assert [step for step, _ in losses] == list(range(1, STEPS + 1))  # each step once, and the reference's loss
+  assert losses == train_losses(reference.workdir)
+  assert train_losses(workdir, metrics.Split.EVAL) == train_losses(reference.workdir, metrics.Split.EVAL)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(reference, env, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference.workdir, workdir)
+  folder = workdir / checkpoint.CHECKPOINT_SUBDIR
+  latest, previous = committed_steps(workdir)[-2:][::-1]
+  data = max((folder / str(latest) / 'state' / 'd').iterdir(), key=lambda p: p.stat().st_size)
+  data.write_bytes(data.read_bytes()[:100])  # a truncated tensor file: only reading the arrays finds it
+  check = subprocess.run([sys.executable, '-m', 'trainer.checkpoint', 'verify', str(workdir)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=SUBPROCESS_TIMEOUT)
+  assert check.returncode == 1, check.stdout
+  assert re.search(rf'^  {latest} +damaged: state/d/[0-9a-f]+: Requested byte range', check.stdout, re.M), check.stdout
+  assert f'the latest step, {latest}, is damaged: a run resumes from step {previous}' in check.stdout
+
+  out = train(workdir, env)
+  assert re.search(rf'^checkpoint step {latest} in {folder / str(latest)} is damaged \(state/d/[0-9a-f]+: Requested '
+                   rf'byte range \[0, \d+\) is not valid for value of size 100\); set aside as {latest}\.corrupt, '
+                   r'trying the previous step$', out, re.M), out[-4000:]
+  assert f'resumed from step {previous} in {workdir}' in out and 'Traceback' not in out, out[-4000:]
+  assert (folder / f'{latest}.corrupt').is_dir() and committed_steps(workdir)[-1] == STEPS
+  assert_same_run(workdir, reference)  # the steps after `previous` again, exactly
+
+
+KILLS = 8
+
+
+def saving(workdir: Path) -> bool:
+  """A save is in flight (or was, when the process died): its tmp folder is there."""
+  folder = workdir / checkpoint.CHECKPOINT_SUBDIR
+  return folder.is_dir() and any(p.name.endswith('.orbax-checkpoint-tmp') for p in folder.iterdir())
+
+
+def test_sigkill_campaign_ends_bit_identical(reference, env, tmp_path):
+  """One run SIGKILLed KILLS times, every time once it has committed a new checkpoint; every other time while
+  its next save is being written, the others between saves (when the kill lands in time); then run to the end."""
+  workdir = tmp_path / 'run'
+  copy_tokenizer(reference.workdir, workdir)
+  mid_save = []
+  for kill in range(KILLS):
+    start = max(committed_steps(workdir), default=0)
+    want_saving = kill % 2 == 0
+
+    def ready() -> bool:
+      steps = committed_steps(workdir)  # a new checkpoint: the stale tmp folder of the last kill is gone too
+      return bool(steps) and steps[-1] > start and saving(workdir) == want_saving
+
+    log = tmp_path / f'kill_{kill}.log'
+    assert interrupt(workdir, RUN, ready, signal.SIGKILL, log, env) == -signal.SIGKILL, tail(log)
+    mid_save.append(saving(workdir))
+    assert max(committed_steps(workdir)) < STEPS, 'the run ended before it was killed: raise STEPS'
+  assert sum(mid_save) >= KILLS // 2, mid_save
+  train(workdir, env)
+  assert_same_run(workdir, reference)
+
+
+def test_a_failed_background_save_stops_the_run_at_once(reference, tmp_path, monkeypatch, fast_compile):  # noqa: F811
+  """The disk fills while step 100 is written: the run stops within the steps the write takes (~0.3 s, a few
+  dozen tiny steps), long before its next save, naming the step and the last good one, which stays."""
+  copy_tokenizer(reference.workdir, tmp_path)
+  write = checkpoint._write_text
+
+  def full_disk(path, text):
+    if '100.orbax-checkpoint-tmp' in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    write(path, text)
+
+  monkeypatch.setattr(checkpoint, '_write_text', full_disk)
+  config = make_config('gpt_tiny', RUN | {'train.num_steps': 300, 'train.checkpoint_every': 50,
+                                          'train.eval_every': 300})
+  with pytest.raises(checkpoint.CheckpointSaveError) as error:
+    runner.train_and_evaluate(config, tmp_path)
+  assert str(error.value) == (f'saving step 100 to {tmp_path / "checkpoints"} failed: [Errno 28] No space left on '
+                              'device; the last good checkpoint is step 50: free space and rerun the same command '
+                              'to resume')
+  last = train_losses(tmp_path)[-1][0]
+  assert 100 <= last < 150, last  # noticed within steps of the failure, not at the next save
+  assert committed_steps(tmp_path) == [50]
+
 
 # --- the command line ------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ One orbax `CheckpointManager` over `<workdir>/checkpoints`; a checkpoint is a fo
     config/          config.json (exact; what `restore` returns) and config.txt (str(ConfigDict), for people)
     metrics/         the step's eval metrics, only when they hold the tracked (best-by) metric
   <step>.orbax-checkpoint-tmp/   a save in flight, or one killed mid-write
+  <step>.corrupt/                a step found damaged on resume, set aside (never deleted; `.corrupt.<n>` if taken)
 
 Never half-written: orbax writes every item under the tmp folder and renames it to `<step>` only once all
 processes have finished (the commit). Tmp folders are not steps: `latest_step`, `restore` and retention
@@ -17,6 +18,17 @@ never see them, and a writable `Checkpointer` removes leftovers of a killed run 
 Saves are asynchronous: `save` returns once the arrays are copied off the devices (so the caller may donate
 or overwrite them at once); the write and the commit run in a background thread. The next `save`,
 `restore` and `close` wait for it; call `wait_until_finished` (or `close`) before the process exits.
+
+Damage (a truncated or missing tensor file, bad or missing metadata, an empty config.json, a missing iterator
+file) makes `restore` raise DamagedCheckpointError, one line naming the step's folder and the file. `resume`, the
+run's restore, sets such a step aside (renames it `<step>.corrupt`) and walks back to the previous good one; with
+none left it raises NoGoodCheckpointError. `python -m trainer.checkpoint verify <workdir>` reads every step as a
+restore would (trainer/verify.py).
+
+A save that fails in the background (disk full, permission denied) raises CheckpointSaveError, one line naming
+the step, the folder, the cause and the last good step, from `check_for_errors` (the loop calls it after every
+step), the next `save`, `wait_until_finished` or `close`. The previous checkpoints stay: retention deletes old
+steps only once a save has committed.
 
 Restoring onto another mesh or device count: `restore` takes a TARGET tree of `jax.ShapeDtypeStruct`s
 with `sharding=` (e.g. `jax.eval_shape` of the sharded init); each process reads the pieces its devices
@@ -30,8 +42,8 @@ In the training loop (every process runs the same calls):
                       best_metric='loss', best_mode='min')   # save(metrics=) holds the eval 'loss'
   ckpt.check_config(config)                 # ConfigMismatchError if the workdir was written by another config
   abstract_state = jax.eval_shape(sharded_init, rng)   # ShapeDtypeStructs carrying this mesh's shardings
-  if ckpt.latest_step() is not None:        # resume: the state and this process's iterator position
-    restored = ckpt.restore(abstract_state)
+  restored = ckpt.resume(abstract_state)    # the latest good step (damaged ones set aside), None if none
+  if restored is not None:                  # resume: the state and this process's iterator position
     state, start = restored.state, restored.step
     iterator.set_state(restored.data_iterator)
   else:
@@ -40,6 +52,7 @@ In the training loop (every process runs the same calls):
       state = state.replace(params=restore_params(config.train.init_from, abstract_state.params))
   for step in range(start + 1, num_steps + 1):
     state, metrics = train_step(state, next(iterator), rng)
+    ckpt.check_for_errors()                 # CheckpointSaveError as soon as a background save has failed
     ckpt.save(step, state, data_iterator=iterator.get_state(), metrics=eval_metrics_of_this_step,
               force=step == num_steps)      # every save_every steps, and the last one
   ckpt.close()                              # waits for the write in flight
@@ -48,18 +61,23 @@ In the training loop (every process runs the same calls):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from core.paths import user_path
 from model.config import EXECUTION_FIELDS
@@ -136,11 +154,13 @@ class ProcessJsonHandler(_FilesHandler):
     path = directory / _process_file(jax.process_index(), count)
     if not path.exists():
       counts = sorted({int(m.group(2)) for p in directory.iterdir() if (m := _PROCESS_FILE.match(p.name))})
-      raise ValueError(
-          f'{directory} holds the data iterator states of {counts or "no"} processes, this run has {count}: '
+      if not counts or count in counts:  # the other processes' files are there: this one was lost
+        raise DamagedCheckpointError(directory.parent, f'{DATA_ITERATOR}/{path.name} is missing')
+      raise ProcessCountError(
+          f'{directory} holds the data iterator states of {counts} processes, this run has {count}: '
           f'resume with that many processes, or restore with restore_data_iterator=False to restart the '
           f'input pipeline from its beginning')
-    return json.loads(path.read_text())
+    return _read_json(path, directory.parent)
 
 
 @ocp.args.register_with_handler(ProcessJsonHandler, for_save=True)
@@ -165,7 +185,7 @@ class ConfigHandler(_FilesHandler):
             'config.txt': str(ml_collections.ConfigDict(item))}
 
   def restore(self, directory: epath.Path, args: ConfigRestore | None = None) -> dict[str, Any]:
-    return json.loads((directory / 'config.json').read_text())
+    return _read_json(directory / 'config.json', directory.parent)
 
 
 @ocp.args.register_with_handler(ConfigHandler, for_save=True)
@@ -178,6 +198,159 @@ class ConfigSave(ocp.args.CheckpointArgs):
 @dataclasses.dataclass
 class ConfigRestore(ocp.args.CheckpointArgs):
   pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# Damage: what makes a committed step unreadable, in one line.
+
+class DamagedCheckpointError(ValueError):
+  """A committed checkpoint that cannot be read; `reason` names the file and what is wrong with it."""
+
+  def __init__(self, step_dir: epath.PathLike, reason: str) -> None:
+    super().__init__(f'checkpoint {step_dir} is damaged: {reason}')
+    self.step_dir, self.reason = epath.Path(step_dir), reason
+
+
+class ProcessCountError(ValueError):
+  """A checkpoint's data iterator states are those of another number of processes (not damage)."""
+
+
+class NoGoodCheckpointError(RuntimeError):
+  """Every checkpoint of a workdir is damaged (and set aside)."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A save failed (often in the background): the message names the step, the folder, the cause, the fix."""
+
+
+CORRUPT_SUFFIX = '.corrupt'
+_STEP_METADATA = '_CHECKPOINT_METADATA'  # orbax writes it with every committed step: its items
+_MAX_REASON = 240
+# orbax's barriers between processes are named '<prefix>_<what>'; `resume` meets one a failed restore skipped.
+_BARRIER_PREFIX = 'trainer_checkpoint'
+
+
+def _read_json(path: epath.Path, step_dir: epath.Path) -> Any:
+  """A small JSON file of a checkpoint; DamagedCheckpointError if it is missing, empty or does not parse."""
+  name = path.relative_to(step_dir).as_posix()
+  try:
+    text = path.read_text()
+  except FileNotFoundError:
+    raise DamagedCheckpointError(step_dir, f'{name} is missing') from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise DamagedCheckpointError(step_dir, f'{name} cannot be read: {e}') from None
+  if not text.strip():
+    raise DamagedCheckpointError(step_dir, f'{name} is empty')
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DamagedCheckpointError(step_dir, f'{name} is not valid JSON ({e})') from None
+
+
+def check_files(step_dir: epath.PathLike) -> None:
+  """Raises DamagedCheckpointError if a committed step's small files (orbax's step and tree metadata, the
+  config, every process's iterator state) are missing or unreadable. Reads no array data."""
+  step_dir = epath.Path(step_dir)
+  items = _read_json(step_dir / _STEP_METADATA, step_dir).get('item_handlers') or {}
+  for item in items:
+    if not (step_dir / item).is_dir():
+      raise DamagedCheckpointError(step_dir, f'{item}/ is missing')
+  if STATE in items:
+    _read_json(step_dir / STATE / '_METADATA', step_dir)
+  if CONFIG in items:
+    _read_json(step_dir / CONFIG / 'config.json', step_dir)
+  if DATA_ITERATOR in items:
+    folder = step_dir / DATA_ITERATOR
+    found = {(int(m.group(1)), int(m.group(2))) for p in folder.iterdir() if (m := _PROCESS_FILE.match(p.name))}
+    if not found:
+      raise DamagedCheckpointError(step_dir, f'{DATA_ITERATOR}/ is empty (no process_<p>-of-<P>.json)')
+    for count in {c for _, c in found}:  # each process count present must have all its files
+      for index in range(count):
+        _read_json(folder / _process_file(index, count), step_dir)
+
+
+# tensorstore's errors: 'OUT_OF_RANGE: Error opening ... local file "<path>": <detail> [tensorstore_spec=...]'
+_TS_ERROR = re.compile(r'^(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|FAILED_PRECONDITION|INVALID_ARGUMENT|UNKNOWN): (.*)',
+                       re.DOTALL)
+_TS_FILE = re.compile(r'local file "([^"]+)"(?::\s*)?')
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  out: list[BaseException] = []
+  while error is not None and error not in out:
+    out.append(error)
+    error = error.__cause__ or error.__context__
+  return out
+
+
+def _short(text: str) -> str:
+  line = ' '.join(text.split(' [tensorstore_spec')[0].split())
+  return line if len(line) <= _MAX_REASON else line[:_MAX_REASON - 3] + '...'
+
+
+def damage_reason(step_dir: epath.PathLike, error: BaseException) -> str | None:
+  """The one-line reason why reading `step_dir` failed with `error` if that is damage of its files (a
+  truncated or missing tensor file, a bad manifest, a file that does not parse), else None (e.g. a target
+  that does not match: the caller's error, raised as it is)."""
+  step_dir = epath.Path(step_dir)
+  for e in _chain(error):
+    if isinstance(e, DamagedCheckpointError):
+      return e.reason
+    if isinstance(e, ProcessCountError):
+      return None
+    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)):
+      return _short(f'a file does not parse: {e}')
+    if isinstance(e, OSError):
+      name = e.filename and os.path.relpath(e.filename, step_dir)
+      return _short(f'{name}: {e.strerror or e}' if name else str(e))
+    if isinstance(e, ValueError) and (match := _TS_ERROR.match(str(e))):
+      code, message = match.groups()
+      message = message.split(' [tensorstore_spec')[0]
+      files = [m for m in _TS_FILE.finditer(message) if m.group(1).startswith(str(step_dir))]
+      if not files:
+        continue
+      name, detail = os.path.relpath(files[-1].group(1), step_dir), message[files[-1].end():].strip()
+      if detail:  # what tensorstore found wrong with the last file it names
+        return _short(f'{name}: {detail}')
+      return _short(f'{name} is missing' if code == 'NOT_FOUND' else f'{name}: {code}')
+  return None
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After a failed read, tensorstore completes the other reads of the restore whose asyncio loop has closed:
+  each prints a 'RuntimeError: Event loop is closed' traceback through sys.unraisablehook. Those, and only
+  those, are dropped (installed once, by the first restore, for the rest of the process)."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_loop_callbacks', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
+
+
+def save_cause(error: BaseException) -> str:
+  """A failed save's cause in one line: '[Errno 28] No space left on device' when an OS error is behind it."""
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.errno:
+      return f'[Errno {e.errno}] {e.strerror or os.strerror(e.errno)}'
+    if match := re.search(r"os_error_code='(\d+)'", str(e)):  # tensorstore's write errors
+      code = int(match.group(1))
+      return f'[Errno {code}] {os.strerror(code)}'
+  return _short(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+
+
+def _save_errno(error: BaseException) -> int | None:
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.errno:
+      return e.errno
+    if match := re.search(r"os_error_code='(\d+)'", str(e)):
+      return int(match.group(1))
+  return None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -313,6 +486,7 @@ class Checkpointer:
     if best_mode not in ('min', 'max'):
       raise ValueError(f'best_mode={best_mode!r}: must be "min" or "max"')
     self._config = None if config is None else config_to_json(config)  # fails now, not mid-run
+    self._read_only = read_only
     self._best_metric = best_metric
     self._pending_step: int | None = None
     policies = ocp.checkpoint_managers
@@ -332,7 +506,8 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         best_fn=best_fn, best_mode=best_mode,  # best_fn also makes orbax write and reload the metrics
         enable_async_checkpointing=async_save, read_only=read_only,
-        cleanup_tmp_directories=not read_only, create=not read_only)
+        cleanup_tmp_directories=not read_only, create=not read_only,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=_BARRIER_PREFIX))
     self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
   @property
@@ -354,6 +529,7 @@ class Checkpointer:
     """
     if not (force or self.should_save(step)):
       return False
+    self.wait_until_finished()  # the previous save's failure is reported as that step's
     if step in self._manager.all_steps():
       logging.info('checkpoint of step %d already saved in %s', step, self.directory)
       return False
@@ -362,7 +538,12 @@ class Checkpointer:
       items[DATA_ITERATOR] = ProcessJsonSave(dict(data_iterator))
     if self._config is not None:
       items[CONFIG] = ConfigSave(self._config)
-    saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=self._tracked(metrics), force=True)
+    try:
+      saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=self._tracked(metrics), force=True)
+    except Exception as e:  # the synchronous part (e.g. creating the tmp folder) met a full or read-only disk
+      if _save_errno(e) is None:
+        raise
+      raise self._save_error(step, e) from e
     if saved:
       self._pending_step = step
     return saved
@@ -376,9 +557,35 @@ class Checkpointer:
     return {k: float(v) for k, v in metrics.items() if _is_finite_scalar(v)}
 
   def wait_until_finished(self) -> None:
-    """Blocks until the save in flight (if any) is committed; raises its error if it failed."""
-    self._manager.wait_until_finished()
-    self._pending_step = None
+    """Blocks until the save in flight (if any) is committed; CheckpointSaveError if it failed."""
+    step, self._pending_step = self._pending_step, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise self._save_error(step, e) from e
+
+  def check_for_errors(self) -> None:
+    """CheckpointSaveError if the save in flight has failed; returns at once while it is still writing (the
+    training loop calls this after every step, so that a full disk stops the run before the next save)."""
+    if self._pending_step is not None and not self._manager.is_saving_in_progress():
+      self.wait_until_finished()  # finished: returns at once, or raises its error
+
+  def _save_error(self, step: int | None, error: BaseException) -> CheckpointSaveError:
+    """One line: the step, the folder, the cause, the last good step and what to do."""
+    # From the folder, not orbax's list: that already dropped the steps retention meant to delete after this save.
+    good = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and int(p.name) != step)
+    code = _save_errno(error)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+      fix = 'free space'
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+      fix = f'make {self.directory} writable'
+    else:
+      fix = 'fix the cause'
+    if good:
+      then = f'the last good checkpoint is step {good[-1]}: {fix} and rerun the same command to resume'
+    else:
+      then = f'no checkpoint was saved before it: {fix} and rerun the same command to start again'
+    return CheckpointSaveError(f'saving step {step} to {self.directory} failed: {save_cause(error)}; {then}')
 
   def all_steps(self) -> list[int]:
     """Committed steps, oldest first."""
@@ -426,12 +633,27 @@ class Checkpointer:
   def _has_item(self, step: int, name: str) -> bool:
     return (self.directory / str(step) / name).exists()
 
+  def _read(self, step: int, items: Mapping[str, ocp.args.CheckpointArgs]) -> Any:
+    """orbax's restore of `items` of `step`; DamagedCheckpointError (one line) if its files are damaged."""
+    step_dir = self.directory / str(step)
+    check_files(step_dir)
+    _quiet_closed_loop_callbacks()  # before: they may run while the failed restore unwinds
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:
+      reason = damage_reason(step_dir, e)
+      if reason is None:
+        raise
+      logging.info('reading %s failed', step_dir, exc_info=e)  # the full error, for `--verbosity=0`
+      raise DamagedCheckpointError(step_dir, reason) from None
+
   def restore(self, target: PyTree, step: StepSpec = 'latest', *, restore_data_iterator: bool = True) -> Restored:
     """The checkpoint of `step` ('latest', 'best' or a number) onto `target`'s structure and shardings.
 
     `target` is the train state as abstract arrays, `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`
     (or concrete arrays, whose shardings are used): the mesh and device count may differ from the run
-    that saved it. Each process gets its own data iterator state (same process count needed).
+    that saved it. Each process gets its own data iterator state (same process count needed, else
+    ProcessCountError). A step whose files are damaged raises DamagedCheckpointError.
     """
     step = self._resolve(step)
     items: dict[str, ocp.args.CheckpointArgs] = {STATE: _restore_args(target)}
@@ -439,7 +661,7 @@ class Checkpointer:
       items[DATA_ITERATOR] = ProcessJsonRestore()
     if self._has_item(step, CONFIG):
       items[CONFIG] = ConfigRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self._read(step, items)
     config = restored.get(CONFIG)
     return Restored(step=step, state=restored[STATE], data_iterator=restored.get(DATA_ITERATOR),
                     config=None if config is None else ml_collections.ConfigDict(config))
@@ -448,33 +670,108 @@ class Checkpointer:
     """Only the subtree `key` of the saved state (the parameters, not the optimizer state) onto `target`
     (abstract arrays with shardings); what else the checkpoint holds is not read."""
     step = self._resolve(step)
-    args = _restore_args({key: target}, partial=True)
-    return self._manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE][key]
+    return self._read(step, {STATE: _restore_args({key: target}, partial=True)})[STATE][key]
 
   def saved_config(self, step: StepSpec = 'latest') -> ml_collections.ConfigDict | None:
     """The config saved with a checkpoint (None if it has none); no arrays are read."""
     step = self._resolve(step)
     if not self._has_item(step, CONFIG):
       return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{CONFIG: ConfigRestore()}))
-    return ml_collections.ConfigDict(restored[CONFIG])
+    return ml_collections.ConfigDict(self._read(step, {CONFIG: ConfigRestore()})[CONFIG])
+
+  def resume(self, target: PyTree, *, report: Callable[[str], None] = print) -> Restored | None:
+    """What a run resumes from: `restore(target)` of the latest step that reads, or None in a new workdir.
+
+    A damaged step (DamagedCheckpointError) is reported in one line and set aside, renamed `<step>.corrupt`
+    (by process 0; never deleted), and the previous step is tried. NoGoodCheckpointError if none reads,
+    or if the workdir holds only steps set aside earlier. Several processes: every process attempts each
+    step and they agree; a step that fails on any process is set aside. A read-only Checkpointer skips
+    damaged steps without renaming them.
+    """
+    self._commit_pending()
+    set_aside: list[str] = []
+    for step in reversed(self.all_steps()):
+      restored, reason = self._attempt(step, target)
+      if restored is not None:
+        return restored
+      set_aside.append(self._set_aside(step, reason, report))
+    if not set_aside:
+      set_aside = [p.name for p in self._set_aside_folders()]
+      if not set_aside:
+        return None  # a new workdir
+    raise NoGoodCheckpointError(
+        f'no good checkpoint in {self.directory}: set aside as damaged: {"; ".join(set_aside)}. To start afresh, '
+        f'use a new --workdir or move {self.directory} away; `python -m trainer.checkpoint verify '
+        f'{self.directory.parent}` lists what it holds')
+
+  def _attempt(self, step: int, target: PyTree) -> tuple[Restored | None, str]:
+    """`restore(target, step)`, or None and why not; the same outcome on every process."""
+    restored, reason = None, ''
+    try:
+      restored = self.restore(target, step)
+    except DamagedCheckpointError as e:
+      restored, reason = None, e.reason
+      if jax.process_index() != 0:
+        logging.warning('process %d: %s', jax.process_index(), e)
+    if jax.process_count() > 1:
+      if restored is None:  # orbax's restore ends in a barrier of all processes, which this one did not reach
+        ocp.multihost.sync_global_processes(
+            ocp.multihost.unique_barrier_key('Checkpointer:restore', prefix=_BARRIER_PREFIX))
+      flags = multihost_utils.process_allgather(np.array([restored is None], np.int32))
+      failed = [i for i, flag in enumerate(np.asarray(flags).reshape(-1)) if flag]
+      if failed and restored is not None:
+        restored, reason = None, f'unreadable on process(es) {failed}: see their log'
+    return restored, reason
+
+  def _set_aside_folders(self) -> list[epath.Path]:
+    if not self.directory.exists():
+      return []
+    return sorted(p for p in self.directory.glob(f'*{CORRUPT_SUFFIX}*') if p.is_dir())
+
+  def _set_aside(self, step: int, reason: str, report: Callable[[str], None]) -> str:
+    """Renames the damaged `step` to `<step>.corrupt` (`.corrupt.<n>` if taken); its description."""
+    step_dir = self.directory / str(step)
+    if self._read_only:
+      report(f'checkpoint step {step} in {step_dir} is damaged ({reason}); trying the previous step')
+      return f'{step} ({reason})'
+    new, n = self.directory / f'{step}{CORRUPT_SUFFIX}', 0
+    while new.exists():
+      n += 1
+      new = self.directory / f'{step}{CORRUPT_SUFFIX}.{n}'
+    if jax.process_count() > 1:  # every process has named it before process 0 renames it
+      ocp.multihost.sync_global_processes(f'{_BARRIER_PREFIX}_naming_{step}')
+    if jax.process_index() == 0:
+      step_dir.rename(new)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes(f'{_BARRIER_PREFIX}_set_aside_{step}')
+    self._manager.reload()  # forget the step: saving it again must not be skipped as 'already saved'
+    report(f'checkpoint step {step} in {step_dir} is damaged ({reason}); set aside as {new.name}, trying the '
+           'previous step')
+    return f'{step} -> {new.name} ({reason})'
 
   def check_config(self, config: ml_collections.ConfigDict | Mapping[str, Any], *,
                    allowed: Iterable[str] = RUNTIME_FIELDS,
                    defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Raises ConfigMismatchError if the latest checkpoint's config differs from `config` in more than
-    the `allowed` runtime fields. Nothing to check in an empty workdir."""
-    if self.latest_step() is None:
+    the `allowed` runtime fields. Nothing to check in an empty workdir. A step whose config is damaged is
+    passed over for the one before it (`resume` sets it aside)."""
+    for step in reversed(self.all_steps()):
+      try:
+        saved = self.saved_config(step)
+      except DamagedCheckpointError:
+        continue
+      if saved is not None:
+        check_config(saved.to_dict(), config, allowed=allowed, defaults=defaults,
+                     where=f'{self.directory} (step {step})')
       return
-    saved = self.saved_config()
-    if saved is not None:
-      check_config(saved.to_dict(), config, allowed=allowed, defaults=defaults,
-                   where=f'{self.directory} (step {self.latest_step()})')
 
   def close(self) -> None:
-    """Waits for the save in flight and releases orbax's threads."""
-    self._manager.close()
-    self._pending_step = None
+    """Waits for the save in flight and releases orbax's threads; CheckpointSaveError if that save failed."""
+    step, self._pending_step = self._pending_step, None
+    try:
+      self._manager.close()
+    except Exception as e:
+      raise self._save_error(step, e) from e
 
   def __enter__(self) -> Checkpointer:
     return self
@@ -506,3 +803,8 @@ def abstract(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
   if shardings is None:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+if __name__ == '__main__':  # python -m trainer.checkpoint verify <workdir>: trainer/verify.py
+  from trainer import verify  # pylint: disable=g-import-not-at-top
+  sys.exit(verify.main(sys.argv[1:]))

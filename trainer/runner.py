@@ -361,10 +361,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
 
-  start = ckpt.latest_step()
-  if start is not None:
-    restored = ckpt.restore(run.abstract)
-    state = restored.state
+  # The latest step that reads; a damaged one is reported in one line, set aside (<step>.corrupt) and passed over.
+  restored = ckpt.resume(run.abstract, report=say)
+  if restored is not None:
+    start, state = restored.step, restored.state
     train_batches.set_state(restored.data_iterator)
     say(f'resumed from step {start} in {workdir}')
   else:
@@ -390,6 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
       for step in range(start + 1, run.train.num_steps + 1):
         state, step_metrics = train_step(state, next(train_batches), rng)
+        ckpt.check_for_errors()  # a background save that failed (disk full) stops the run now, not at the next save
         if pending is not None:
           _check_finite(run, ckpt, *pending)
         pending = (step, step_metrics)
