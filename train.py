@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from core import cli
-from trainer import distributed, plan, runner
+from trainer import checkpoint, distributed, plan, runner
 
 
 def define_flags() -> None:
@@ -48,4 +48,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  cli.run(main, halts=(runner.TrainingHalted,))
+  # A run that stopped itself (exit 1): the loss diverged, a save failed, no checkpoint of the workdir reads.
+  cli.run(main, halts=(runner.TrainingHalted, checkpoint.CheckpointSaveError, checkpoint.NoGoodCheckpointError))

@@ -78,14 +78,17 @@ def run(main: Callable[[list[str]], Any], *, halts: tuple[type[BaseException], .
   app.run(guarded, flags_parser=parse_flags)
 
 
-# Libraries that log routine work at INFO and WARNING through absl (orbax: every read-only open and save
-# decision; TFDS: dataset loading; grain: its workers): their records below ERROR are dropped by default.
-_NOISY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/')
+# Libraries that log routine work through absl (orbax: every read-only open and save decision; TFDS: dataset
+# loading; grain: its workers), and the level from which their records are kept by default. orbax's errors go
+# too: a failed save or restore reaches the user as our one-line error (trainer/checkpoint.py), where orbax
+# logs each of its threads' tracebacks (a full disk: ~200 lines).
+_NOISY_LIBRARIES = {'/orbax/': logging.CRITICAL, '/tensorflow_datasets/': logging.ERROR, '/grain/': logging.ERROR,
+                    '/etils/': logging.ERROR}
 
 
 class _LibraryNoise(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR or not any(part in record.pathname for part in _NOISY_LIBRARIES)
+    return all(record.levelno >= level or part not in record.pathname for part, level in _NOISY_LIBRARIES.items())
 
 
 def quiet_libraries() -> None:

@@ -316,21 +316,29 @@ def damage_reason(step_dir: epath.PathLike, error: BaseException) -> str | None:
   return None
 
 
+def _is_closed_loop(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
 def _quiet_closed_loop_callbacks() -> None:
-  """After a failed read, tensorstore completes the other reads of the restore whose asyncio loop has closed:
-  each prints a 'RuntimeError: Event loop is closed' traceback through sys.unraisablehook. Those, and only
-  those, are dropped (installed once, by the first restore, for the rest of the process)."""
-  previous = sys.unraisablehook
-  if getattr(previous, 'drops_closed_loop_callbacks', False):
+  """After a failed read or write, tensorstore completes the other reads or writes of the operation whose
+  asyncio loop has closed: each prints a 'RuntimeError: Event loop is closed' traceback, through
+  sys.unraisablehook (restores) or sys.excepthook (saves; a full disk: ~90 of them). Those, and only those, are
+  dropped (installed once, by the first Checkpointer, for the rest of the process)."""
+  if getattr(sys.unraisablehook, 'drops_closed_loop_callbacks', False):
     return
+  unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
 
-  def hook(unraisable: Any) -> None:
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
-      previous(unraisable)
+  def on_unraisable(unraisable: Any) -> None:
+    if not _is_closed_loop(unraisable.exc_value):
+      unraisable_hook(unraisable)
 
-  hook.drops_closed_loop_callbacks = True
-  sys.unraisablehook = hook
+  def on_exception(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    if not _is_closed_loop(error):
+      except_hook(kind, error, trace)
+
+  on_unraisable.drops_closed_loop_callbacks = True
+  sys.unraisablehook, sys.excepthook = on_unraisable, on_exception
 
 
 def save_cause(error: BaseException) -> str:
@@ -487,6 +495,7 @@ class Checkpointer:
       raise ValueError(f'best_mode={best_mode!r}: must be "min" or "max"')
     self._config = None if config is None else config_to_json(config)  # fails now, not mid-run
     self._read_only = read_only
+    _quiet_closed_loop_callbacks()  # a failed save or restore's tensorstore callbacks print tracebacks otherwise
     self._best_metric = best_metric
     self._pending_step: int | None = None
     policies = ocp.checkpoint_managers
@@ -637,7 +646,6 @@ class Checkpointer:
     """orbax's restore of `items` of `step`; DamagedCheckpointError (one line) if its files are damaged."""
     step_dir = self.directory / str(step)
     check_files(step_dir)
-    _quiet_closed_loop_callbacks()  # before: they may run while the failed restore unwinds
     try:
       return self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:

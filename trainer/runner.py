@@ -350,6 +350,7 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
+  launched = time.perf_counter()
   workdir = user_path(workdir)
   run = build_run(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
@@ -357,11 +358,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
   # differs between the processes of one run (process_id) and between launches (the coordinator's port).
   ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
-  launched = time.perf_counter()
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
 
   # The latest step that reads; a damaged one is reported in one line, set aside (<step>.corrupt) and passed over.
+  if ckpt.latest_step() is not None:
+    say(f'restoring step {ckpt.latest_step()} from {ckpt.directory}')
   restored = ckpt.resume(run.abstract, report=say)
   if restored is not None:
     start, state = restored.step, restored.state
