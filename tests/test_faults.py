@@ -178,16 +178,31 @@ BAD_COMMANDS = {
                          '--config.train.num_epochs=0 to train 5 steps'),
     'missing data file': (['--config', 'configs/gpt_tiny.py', '--config.data.source=tsv:no/such/{split}.tsv'],
                           "data.source='tsv:no/such/{split}.tsv': no such file or folder"),
+    # A user's TSV task ({data}: the files of DATA_FILES, written by the fixture).
+    'row without a label': (['--config', 'configs/glue.py:movie_binary', '--config.data.source=tsv:{data}/unlabelled'],
+                            "unlabelled/train.tsv line 4, column 'label': no label (''), but every train row needs "
+                            'one (only a test split may be unlabelled) (1 such row in this file): fix the file, or set '
+                            '--config.data.bad_rows=skip to drop bad rows'),
+    'stray label': (['--config', 'configs/glue.py:movie_binary', '--config.data.source=tsv:{data}/stray'],
+                    'model.num_labels=2, but the training split of'),
 }
+_ROWS = ''.join(f'{"a fine" if i % 2 else "a dull"} film number {i}\t{i % 2}\n' for i in range(40))
+DATA_FILES = {'unlabelled/train.tsv': 'text\tlabel\nfirst\t1\nsecond\t0\nthird\t\n' + _ROWS,
+              'unlabelled/dev.tsv': 'text\tlabel\n' + _ROWS,
+              'stray/train.tsv': 'text\tlabel\n' + _ROWS + 'a stray one\t5\n',
+              'stray/dev.tsv': 'text\tlabel\n' + _ROWS}
 
 
 @pytest.fixture(scope='module')
 def bad_command_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
   """Every BAD_COMMANDS case run as `python train.py ...` from a scratch folder, two at a time."""
   scratch = tmp_path_factory.mktemp('bad_commands')
+  for name, text in DATA_FILES.items():
+    (scratch / 'data' / name).parent.mkdir(parents=True, exist_ok=True)
+    (scratch / 'data' / name).write_text(text)
 
   def launch(name: str) -> tuple[subprocess.CompletedProcess, Path]:
-    args, _ = BAD_COMMANDS[name]
+    args = [a.replace('{data}', str(scratch / 'data')) for a in BAD_COMMANDS[name][0]]
     workdir = scratch / name.replace(' ', '_')
     if not any(a.startswith('--workdir') for a in args):
       args = [*args, '--workdir', str(workdir)]
@@ -199,13 +214,23 @@ def bad_command_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
     return dict(zip(BAD_COMMANDS, pool.map(launch, BAD_COMMANDS)))
 
 
-@pytest.mark.parametrize('name', sorted(BAD_COMMANDS))
+@pytest.mark.parametrize('name', sorted(set(BAD_COMMANDS) - {'stray label'}))
 def test_a_bad_command_is_one_line_and_exit_2(bad_command_results, name: str) -> None:
   result, workdir = bad_command_results[name]
   expected = BAD_COMMANDS[name][1]
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2, result.stderr[-3000:]
   assert len(lines) == 1 and lines[0].startswith('train.py: error: ') and expected in lines[0], result.stderr[-3000:]
+  assert not workdir.exists()  # nothing was written, let alone trained
+
+
+def test_a_stray_label_names_its_row_not_a_new_class_count(bad_command_results) -> None:
+  """Two lines: the classes found, then the row that holds the stray label (not 'set num_labels=6')."""
+  result, workdir = bad_command_results['stray label']
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 2, result.stderr[-3000:]
+  assert '(0: 20, 1: 20, 5: 1)' in lines[0], lines
+  assert lines[1].startswith('train.tsv line 42: label 5 occurs once; model.num_labels=2 expects 0..1: fix the row'), lines
   assert not workdir.exists()  # nothing was written, let alone trained
 
 
