@@ -333,3 +333,13 @@ def test_report_of_two_seeds_with_an_unfinished_one(tmp_path):
       (0, {'loss': 4.0}, 200, 4), (1, {'loss': 4.2}, 400, 4)]
   with Image.open(tmp_path / 'curves.png') as image:
     assert image.size == (1280, 420)
+
+
+def test_swept_seeds_are_the_seeds(tmp_path):
+  base = sweep.load_config(str(ROOT / CONFIG), ())
+  spec = sweep.make_spec(str(ROOT / CONFIG), ['train.seed=3,5'], seeds=None, overrides=(), base=base)
+  assert (spec.axes, spec.seeds) == ((), (3, 5))
+  planned = sweep.plan(spec, tmp_path)
+  assert [p.cell.name for p in planned] == ['base/seed_3', 'base/seed_5']
+  assert sweep.command(spec, planned[1].cell)[-1] == '--config.train.seed=5'
+  assert planned[0].num_steps == 300
