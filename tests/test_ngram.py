@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +161,31 @@ def test_every_context_of_a_small_vocabulary_sums_to_one():
   model = KneserNey.fit([np.array([0, 1, 0, 0, 2, 1, 0, 2, 2])], 3, 3)
   for context in itertools.product(range(3), repeat=2):
     assert abs(model.distribution(context).sum() - 1.0) < 1e-12, context
+
+
+@pytest.fixture(scope='module')
+def script():
+  """bench/lm_baselines.py as a module (bench/ is no package)."""
+  spec = importlib.util.spec_from_file_location('lm_baselines', Path(__file__).resolve().parents[1] / 'bench' /
+                                                'lm_baselines.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_script_flags_and_the_gpt_figures_beside(script, tmp_path: Path):
+  assert script.parse_orders('5,3,4,3') == (3, 4, 5)
+  for bad in ('1,3', 'three', ''):
+    with pytest.raises(SystemExit, match='--orders=.*: give comma-separated n-gram orders of at least 2'):
+      script.parse_orders(bad)
+  with pytest.raises(SystemExit, match=r'no tokenizer/spm_unigram_identity_v8000_x100\.model, the tokenizer of a '
+                     'gpt_tiny run'):
+    script.load_tasks(tmp_path, 'validation')  # and nothing is trained into someone's workdir
+  assert not (tmp_path / 'tokenizer').exists()
+  for step, loss in ((300, 5.4), (100, 6.0)):
+    (tmp_path / 'eval' / f'step_{step}').mkdir(parents=True)
+    figures = {'validation': {'loss': loss, 'perplexity': math.exp(loss), 'bits_per_byte': 1.5, 'tokens': 512.0}}
+    (tmp_path / 'eval' / f'step_{step}' / 'metrics.json').write_text(json.dumps(figures))
+  rows = script.gpt_rows(tmp_path, 'validation')
+  assert [r[0].split(' (')[0] for r in rows] == ['gpt_tiny step 100', 'gpt_tiny step 300']
+  assert rows[1][1:4] == (512.0, pytest.approx(math.exp(5.4)), 1.5)
