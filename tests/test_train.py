@@ -400,12 +400,13 @@ def test_unprepared_dataset_names_the_command(tmp_path, compiled):
   assert not set(compiled) & set(COMPILED), compiled
 
 
-def test_workdir_of_another_config(reference, tmp_path, compiled):
+def test_workdir_of_another_config(reference, tmp_path, compiled, capsys):
   workdir = tmp_path / 'run'
   shutil.copytree(reference.workdir, workdir)
   with pytest.raises(checkpoint.ConfigMismatchError, match=r'model\.d_model: saved 32, now 64'):
     runner.train_and_evaluate(make_config('gpt_tiny', GPT | {'model.d_model': 64}), workdir)
   assert not set(compiled) & set(COMPILED), compiled
+  assert 'data:' not in capsys.readouterr().out  # said before the data is read
 
 
 # --- 7. the loss goes non-finite -----------------------------------------------------------------------------

@@ -352,12 +352,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
   launched = time.perf_counter()
   workdir = user_path(workdir)
+  # A workdir of another config is an error naming the fields, before any data is read (nothing is written
+  # here). config.distributed is not pinned: it differs between the processes of one run (process_id) and
+  # between launches (the coordinator's port).
+  if checkpoint.checkpoint_dir(workdir).is_dir():
+    with checkpoint.Checkpointer(workdir, read_only=True) as reader:
+      reader.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
   run = build_run(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
-  # A workdir of another config is an error naming the fields. config.distributed is not pinned: it
-  # differs between the processes of one run (process_id) and between launches (the coordinator's port).
-  ckpt.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
 
