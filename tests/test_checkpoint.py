@@ -534,18 +534,24 @@ def test_verify_lists_every_folder_and_exits_1_unless_the_latest_step_is_good(tw
   assert capsys.readouterr().out.splitlines()[-1] == 'no committed step: a run starts from the beginning'
 
 
-def test_a_failed_background_save_stops_at_the_next_check(two_steps, tmp_path, monkeypatch):
-  """A full disk while step 3 is written in the background: the next check names the step, the folder and the
-  cause; steps 1 and 2 stay (retention deletes old steps only after a save commits)."""
-  workdir, mesh = copy_of(two_steps, tmp_path), two_steps[1]
+def fill_the_disk_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+  """The checkpoint writes of `step` fail with ENOSPC from now on (through the `_write_text` seam), as on a full
+  disk; the other steps' writes go through."""
   write = C._write_text
 
   def full_disk(path, text):
-    if '3.orbax-checkpoint-tmp' in str(path):
+    if f'{step}.orbax-checkpoint-tmp' in str(path):
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     write(path, text)
 
   monkeypatch.setattr(C, '_write_text', full_disk)
+
+
+def test_a_failed_background_save_stops_at_the_next_check(two_steps, tmp_path, monkeypatch):
+  """A full disk while step 3 is written in the background: the next check names the step, the folder and the
+  cause; steps 1 and 2 stay (retention deletes old steps only after a save commits)."""
+  workdir, mesh = copy_of(two_steps, tmp_path), two_steps[1]
+  fill_the_disk_at(monkeypatch, 3)
   ckpt = C.Checkpointer(workdir, config=make_config(), keep=1)
   assert ckpt.save(3, device_state(host_state(seed=3), mesh), data_iterator={'next_index': 3}, force=True)
   deadline = time.monotonic() + 60

@@ -13,8 +13,6 @@ first of them compiles.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
 import re
 import shutil
 import signal
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_checkpoint import fill_the_disk_at
 from tests.test_train import fast_compile  # noqa: F401 (a fixture)
 from tests.test_train import (ROOT, SUBPROCESS_TIMEOUT, TINY, committed_steps, copy_tokenizer, interrupt, make_config,
                               named_leaves, restore_params, subprocess_env, tail, train_command, train_losses)
@@ -137,14 +136,7 @@ def test_a_failed_background_save_stops_the_run_at_once(reference, tmp_path, mon
   """The disk fills while step 100 is written: the run stops within the steps the write takes (~0.3 s, a few
   dozen tiny steps), long before its next save, naming the step and the last good one, which stays."""
   copy_tokenizer(reference.workdir, tmp_path)
-  write = checkpoint._write_text
-
-  def full_disk(path, text):
-    if '100.orbax-checkpoint-tmp' in str(path):
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    write(path, text)
-
-  monkeypatch.setattr(checkpoint, '_write_text', full_disk)
+  fill_the_disk_at(monkeypatch, 100)
   config = make_config('gpt_tiny', RUN | {'train.num_steps': 300, 'train.checkpoint_every': 50,
                                           'train.eval_every': 300})
   with pytest.raises(checkpoint.CheckpointSaveError) as error:
