@@ -4,6 +4,7 @@
   open_source('tfds:glue/sst2', 'validation')              # the TFDS catalog, prepared as array_record
   open_source('tsv:my_task/{split}.tsv', 'train')          # a user's own TSV/CSV with a header row
   open_source('tfds:wmt14_translate/de-en', 'train', seq2seq_features=('en', 'de'))  # English -> German
+  open_source('builtin:sotu+builtin:moby_dick', 'train')    # corpora one after the other, for pretraining
 
 A source has `len()` and `source[i]` -> dict of the example's features (text features as `str`, the rest
 as numpy values), so grain (`grain.MapDataset.source(source)`) or a plain index loop can read it;
@@ -24,10 +25,15 @@ or validation file, a label outside the training file's classes (or data.label_n
 is not a finite number, a wrong field count, bytes that are not UTF-8, a CSV quote running over lines, an empty
 file. Each is a `DataError` naming the file, line, column and value, before anything compiles, or with
 data.bad_rows=skip a dropped row, reported in one line per file.
+
+Text corpora joined by '+' are one corpus: split by split, every document of the first, then of the next
+(each in proportion to its size; examples are shuffled later, data/pipeline.py), each reduced to its text as
+`text`. Only corpora mix: a labelled or seq2seq part is an error naming it.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import dataclasses
@@ -105,7 +111,8 @@ def valid_forms() -> str:
   return ("valid forms: 'builtin:<name>[/<config>]' with " + '; '.join(builtins) +
           " | 'tfds:<name>[/<config>]', a TFDS catalog dataset prepared as array_record (e.g. 'tfds:glue/sst2') "
           "| 'tsv:<path>', a .tsv/.csv file with a header naming text[, text_b][, label] (or source, target for "
-          "seq2seq) ('{split}' in the path, or a folder of <split>.tsv files, gives one file per split)")
+          "seq2seq) ('{split}' in the path, or a folder of <split>.tsv files, gives one file per split) | "
+          "text corpora joined by '+' ('builtin:sotu+builtin:moby_dick')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +228,10 @@ def open_source(spec: str, split: str, *, data_dir: str | Path | None = None, gl
   features of the dataset that make it a seq2seq task whatever it declares (data.source_feature,
   data.target_feature). rules: how the rows of a tsv: source are checked (every split file is checked on the
   first open; a bad row is a `DataError` unless rules.bad_rows is SKIP)."""
+  if (parts := mixture_parts(spec)) is not None:
+    opened = [open_source(part, split, data_dir=data_dir, glue_dir=glue_dir, build=build, rules=rules)
+              for part in parts]
+    return Source(_Concatenated(opened), _mixture_info(spec, [p.info for p in opened], seq2seq_features), split)
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
     return _open_tsv(spec, parsed.target, split, seq2seq_features, rules)
@@ -240,6 +251,8 @@ def task_info(spec: str, *, data_dir: str | Path | None = None, seq2seq_features
               rules: ReadRules = ReadRules()) -> TaskInfo:
   """The `TaskInfo` of a source without opening a split (nor building a built-in dataset: the builder's
   code declares its features)."""
+  if (parts := mixture_parts(spec)) is not None:
+    return _mixture_info(spec, [task_info(part, data_dir=data_dir, rules=rules) for part in parts], seq2seq_features)
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
     return _tsv_task(spec, parsed.target, seq2seq_features, rules).info
@@ -247,6 +260,52 @@ def task_info(spec: str, *, data_dir: str | Path | None = None, seq2seq_features
   info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
   _check_declared_names(spec, info, rules)
   return info
+
+
+# A '+' starts a new part only before a source kind, so that a tsv: path may hold a '+' of its own.
+_MIXTURE_SPLIT = re.compile(r'\+(?=\s*(?:' + '|'.join(k.value for k in SourceKind) + r'):)')
+_MIXTURE_TEXT = 'text'  # the one feature of a mixture's examples
+
+
+def mixture_parts(spec: str) -> list[str] | None:
+  """The sources of 'builtin:sotu+builtin:moby_dick' (each stripped), or None for a single source."""
+  parts = [part.strip() for part in _MIXTURE_SPLIT.split(spec)]
+  if len(parts) == 1:
+    return None
+  if len(set(parts)) != len(parts):
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    raise SourceError(f'data.source={spec!r}: {", ".join(twice)} comes twice; name each corpus once')
+  return parts
+
+
+def _mixture_info(spec: str, infos: Sequence[TaskInfo], seq2seq_features: tuple[str, str] | None) -> TaskInfo:
+  for info in infos:
+    if info.kind is not TaskKind.CORPUS:
+      raise SourceError(f'data.source={spec!r}: {info.source!r} is a {info.kind.value} dataset; only text '
+                        "corpora mix with '+' (for pretraining): train on one labelled source at a time")
+  if seq2seq_features is not None:
+    raise SourceError(f'data.source={spec!r} is a mixture of corpora: unset data.source_feature and '
+                      'data.target_feature')
+  return TaskInfo(spec, (_MIXTURE_TEXT,), None, 0)
+
+
+class _Concatenated:
+  """The examples of several corpus sources, one source after the other, each reduced to its text."""
+
+  def __init__(self, parts: Sequence[Source]) -> None:
+    self._parts = tuple(parts)
+    self._starts = [0]
+    for part in self._parts:
+      self._starts.append(self._starts[-1] + len(part))
+
+  def __len__(self) -> int:
+    return self._starts[-1]
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    k = bisect.bisect_right(self._starts, index) - 1
+    part = self._parts[k]
+    (name,) = part.info.text_features
+    return {_MIXTURE_TEXT: part[index - self._starts[k]][name]}
 
 
 def _check_declared_names(spec: str, info: TaskInfo, rules: ReadRules) -> None:

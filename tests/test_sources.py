@@ -107,6 +107,30 @@ def test_unknown_split_names_the_source(env: dict[str, Path]) -> None:
     sources.open_source('builtin:sotu', 'test', data_dir=env['data_dir'])
 
 
+def test_corpora_mix_with_plus(env: dict[str, Path], tmp_path: Path) -> None:
+  """'a+b' is every example of a, then of b, each reduced to its text; only corpora mix; a '+' inside a tsv:
+  path is part of the path."""
+  spec = 'builtin:sotu + builtin:moby_dick'
+  mixed = sources.open_source(spec, 'validation', data_dir=env['data_dir'])
+  parts = [sources.open_source(p, 'validation', data_dir=env['data_dir']) for p in ('builtin:sotu', 'builtin:moby_dick')]
+  assert len(mixed) == sum(len(p) for p in parts) > len(parts[0]) > 0
+  assert [r for r in mixed] == [{'text': r['text']} for p in parts for r in p]  # sotu's year, president dropped
+  assert mixed[-1] == {'text': parts[1][-1]['text']}
+  assert mixed.info == TaskInfo(spec, ('text',), None, 0) == sources.task_info(spec, data_dir=env['data_dir'])
+  assert pickle.loads(pickle.dumps(mixed))[len(parts[0])] == mixed[len(parts[0])]  # grain workers get it pickled
+  for bad, message in [('builtin:sotu+builtin:movie_sentiment/binary',
+                        "'builtin:movie_sentiment/binary' is a classification dataset; only text corpora mix"),
+                       ('builtin:sotu+builtin:sotu', 'builtin:sotu comes twice'),
+                       ('builtin:sotu+builtin:imdb', "'imdb' is not a built-in dataset")]:
+    with pytest.raises(SourceError, match=message):
+      sources.open_source(bad, 'train', data_dir=env['data_dir'])
+  folder = tmp_path / 'pros+cons'
+  folder.mkdir()
+  (folder / 'train.tsv').write_text('text\tlabel\ngood\t1\nbad\t0\n')
+  assert sources.mixture_parts(f'tsv:{folder}/') is None
+  assert len(sources.open_source(f'tsv:{folder}/', 'train')) == 2
+
+
 def test_source_pickles_and_wraps_in_grain(env: dict[str, Path]) -> None:
   source = sources.open_source('builtin:movie_sentiment/binary', 'train', data_dir=env['data_dir'])
   clone = pickle.loads(pickle.dumps(source))  # grain workers receive the source pickled.
