@@ -17,7 +17,7 @@ from model import partitioning as P
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig, NormPlacement, Position, Remat
 from model.layers import Dropout, FeedForward, embed, norm, partitioned
-from model.positions import relative_position_bucket, sinusoidal_table
+from model.positions import offset_positions, relative_position_bucket, sinusoidal_table
 
 _REMAT_POLICIES = {
     Remat.FULL: jax.checkpoint_policies.nothing_saveable,
@@ -130,6 +130,8 @@ class Stack(nn.Module):
       key_slots = slots
       self_mask = masks.attention_mask(kv_valid=valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
                                        q_slots=slots if self.causal else None, k_slots=slots)
+    # Rows of the learned table with an offset (RoBERTa): counted over the mask from it, padding just below.
+    table_rows = offset_positions(positions, valid, cfg.position_offset, length) if cfg.position_offset else None
     if positions is None:
       positions = slots[None, :]
     cross_mask = None
@@ -137,7 +139,8 @@ class Stack(nn.Module):
       cross_mask = masks.attention_mask(kv_valid=memory_valid, q_segment_ids=segment_ids,
                                         kv_segment_ids=memory_segment_ids)
 
-    x = self._embed_positions(x, positions, token_type_ids, key_slots.shape[0])
+    x = self._embed_positions(x, positions if table_rows is None else table_rows, token_type_ids,
+                              key_slots.shape[0])
     x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
@@ -164,8 +167,9 @@ class Stack(nn.Module):
   def _embed_positions(self, x: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None,
                        max_slots: int) -> jax.Array:
     cfg = self.cfg
-    if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots > cfg.max_len:
-      raise ValueError(f'sequence length {max_slots} exceeds model.max_len={cfg.max_len}, the size of the '
+    if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots + cfg.position_offset > cfg.max_len:
+      offset = f' from row model.position_offset={cfg.position_offset}' if cfg.position_offset else ''
+      raise ValueError(f'sequence length {max_slots}{offset} exceeds model.max_len={cfg.max_len}, the size of the '
                        'position table: shorten the sequences or raise model.max_len')
     kw = dict(std=cfg.init_std, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     if cfg.position is Position.LEARNED:

@@ -166,7 +166,7 @@ class Transformer(nn.Module):
                              decoder_position_ids, decoder_segment_ids, segment_ids, deterministic, decode)
     out['hidden'] = hidden
     if cfg.pooler:
-      out['pooled'] = jnp.tanh(self.pooler(hidden[:, 0]))
+      out['pooled'] = activation_fn(cfg.pooler_activation)(self.pooler(hidden[:, 0]))
     if head_positions is not None:
       if cfg.head is not Head.LM:
         raise ValueError(f'head_positions: only an LM head reads chosen positions, not model.head={cfg.head.value}')
