@@ -181,7 +181,8 @@ class ModelConfig:
 
   def _validate(self) -> None:
     def fail(name: str, why: str) -> None:
-      raise ConfigError(f'model.{name}={getattr(self, name)!r}: {why}')
+      value = getattr(self, name)  # an enum as the string that sets it, as on the command line
+      raise ConfigError(f'model.{name}={value.value if isinstance(value, enum.Enum) else value!r}: {why}')
 
     for name in ('vocab_size', 'd_model', 'num_heads', 'd_ff', 'num_layers', 'max_len'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
