@@ -34,7 +34,8 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
   """Prints the parameter breakdown and times the forward pass; returns the figures."""
   module = model.build(cfg)
   total = sum(n for _, n in _param_table(params))
-  print(f'family={cfg.family.value} position={cfg.position.value} norm={cfg.norm.value}/'
+  offset = f' (from row {cfg.position_offset})' if cfg.position_offset else ''
+  print(f'family={cfg.family.value} position={cfg.position.value}{offset} norm={cfg.norm.value}/'
         f'{cfg.norm_placement.value} activation={cfg.activation.value}{" (gated)" if cfg.gated_ffn else ""} '
         f'head={cfg.head.value} layers={cfg.num_layers} d_model={cfg.d_model} heads={cfg.num_heads}x{cfg.kv_dim}')
   for name, n in _param_table(params):

@@ -42,6 +42,20 @@ def bert(size: str, *, vocab_size: int = 30522, max_len: int = 512, **overrides:
               **SIZES[size]) | overrides
 
 
+def roberta(size: str, *, vocab_size: int = 50265, max_len: int = 514, **overrides: Any) -> dict[str, Any]:
+  """RoBERTa (Liu et al. 2019): BERT's encoder and MLM head with one token type, LayerNorm eps 1e-5, and
+  positions from row 2 (fairseq's: pad id 1 + 1; padding reads row 1), so 514 rows hold 512 positions."""
+  return bert(size, vocab_size=vocab_size, max_len=max_len, num_token_types=1, position_offset=2,
+              norm_eps=1e-5) | overrides
+
+
+def distilbert(size: str, *, vocab_size: int = 30522, max_len: int = 512, **overrides: Any) -> dict[str, Any]:
+  """DistilBERT (Sanh et al. 2019): BERT at half the depth without token types; as HF's, its classifier's
+  pooler (pre_classifier) is dense + ReLU."""
+  return bert(size, vocab_size=vocab_size, max_len=max_len, num_token_types=0,
+              num_layers=SIZES[size]['num_layers'] // 2) | overrides
+
+
 def gpt2(size: str, *, vocab_size: int = 50257, max_len: int = 1024, **overrides: Any) -> dict[str, Any]:
   """GPT-2 (Radford et al. 2019): pre-LN causal decoder, learned positions, tied LM head, tanh GELU."""
   return dict(family='decoder', vocab_size=vocab_size, max_len=max_len, position='learned', norm='layer',
