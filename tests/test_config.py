@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model import Activation, ConfigError, Family, ModelConfig, Position
+from model import Activation, ConfigError, Family, ModelConfig, Position, count_params
 
 
 def test_strings_become_enums_and_round_trip():
@@ -59,6 +59,12 @@ def test_derived_sizes():
 def test_bad_values_name_the_field_and_the_fix(fields, message):
   with pytest.raises(ConfigError, match=message):
     ModelConfig(**fields)
+
+
+def test_a_short_position_table_initialises():
+  """init's dummy inputs fit the table: 3 positions from row 2 of 5 rows."""
+  cfg = ModelConfig(vocab_size=11, d_model=8, num_heads=2, d_ff=16, num_layers=1, max_len=5, position_offset=2)
+  assert count_params(cfg) == 11 * 8 + 5 * 8 + (4 * (8 * 8 + 8) + 2 * 8 + (8 * 16 + 16 + 16 * 8 + 8) + 2 * 8)
 
 
 def test_unknown_field_lists_the_valid_ones():
