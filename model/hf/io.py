@@ -34,12 +34,12 @@ from flax import traverse_util
 
 from core.paths import user_path
 from model.config import EXECUTION_FIELDS, Family, Head, ModelConfig, Position
-from model.hf import bert, gpt2, t5
+from model.hf import albert, bert, gpt2, t5
 from model.hf.mapping import CheckpointError, Entry, FamilySpec, hf_shape, table_entries, target_shapes, to_hf, to_ours
 from model.params import Params, stack_layers, unstack_layers
 
 # Every supported HF model type: a new family is a file like model/hf/bert.py and its entry here.
-SPECS: tuple[FamilySpec, ...] = (bert.SPEC, gpt2.SPEC, t5.SPEC)
+SPECS: tuple[FamilySpec, ...] = (bert.SPEC, gpt2.SPEC, t5.SPEC, albert.SPEC)
 _SUPPORTED = ', '.join(f'{s.model_type}: {"/".join(s.classes)}' for s in SPECS)
 
 
@@ -203,17 +203,15 @@ def _explained(spec: FamilySpec, name: str, file_name: str, x: np.ndarray, tenso
 def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[str]) -> None:
   """Writes config.json and model.safetensors that HF's class for `cfg` loads with no missing or unexpected
   keys and the same outputs. `params` may be scanned or not. A config HF cannot express is an error."""
-  spec = next((s for s in SPECS if s.family is cfg.family), None)
-  if spec is None or cfg.head not in spec.classes.values():
+  specs = [s for s in SPECS if s.family is cfg.family and cfg.head in s.classes.values()]
+  if not specs:
     raise CheckpointError(f'no HF class for family={cfg.family.value}, head={cfg.head.value}; supported: {_SUPPORTED}')
   if (cfg.target_mean, cfg.target_scale) != (0.0, 1.0):  # HF's regression head has no such affine: fold it in
     head = params['classifier']
     params = params | {'classifier': {'kernel': head['kernel'] * cfg.target_scale,
                                       'bias': head['bias'] * cfg.target_scale + cfg.target_mean}}
     cfg = cfg.replace(target_mean=0.0, target_scale=1.0)
-  arch = spec.arch(cfg.head)
-  hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
-  _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)
+  spec, hf_config = _expressing(specs, cfg)
 
   flat = {k: np.asarray(jax.device_get(v), np.float32)
           for k, v in traverse_util.flatten_dict(unstack_layers(params), sep='/').items()}
@@ -236,6 +234,22 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
   (path / 'config.json').write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
 
 
+def _expressing(specs: Sequence[FamilySpec], cfg: ModelConfig) -> tuple[FamilySpec, dict[str, Any]]:
+  """The first of `specs` (model types of cfg's family, e.g. bert and albert) whose class computes what `cfg`
+  does, and its config.json; none: an error with each one's reason."""
+  reasons = []
+  for spec in specs:
+    arch = spec.arch(cfg.head)
+    hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
+    try:
+      _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)
+    except CheckpointError as e:
+      reasons.append(str(e))
+      continue
+    return spec, hf_config
+  raise CheckpointError('; '.join(reasons))
+
+
 # Fields that do not change what a checkpoint computes: how it runs, its precision, layout and initialisation.
 _RUNTIME_FIELDS = EXECUTION_FIELDS + ('dtype', 'param_dtype', 'scan_layers', 'init_std')
 _DROPOUT_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate', 'final_dropout')
@@ -245,7 +259,8 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   """The fields that decide the function a checkpoint computes, with defaults resolved."""
   out = cfg.to_dict()
   out.update(head_dim=cfg.kv_dim,
-             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None)
+             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None,
+             num_layer_groups=cfg.layer_groups)
   irrelevant = list(_RUNTIME_FIELDS + _DROPOUT_FIELDS)
   if cfg.position is not Position.RELATIVE:
     irrelevant += ['relative_buckets', 'relative_max_distance']

@@ -86,6 +86,22 @@ def unsupported(hf: Mapping[str, Any], **bad: Any) -> None:
       raise CheckpointError(f'config.json sets {key}={hf[key]!r}; only {value!r} is supported')
 
 
+def num_labels(hf: Mapping[str, Any], head: Head) -> int:
+  """A sequence classifier's outputs (HF's id2label; 2 when absent, as PreTrainedConfig defaults); 0 otherwise."""
+  return len(hf.get('id2label') or {0: 0, 1: 1}) if head is Head.CLASSIFIER else 0
+
+
+def label_fields(cfg: ModelConfig) -> dict[str, Any]:
+  """config.json's label fields of a sequence classifier (none for other heads)."""
+  if cfg.head is not Head.CLASSIFIER:
+    return {}
+  out: dict[str, Any] = {'id2label': {str(i): f'LABEL_{i}' for i in range(cfg.num_labels)},
+                         'label2id': {f'LABEL_{i}': i for i in range(cfg.num_labels)}}
+  if cfg.num_labels == 1:
+    out['problem_type'] = 'regression'
+  return out
+
+
 def is_arange(x: np.ndarray) -> bool:
   return np.array_equal(x.reshape(-1), np.arange(x.size))
 
@@ -129,7 +145,8 @@ def table_entries(table: Sequence[Row], cfg: ModelConfig, target: Mapping[str, t
   out = []
   for hf, ours, kind in table:
     ours = (ours,) if isinstance(ours, str) else ours
-    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.num_layers
+    # an encoder layer index is a parameter set: one per group of layers sharing it (ALBERT)
+    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.layer_groups
     for i in range(layers) if '{i}' in hf else (0,):
       entry = Entry(hf.format(i=i), tuple(o.format(i=i) for o in ours), kind)
       if all(o in target for o in entry.ours):
