@@ -106,6 +106,14 @@ class ModelConfig:
   # padding reads row k-1; the table then holds max_len - k real positions (RoBERTa: k = pad id + 1 = 2).
   position_offset: int = 0
   num_token_types: int = 0  # BERT segment (token type) embeddings; 0 = none.
+  # Factorised embeddings and cross-layer sharing (ALBERT).
+  # embedding_size E: token / position / type tables and the embedding norm are E wide, then a learned E -> d_model
+  # projection (present also when E == d_model, as in HF ALBERT); an MLM head maps back to E and decodes with the
+  # (V, E) table. None: the tables are d_model wide and there is no projection (BERT).
+  embedding_size: int | None = None
+  # The encoder's layers share parameters in this many groups of consecutive layers (HF num_hidden_groups): layer
+  # i applies group i * num_layer_groups // num_layers. None: every layer has its own (as num_layers groups).
+  num_layer_groups: int | None = None
 
   norm: Norm = Norm.LAYER
   norm_placement: NormPlacement = NormPlacement.POST
@@ -168,6 +176,16 @@ class ModelConfig:
     return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
 
   @property
+  def embed_width(self) -> int:
+    """Width E of the embedding tables (d_model unless factorised)."""
+    return self.embedding_size if self.embedding_size is not None else self.d_model
+
+  @property
+  def layer_groups(self) -> int:
+    """Parameter sets of the encoder's layers; each is applied num_layers // layer_groups times in a row."""
+    return self.num_layer_groups if self.num_layer_groups is not None else self.num_layers
+
+  @property
   def decoder_layers(self) -> int:
     return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
 
@@ -187,7 +205,7 @@ class ModelConfig:
     for name in ('vocab_size', 'd_model', 'num_heads', 'd_ff', 'num_layers', 'max_len'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         fail(name, 'must be a positive integer')
-    for name in ('head_dim', 'num_decoder_layers'):
+    for name in ('head_dim', 'num_decoder_layers', 'embedding_size', 'num_layer_groups'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 1):
         fail(name, 'must be a positive integer, or None for the default')
@@ -199,6 +217,12 @@ class ModelConfig:
     if self.num_decoder_layers is not None and self.family is not Family.ENCODER_DECODER:
       fail('num_decoder_layers', f'only applies to family=encoder_decoder, not {self.family.value}; '
            'use num_layers')
+    for name in ('embedding_size', 'num_layer_groups'):  # the encoder-only embedding and stack (ALBERT)
+      if getattr(self, name) is not None and self.family is not Family.ENCODER:
+        fail(name, f'is implemented for family=encoder only, not {self.family.value}; set it to None')
+    if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
+      fail('num_layer_groups', f'must divide num_layers={self.num_layers} (and so not exceed it): every group '
+           'is applied to the same number of consecutive layers')
     for name in ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate'):
       if not 0.0 <= getattr(self, name) < 1.0:
         fail(name, 'must be in [0, 1)')

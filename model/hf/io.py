@@ -34,13 +34,13 @@ from flax import traverse_util
 
 from core.paths import user_path
 from model.config import EXECUTION_FIELDS, Family, Head, ModelConfig, Position
-from model.hf import bert, distilbert, gpt2, roberta, t5
+from model.hf import albert, bert, distilbert, gpt2, roberta, t5
 from model.hf.mapping import CheckpointError, Entry, FamilySpec, hf_shape, table_entries, target_shapes, to_hf, to_ours
 from model.params import Params, stack_layers, unstack_layers
 
 # Every supported HF model type: a new family is a file like model/hf/bert.py and its entry here. An export
 # goes to the first one of the config's family whose class expresses the config exactly.
-SPECS: tuple[FamilySpec, ...] = (bert.SPEC, roberta.SPEC, distilbert.SPEC, gpt2.SPEC, t5.SPEC)
+SPECS: tuple[FamilySpec, ...] = (bert.SPEC, roberta.SPEC, distilbert.SPEC, albert.SPEC, gpt2.SPEC, t5.SPEC)
 _SUPPORTED = ', '.join(f'{s.model_type}: {"/".join(s.classes)}' for s in SPECS)
 
 
@@ -241,7 +241,8 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   """The fields that decide the function a checkpoint computes, with defaults resolved."""
   out = cfg.to_dict()
   out.update(head_dim=cfg.kv_dim,
-             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None)
+             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None,
+             num_layer_groups=cfg.layer_groups)
   irrelevant = list(_RUNTIME_FIELDS + _DROPOUT_FIELDS)
   if cfg.position is not Position.RELATIVE:
     irrelevant += ['relative_buckets', 'relative_max_distance']

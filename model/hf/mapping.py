@@ -156,7 +156,8 @@ def table_entries(table: Sequence[Row], cfg: ModelConfig, target: Mapping[str, t
   out = []
   for hf, ours, kind in table:
     ours = (ours,) if isinstance(ours, str) else ours
-    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.num_layers
+    # an encoder layer index is a parameter set: one per group of layers sharing it (ALBERT)
+    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.layer_groups
     for i in range(layers) if '{i}' in hf else (0,):
       entry = Entry(hf.format(i=i), tuple(o.format(i=i) for o in ours), kind)
       if all(o in target for o in entry.ours):
