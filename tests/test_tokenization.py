@@ -383,7 +383,8 @@ def test_t5_layout_equals_hf_t5(documents: list[str], texts: list[str], tmp_path
 
 
 ROBERTA_VOCAB = 1000
-ROBERTA_CASES = ['a <mask> b', 'x<mask>y', ' <mask>', '<s>one</s></s>two</s>', '<pad><unk> <s>', '  two  spaces\n\nand\n']
+ROBERTA_CASES = ['a <mask> b', 'x<mask>y', ' <mask>', '<s>one</s></s>two</s>', '<pad><unk> <s>',
+                 '  two  spaces\n\nand\n']
 
 
 @pytest.fixture(scope='module')
