@@ -1,9 +1,10 @@
 """RoBERTa-base (Liu et al. 2019): BERT-base's encoder with one token type, positions from row 2 of a
 514-row table, MLM with dynamic masking (fresh masks every epoch) and no NSP, large batches of 512 tokens.
 
-The vocabulary is a SentencePiece BPE of RoBERTa's size (50,265) trained on the corpus: data/ has no
-byte-level BPE with RoBERTa's <s> </s> <mask> specials, which MLM needs. An HF RoBERTa checkpoint still
-imports (model/hf/roberta.py) and fine-tunes with its own tokenizer's ids.
+The vocabulary is a byte-level BPE of RoBERTa's size (50,265) with its specials (<s> 0, <pad> 1, </s> 2,
+<unk> 3, <mask> 50264), trained on the corpus on first use (RoBERTa's own is GPT-2's merges, learnt on
+WebText). An HF RoBERTa checkpoint imports (model/hf/roberta.py) and fine-tunes with its own vocab.json
+(configs/glue.py:<task>,roberta_base).
 
 Command:
   python train.py --config configs/roberta_base.py --workdir runs/roberta_base
@@ -24,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg  # no variants
   return make_config(
       roberta('base'),
-      data=dict(source='tfds:wikipedia/20230601.en', tokenizer='sentencepiece:auto,vocab_size=50265,algorithm=bpe',
+      data=dict(source='tfds:wikipedia/20230601.en', tokenizer='byte_bpe:auto,vocab_size=50265',
                 objective='mlm', seq_len=512),
       # RoBERTa-base's recipe: 8k sequences a step, peak 6e-4 after 24k warm-up steps, 500k steps.
       optim=ADAMW_PRETRAINING | dict(learning_rate=6e-4, warmup_steps=24_000),

@@ -46,8 +46,9 @@ class TrainingHalted(RuntimeError):
 
 
 def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo,
-                          vocab_size: int) -> None:
-  """Errors, before any compile, for a model that cannot train on this data."""
+                          vocab_size: int, token_types: int = 1) -> None:
+  """Errors, before any compile, for a model that cannot train on this data (`token_types`: how many its
+  examples use, `tasks.Task.token_types`)."""
   spec = objectives.spec(data.objective)
   family, head = spec.family, spec.head
   if (cfg.family, cfg.head) != (family, head):
@@ -88,6 +89,13 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
   if vocab_size > cfg.vocab_size:
     raise ValueError(f'data.tokenizer has {vocab_size} ids but model.vocab_size={cfg.vocab_size}: set '
                      f'--config.model.vocab_size={vocab_size} (or larger)')
+  # A type id beyond the table would be clamped to its last row by the lookup, silently: refuse it. (0 types:
+  # the model has no table and reads none, as DistilBERT.)
+  if 0 < cfg.num_token_types < token_types:
+    raise ValueError(f'model.num_token_types={cfg.num_token_types}, but data.tokenizer ({data.tokenizer!r}) marks '
+                     f'the second text of the pairs of data.source={data.source!r} as token type 1: set '
+                     f'--config.model.num_token_types={token_types} (BERT) or 0 (none, as DistilBERT), or use a '
+                     'tokenizer with one token type for pairs (RoBERTa\'s byte_bpe: <s> A </s></s> B </s>)')
 
 
 @dataclasses.dataclass
@@ -132,7 +140,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
   say(f'data: {data.source} ({data.objective.value}): {len(task.source):,} training rows, {len(eval_task.source):,} '
       f'{eval_split} rows; tokenizer {task.tokenizer.vocab_size:,} ids')
-  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
+  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size, task.token_types)
   if train.standardize_targets:
     model_cfg = _standardized(model_cfg, data, task)
   tx, schedule = make_optimizer(optim_cfg)
@@ -161,16 +169,17 @@ def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Ta
 
 
 def _say_tokenizer_training(data: tasks.DataConfig, tokenizer_dir: Path) -> None:
-  """A line before an 'auto' SentencePiece vocabulary is trained (the first run in a workdir; a minute on a
-  large corpus), and nothing when it is already there."""
+  """A line before an 'auto' SentencePiece vocabulary or byte-level BPE is trained (the first run in a workdir;
+  a minute on a large corpus), and nothing when it is already there."""
   if data.tokenizer == INIT_FROM:
     return
   spec = TokenizerSpec.parse(data.tokenizer)
-  if spec.kind is not TokenizerKind.SENTENCEPIECE or spec.vocab_size is None:
+  kinds = {TokenizerKind.SENTENCEPIECE: 'SentencePiece vocabulary', TokenizerKind.BYTE_BPE: 'byte-level BPE'}
+  if spec.kind not in kinds or spec.vocab_size is None:
     return
   path = user_path(spec.path) if spec.path else auto_model_path(spec, tokenizer_dir)
   if not path.exists():
-    say(f'training a SentencePiece vocabulary of {spec.vocab_size:,} pieces on the training split of {data.source} '
+    say(f'training a {kinds[spec.kind]} of {spec.vocab_size:,} pieces on the training split of {data.source} '
         f'(once: kept as {path})')
 
 
@@ -202,8 +211,8 @@ def tokenizer_of(init_from: str) -> str:
                      'data.tokenizer to its tokenizer')
   saved = _saved_config(init_from)
   spec = TokenizerSpec.parse(saved.data.tokenizer)
-  if spec.kind is TokenizerKind.SENTENCEPIECE and spec.path is None:
-    return f'sentencepiece:{auto_model_path(spec, path / "tokenizer")}'
+  if spec.auto:
+    return f'{spec.kind.value}:{auto_model_path(spec, path / "tokenizer")}'
   return saved.data.tokenizer
 
 
