@@ -1,5 +1,6 @@
 """DistilBERT-base (Sanh et al. 2019): BERT-base at 6 layers without token types, MLM head tied to the
-embeddings. Trained here with plain MLM: the distillation loss from a teacher is not an objective yet.
+embeddings. Trained here with plain MLM; DistilBERT's own recipe adds a teacher (trainer/distill.py):
+`--config.distill.teacher=<a BERT-base workdir or HF directory> --config.distill.init_student=alternate_layers`.
 
 Command:
   python train.py --config configs/distilbert_base.py --workdir runs/distilbert_base

@@ -108,7 +108,7 @@ CPU_TINY_TRAIN: dict[str, Any] = dict(logits_chunk=8)
 
 def make_config(model: Mapping[str, Any], *, data: Mapping[str, Any], optim: Mapping[str, Any],
                 train: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """The config tree of a setup: sections model, data, optim, mesh, train, eval, distributed.
+  """The config tree of a setup: sections model, data, optim, mesh, train, eval, distributed, distill.
 
   Every section lists every field of its dataclass (trainer.config.sections) at the dataclass's default, with
   the setup's values on top: a default is written once, any field can be overridden from the command line in
