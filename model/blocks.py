@@ -16,8 +16,8 @@ from model import masks
 from model import partitioning as P
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig, NormPlacement, Position, Remat
-from model.layers import Dropout, FeedForward, embed, norm, partitioned
-from model.positions import relative_position_bucket, sinusoidal_table
+from model.layers import Dropout, FeedForward, dense, embed, norm, partitioned
+from model.positions import offset_positions, relative_position_bucket, sinusoidal_table
 
 _REMAT_POLICIES = {
     Remat.FULL: jax.checkpoint_policies.nothing_saveable,
@@ -98,6 +98,8 @@ class Stack(nn.Module):
   num_layers: int
   causal: bool  # decoder self-attention: a token sees only the past
   cross: bool  # cross-attention over `memory` (the encoder-decoder's decoder)
+  # Each parameter set runs this many layers in a row (ALBERT's cross-layer sharing): num_layers // repeats sets.
+  repeats: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, *, valid: jax.Array | None = None, segment_ids: jax.Array | None = None,
@@ -130,6 +132,8 @@ class Stack(nn.Module):
       key_slots = slots
       self_mask = masks.attention_mask(kv_valid=valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
                                        q_slots=slots if self.causal else None, k_slots=slots)
+    # Rows of the learned table with an offset (RoBERTa): counted over the mask from it, padding just below.
+    table_rows = offset_positions(positions, valid, cfg.position_offset, length) if cfg.position_offset else None
     if positions is None:
       positions = slots[None, :]
     cross_mask = None
@@ -137,8 +141,12 @@ class Stack(nn.Module):
       cross_mask = masks.attention_mask(kv_valid=memory_valid, q_segment_ids=segment_ids,
                                         kv_segment_ids=memory_segment_ids)
 
-    x = self._embed_positions(x, positions, token_type_ids, key_slots.shape[0])
+    x = self._embed_positions(x, positions if table_rows is None else table_rows, token_type_ids,
+                              key_slots.shape[0])
     x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    if cfg.embedding_size is not None:  # ALBERT: the E-wide embeddings into the d_model-wide stack
+      x = dense(cfg.d_model, (None, P.EMBED), use_bias=cfg.use_bias, std=cfg.init_std, dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype, name='embed_proj')(x)
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
     x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows)
@@ -164,18 +172,19 @@ class Stack(nn.Module):
   def _embed_positions(self, x: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None,
                        max_slots: int) -> jax.Array:
     cfg = self.cfg
-    if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots > cfg.max_len:
-      raise ValueError(f'sequence length {max_slots} exceeds model.max_len={cfg.max_len}, the size of the '
+    if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots + cfg.position_offset > cfg.max_len:
+      offset = f' from row model.position_offset={cfg.position_offset}' if cfg.position_offset else ''
+      raise ValueError(f'sequence length {max_slots}{offset} exceeds model.max_len={cfg.max_len}, the size of the '
                        'position table: shorten the sequences or raise model.max_len')
     kw = dict(std=cfg.init_std, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     if cfg.position is Position.LEARNED:
-      x = x + embed(cfg.max_len, cfg.d_model, (None, P.EMBED), name='position_embed', **kw)(positions)
+      x = x + embed(cfg.max_len, cfg.embed_width, (None, P.EMBED), name='position_embed', **kw)(positions)
     elif cfg.position is Position.SINUSOIDAL:
-      table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
+      table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.embed_width))
       x = x + table[positions].astype(x.dtype)
     if cfg.num_token_types:
       ids = jnp.zeros(x.shape[:2], jnp.int32) if token_type_ids is None else token_type_ids
-      x = x + embed(cfg.num_token_types, cfg.d_model, (None, P.EMBED), name='type_embed', **kw)(ids)
+      x = x + embed(cfg.num_token_types, cfg.embed_width, (None, P.EMBED), name='type_embed', **kw)(ids)
     if cfg.embed_norm:
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='embed_norm')(x)
@@ -198,13 +207,23 @@ class Stack(nn.Module):
                            # rows is passed (and static) in the unscanned stack only
                            static_argnums=(_DETERMINISTIC_ARGNUM,) + (() if cfg.scan_layers else (_ROWS_ARGNUM,)))
     args = (self_mask, bias, memory, cross_mask, positions, deterministic, decode_index)
+    # Shared layers (repeats > 1) keep the unshared tree, one entry per parameter set ('layers' stacked over the
+    # groups, or layers_{g}), so stack_layers, the HF tables and checkpoints treat them alike. Scanned, each set
+    # is a scan over its applications with the parameters broadcast (one copy; compile time flat in depth).
+    groups = self.num_layers // self.repeats
     if cfg.scan_layers:
-      scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0},
+      body = layer_cls
+      if self.repeats > 1:  # one parameter set, applied `repeats` times: its parameters broadcast to every step
+        body = nn.scan(layer_cls, variable_broadcast='params', split_rngs={'params': False, 'dropout': True},
+                       in_axes=(nn.broadcast,) * len(args), length=self.repeats)
+      scanned = nn.scan(body, variable_axes={'params': 0, 'cache': 0},
                         split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
-                        length=self.num_layers, metadata_params={nn.PARTITION_NAME: P.LAYERS})
+                        length=groups, metadata_params={nn.PARTITION_NAME: P.LAYERS})
       x, _ = scanned(self.cfg, self.cross, name='layers')(x, *args)
       return x if first_rows is None else x[:, :first_rows]
-    for i in range(self.num_layers):
-      rows = first_rows if i == self.num_layers - 1 else None
-      x, _ = layer_cls(self.cfg, self.cross, name=f'layers_{i}')(x, *args, rows)
+    for g in range(groups):
+      layer = layer_cls(self.cfg, self.cross, name=f'layers_{g}')
+      for r in range(self.repeats):  # calling one module again re-uses its parameters
+        rows = first_rows if (g, r) == (groups - 1, self.repeats - 1) else None
+        x, _ = layer(x, *args, rows)
     return x

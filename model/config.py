@@ -43,6 +43,7 @@ class Activation(enum.Enum):
   GELU = 'gelu'  # exact (erf) GELU: BERT.
   GELU_TANH = 'gelu_tanh'  # tanh approximation: GPT-2 `gelu_new`, T5 v1.1.
   SILU = 'silu'  # with gated_ffn=True this is SwiGLU.
+  TANH = 'tanh'  # BERT's and RoBERTa's pooler.
 
 
 class Head(enum.Enum):
@@ -69,6 +70,7 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
     'norm': Norm,
     'norm_placement': NormPlacement,
     'activation': Activation,
+    'pooler_activation': Activation,
     'head': Head,
     'attention_impl': AttentionImpl,
     'remat': Remat,
@@ -99,7 +101,19 @@ class ModelConfig:
   relative_buckets: int = 32  # T5 relative attention: number of buckets ...
   relative_max_distance: int = 128  # ... and the distance beyond which all share the last bucket.
   rope_base: float = 10000.0
+  # Learned positions: the table row of a sequence's first real token. 0: rows are sequence slots (BERT,
+  # GPT-2). k >= 1: real tokens read rows k, k+1, ... counted over the attention mask (left padding too), and
+  # padding reads row k-1; the table then holds max_len - k real positions (RoBERTa: k = pad id + 1 = 2).
+  position_offset: int = 0
   num_token_types: int = 0  # BERT segment (token type) embeddings; 0 = none.
+  # Factorised embeddings and cross-layer sharing (ALBERT).
+  # embedding_size E: token / position / type tables and the embedding norm are E wide, then a learned E -> d_model
+  # projection (present also when E == d_model, as in HF ALBERT); an MLM head maps back to E and decodes with the
+  # (V, E) table. None: the tables are d_model wide and there is no projection (BERT).
+  embedding_size: int | None = None
+  # The encoder's layers share parameters in this many groups of consecutive layers (HF num_hidden_groups): layer
+  # i applies group i * num_layer_groups // num_layers. None: every layer has its own (as num_layers groups).
+  num_layer_groups: int | None = None
 
   norm: Norm = Norm.LAYER
   norm_placement: NormPlacement = NormPlacement.POST
@@ -114,6 +128,7 @@ class ModelConfig:
   head: Head = Head.NONE
   num_labels: int = 0  # CLASSIFIER head outputs; 1 means regression.
   pooler: bool = False  # dense+tanh over the first token (BERT); required by the CLASSIFIER head.
+  pooler_activation: Activation = Activation.TANH  # DistilBERT's pre_classifier is dense+relu.
   # Regression (num_labels=1) predicts target_mean + target_scale * (the classifier's output): the head
   # then fits labels of mean 0 and std 1 (train.standardize_targets sets them from the training labels).
   target_mean: float = 0.0
@@ -161,6 +176,16 @@ class ModelConfig:
     return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
 
   @property
+  def embed_width(self) -> int:
+    """Width E of the embedding tables (d_model unless factorised)."""
+    return self.embedding_size if self.embedding_size is not None else self.d_model
+
+  @property
+  def layer_groups(self) -> int:
+    """Parameter sets of the encoder's layers; each is applied num_layers // layer_groups times in a row."""
+    return self.num_layer_groups if self.num_layer_groups is not None else self.num_layers
+
+  @property
   def decoder_layers(self) -> int:
     return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
 
@@ -174,16 +199,17 @@ class ModelConfig:
 
   def _validate(self) -> None:
     def fail(name: str, why: str) -> None:
-      raise ConfigError(f'model.{name}={getattr(self, name)!r}: {why}')
+      value = getattr(self, name)  # an enum as the string that sets it, as on the command line
+      raise ConfigError(f'model.{name}={value.value if isinstance(value, enum.Enum) else value!r}: {why}')
 
     for name in ('vocab_size', 'd_model', 'num_heads', 'd_ff', 'num_layers', 'max_len'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         fail(name, 'must be a positive integer')
-    for name in ('head_dim', 'num_decoder_layers'):
+    for name in ('head_dim', 'num_decoder_layers', 'embedding_size', 'num_layer_groups'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 1):
         fail(name, 'must be a positive integer, or None for the default')
-    for name in ('num_token_types', 'num_labels'):
+    for name in ('num_token_types', 'num_labels', 'position_offset'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
         fail(name, 'must be an integer >= 0')
     if self.head_dim is None and self.d_model % self.num_heads:
@@ -191,6 +217,12 @@ class ModelConfig:
     if self.num_decoder_layers is not None and self.family is not Family.ENCODER_DECODER:
       fail('num_decoder_layers', f'only applies to family=encoder_decoder, not {self.family.value}; '
            'use num_layers')
+    for name in ('embedding_size', 'num_layer_groups'):  # the encoder-only embedding and stack (ALBERT)
+      if getattr(self, name) is not None and self.family is not Family.ENCODER:
+        fail(name, f'is implemented for family=encoder only, not {self.family.value}; set it to None')
+    if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
+      fail('num_layer_groups', f'must divide num_layers={self.num_layers} (and so not exceed it): every group '
+           'is applied to the same number of consecutive layers')
     for name in ('dropout_rate', 'attention_dropout_rate', 'ffn_dropout_rate'):
       if not 0.0 <= getattr(self, name) < 1.0:
         fail(name, 'must be in [0, 1)')
@@ -202,6 +234,16 @@ class ModelConfig:
       fail('position', f'rope rotates pairs of features and needs an even head_dim, got {self.kv_dim}')
     if self.position is Position.RELATIVE and (self.relative_buckets < 2 or self.relative_max_distance < 2):
       fail('relative_buckets', 'relative_buckets and relative_max_distance must both be >= 2')
+    if self.position_offset:
+      if self.position is not Position.LEARNED:
+        fail('position_offset', f'offsets rows of a learned position table, but position={self.position.value}: '
+             'set position=learned or position_offset=0')
+      if self.family is not Family.ENCODER:
+        fail('position_offset', 'counts positions over the whole attention mask, which only an encoder has '
+             f'(not family={self.family.value}): use family=encoder or position_offset=0')
+      if self.position_offset >= self.max_len:
+        fail('position_offset', f'leaves no row of the position table (max_len={self.max_len}) for a real token: '
+             'raise max_len')
     if self.head is Head.CLASSIFIER:
       if self.family is not Family.ENCODER:
         fail('head', 'the classifier head sits on an encoder\'s pooled first token: use family=encoder')
@@ -219,6 +261,8 @@ class ModelConfig:
       fail('target_scale', f'must be > 0, got {self.target_scale}')
     if self.pooler and self.family is not Family.ENCODER:
       fail('pooler', 'only an encoder-only model has a pooler')
+    if self.pooler_activation is not Activation.TANH and not self.pooler:
+      fail('pooler_activation', 'only applies with model.pooler=True')
     if self.scale_tied_logits and not (self.head is Head.LM and self.tie_embeddings):
       fail('scale_tied_logits', 'only applies to a tied LM head (head=lm, tie_embeddings=True)')
     if self.lm_head_bias and self.head is not Head.LM:

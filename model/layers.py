@@ -157,6 +157,8 @@ def activation_fn(kind: Activation):
       return lambda x: nn.gelu(x, approximate=True)
     case Activation.SILU:
       return nn.silu
+    case Activation.TANH:
+      return jnp.tanh
   raise ValueError(f'unknown activation {kind}')
 
 

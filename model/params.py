@@ -26,7 +26,8 @@ def build(cfg: ModelConfig) -> Transformer:
 
 def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 8) -> dict[str, jax.Array]:
   """Integer inputs of the right names and shapes for `init` / `eval_shape`."""
-  ids = jnp.zeros((batch, length), jnp.int32)
+  # No longer than the position table holds (the parameters' shapes do not depend on the length).
+  ids = jnp.zeros((batch, min(length, cfg.max_len - cfg.position_offset)), jnp.int32)
   if cfg.family is Family.ENCODER_DECODER:
     return {'input_ids': ids, 'decoder_input_ids': ids}
   return {'input_ids': ids}

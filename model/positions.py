@@ -1,6 +1,7 @@
-"""Position encodings: sinusoidal tables, T5 relative-position buckets and rotary embeddings.
+"""Position encodings: sinusoidal tables, offset rows of a learned table, T5 relative-position buckets and
+rotary embeddings.
 
-Learned absolute positions are a plain embedding table (see `embeddings.py`); everything here is a pure
+Learned absolute positions are a plain embedding table (see `blocks.Stack`); everything here is a pure
 function of integer positions so that packed rows (per-example positions) and the KV cache (positions
 offset by the cache index) use the same code as a plain forward pass.
 """
@@ -20,6 +21,21 @@ def sinusoidal_table(length: int, dim: int, base: float = 10000.0) -> np.ndarray
   table[:, 0::2] = np.sin(pos * inv_freq)
   table[:, 1::2] = np.cos(pos * inv_freq)[:, : dim // 2]
   return table.astype(np.float32)
+
+
+def offset_positions(positions: jax.Array | None, valid: jax.Array | None, offset: int,
+                     length: int) -> jax.Array:
+  """Rows of a learned position table with `offset` >= 1 (RoBERTa; HF's create_position_ids_from_input_ids).
+
+  A real token reads row offset + its position: the given one (packed rows restart it per example), else its
+  index among the real tokens of its row, counted over `valid` as HF counts the non-pad ids. Padding reads
+  row offset - 1 (HF's padding_idx). positions: (B, T) or None; valid: (B, T) bool or None (all real).
+  Returns (B, T), or (1, T) when neither is given.
+  """
+  if positions is None:
+    positions = jnp.arange(length)[None, :] if valid is None else jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+  rows = positions + offset
+  return rows if valid is None else jnp.where(valid, rows, offset - 1)
 
 
 def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool, num_buckets: int,

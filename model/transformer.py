@@ -25,7 +25,7 @@ class VocabKernel(nn.Module):
   """The untied LM head's (embed, vocab) kernel, `lm_head/kernel` as a dense layer names it, returned as a
   matrix so the head can be applied whole or a chunk at a time (`Transformer.lm_projection`)."""
 
-  d_model: int
+  width: int  # d_model, or the factorised embedding width E
   vocab_size: int
   std: float
   param_dtype: Any
@@ -33,7 +33,7 @@ class VocabKernel(nn.Module):
   @nn.compact
   def __call__(self) -> jax.Array:
     return self.param('kernel', partitioned(nn.initializers.normal(self.std), (P.EMBED, P.VOCAB)),
-                      (self.d_model, self.vocab_size), self.param_dtype)
+                      (self.width, self.vocab_size), self.param_dtype)
 
 
 class Transformer(nn.Module):
@@ -45,10 +45,11 @@ class Transformer(nn.Module):
   def setup(self) -> None:
     cfg = self.cfg
     kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-    self.token_embed = embed(cfg.vocab_size, cfg.d_model, (P.VOCAB, P.EMBED), std=cfg.init_std, name='token_embed',
+    self.token_embed = embed(cfg.vocab_size, cfg.embed_width, (P.VOCAB, P.EMBED), std=cfg.init_std, name='token_embed',
                              **kw)
     if cfg.has_encoder:
-      self.encoder = Stack(cfg, num_layers=cfg.num_layers, causal=False, cross=False)
+      self.encoder = Stack(cfg, num_layers=cfg.num_layers, causal=False, cross=False,
+                           repeats=cfg.num_layers // cfg.layer_groups)
     if cfg.has_decoder:
       cross = cfg.family is Family.ENCODER_DECODER
       self.decoder = Stack(cfg, num_layers=cfg.decoder_layers if cross else cfg.num_layers, causal=True,
@@ -58,10 +59,11 @@ class Transformer(nn.Module):
       self.pooler = dense(cfg.d_model, (P.EMBED, None), use_bias=True, name='pooler', **dense_kw)
     if cfg.head is Head.LM:
       if cfg.family is Family.ENCODER:  # BERT's MLM transform: dense -> act -> norm before the projection.
-        self.mlm_dense = dense(cfg.d_model, (P.EMBED, None), use_bias=cfg.use_bias, name='mlm_dense', **dense_kw)
+        # (to the embedding width, which ALBERT factorises)
+        self.mlm_dense = dense(cfg.embed_width, (P.EMBED, None), use_bias=cfg.use_bias, name='mlm_dense', **dense_kw)
         self.mlm_norm = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, name='mlm_norm', **kw)
       if not cfg.tie_embeddings:
-        self.lm_head = VocabKernel(cfg.d_model, cfg.vocab_size, std=cfg.init_std, param_dtype=cfg.param_dtype,
+        self.lm_head = VocabKernel(cfg.embed_width, cfg.vocab_size, std=cfg.init_std, param_dtype=cfg.param_dtype,
                                    name='lm_head')
       if cfg.lm_head_bias:
         self.lm_bias = self.param('lm_bias', partitioned(nn.initializers.zeros_init(), (P.VOCAB,)),
@@ -99,9 +101,10 @@ class Transformer(nn.Module):
                         memory_segment_ids=encoder_segment_ids, deterministic=deterministic, decode=decode)
 
   def lm_projection(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """The LM head as (head input (B, T, D), vocabulary kernel (V, D), bias (V,) or None), all in the compute
-    dtype: logits = head input @ kernel.T + bias. A loss can then compute the logits a chunk at a time
-    (trainer/losses.projected_cross_entropy_sums) instead of holding all of them."""
+    """The LM head as (head input (B, T, E), vocabulary kernel (V, E), bias (V,) or None), all in the compute
+    dtype, E the embedding width (d_model unless factorised): logits = head input @ kernel.T + bias. A loss can
+    then compute the logits a chunk at a time (trainer/losses.projected_cross_entropy_sums) instead of holding
+    all of them."""
     cfg = self.cfg
     if cfg.family is Family.ENCODER:  # BERT's MLM transform: dense -> act -> norm before the projection.
       hidden = self.mlm_norm(activation_fn(cfg.activation)(self.mlm_dense(hidden)))
@@ -166,7 +169,7 @@ class Transformer(nn.Module):
                              decoder_position_ids, decoder_segment_ids, segment_ids, deterministic, decode)
     out['hidden'] = hidden
     if cfg.pooler:
-      out['pooled'] = jnp.tanh(self.pooler(hidden[:, 0]))
+      out['pooled'] = activation_fn(cfg.pooler_activation)(self.pooler(hidden[:, 0]))
     if head_positions is not None:
       if cfg.head is not Head.LM:
         raise ValueError(f'head_positions: only an LM head reads chosen positions, not model.head={cfg.head.value}')

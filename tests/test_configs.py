@@ -117,6 +117,12 @@ def _hf_count(make) -> int:
 @pytest.mark.parametrize('name,arg,patch,expected', [
     ('bert_base', None, dict(head='none', pooler=True, lm_head_bias=False), 109_482_240),  # BertModel
     ('bert_base', None, {}, 109_514_298),  # BertForMaskedLM
+    ('roberta_base', None, dict(head='none', pooler=True, lm_head_bias=False), 124_645_632),  # RobertaModel
+    ('roberta_base', None, {}, 124_697_433),  # RobertaForMaskedLM
+    ('distilbert_base', None, dict(head='none', lm_head_bias=False), 66_362_880),  # DistilBertModel
+    ('distilbert_base', None, {}, 66_985_530),  # DistilBertForMaskedLM
+    ('albert_base', None, dict(head='none', pooler=True, lm_head_bias=False), 11_683_584),  # AlbertModel
+    ('albert_base', None, {}, 11_221_680),  # AlbertForMaskedLM
     ('gpt2_small', None, {}, 124_439_808),
     ('t5_small', None, {}, 60_506_624),
     ('t5_base', None, {}, 222_903_552),
@@ -131,6 +137,14 @@ def test_published_counts_agree_with_hf():
   transformers = pytest.importorskip('transformers')
   assert _hf_count(lambda: transformers.BertModel(transformers.BertConfig())) == 109_482_240
   assert _hf_count(lambda: transformers.BertForMaskedLM(transformers.BertConfig())) == 109_514_298
+  roberta = transformers.RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)
+  assert _hf_count(lambda: transformers.RobertaModel(roberta)) == 124_645_632
+  assert _hf_count(lambda: transformers.RobertaForMaskedLM(roberta)) == 124_697_433
+  assert _hf_count(lambda: transformers.DistilBertModel(transformers.DistilBertConfig())) == 66_362_880
+  assert _hf_count(lambda: transformers.DistilBertForMaskedLM(transformers.DistilBertConfig())) == 66_985_530
+  albert = transformers.AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)  # base v2
+  assert _hf_count(lambda: transformers.AlbertModel(albert)) == 11_683_584
+  assert _hf_count(lambda: transformers.AlbertForMaskedLM(albert)) == 11_221_680
   assert _hf_count(lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config())) == 124_439_808
   assert _hf_count(lambda: transformers.T5ForConditionalGeneration(transformers.T5Config())) == 60_506_624
   base = transformers.T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12)

@@ -3,8 +3,11 @@ submission files come out, a fine-tune learns, and a checkpoint written on one m
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -16,12 +19,14 @@ import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
+import torch
+import transformers
 
 from evaluation import evaluate as evaluation_main
 import model
 from trainer import runner
 from configs import bert_tiny, glue, gpt_tiny
-from data import tasks
+from data import tasks, tokenization
 from evaluation import Metric, predict, read_predictions, submission_spec
 from evaluation.config import EvalConfig
 from model import hf
@@ -237,6 +242,60 @@ def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
                  started['encoder'][f'layers_{i}'])
   np.testing.assert_array_equal(started['token_embed']['embedding'], pretrained['token_embed']['embedding'])
   runner.train_and_evaluate(config, tmp_path / 'fine')
+
+
+@pytest.mark.parametrize('backbone, token_types, pooler, lr', [
+    ('roberta_base', 1, 'tanh', 1e-5), ('distilbert_base', 0, 'relu', 5e-5), ('albert_base', 2, 'tanh', 2e-5),
+    ('roberta_tiny', 1, 'tanh', 1e-4), ('albert_tiny', 2, 'tanh', 1e-4)])
+def test_encoder_backbones(backbone: str, token_types: int, pooler: str, lr: float):
+  """Each backbone's classifier config builds and takes the tokenizer of train.init_from: an HF directory of its
+  model type (the base ones: given on the command line) or a workdir of its tiny pretraining config, whose
+  encoder it keeps."""
+  config = glue.get_config(f'mrpc,{backbone}')
+  cfg = model.ModelConfig.from_dict(config.model)
+  tasks.DataConfig.from_dict(config.data)
+  assert (cfg.num_token_types, cfg.pooler_activation.value, cfg.num_labels, config.optim.learning_rate) == (
+      token_types, pooler, 2, lr)
+  assert config.data.tokenizer == runner.INIT_FROM
+  if backbone.endswith('_tiny'):
+    assert config.train.init_from == f'runs/{backbone}'
+    pretraining = importlib.import_module(f'configs.{backbone}').get_config().model
+    head = ('head', 'pooler', 'tie_embeddings', 'lm_head_bias', 'scan_layers', 'num_labels')
+    assert {k: v for k, v in config.model.items() if k not in head} == {
+        k: v for k, v in pretraining.items() if k not in head}
+  else:
+    assert config.train.init_from == ''
+
+
+def test_fine_tune_of_an_hf_roberta_on_pairs_from_the_command_line(tmp_path: Path):
+  """configs/glue.py:next_sentence,roberta_base from an HF RoBERTa directory (random, shrunk; a byte-level BPE
+  trained here), as a user runs it: its tokenizer and encoder, RoBERTa's pairs on the one-row token-type table."""
+  hf_dir = tmp_path / 'hf'
+  texts = [importlib.metadata.distribution(name).read_text('METADATA') or '' for name in ('jax', 'numpy', 'flax')]
+  tokenization.train_byte_bpe(texts, hf_dir / 'vocab.json', 600)
+  torch.manual_seed(0)
+  shrink = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+  transformers.RobertaForMaskedLM(transformers.RobertaConfig(
+      vocab_size=600, max_position_embeddings=34, type_vocab_size=1, **shrink)).save_pretrained(hf_dir)
+  ours = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, vocab_size=600, max_len=34)
+  command = [sys.executable, 'train.py', '--config', 'configs/glue.py:next_sentence,roberta_base',
+             f'--config.train.init_from={hf_dir}', '--workdir', str(tmp_path / 'fine'), '--config.train.num_steps=2',
+             '--config.train.num_epochs=0', '--config.train.batch_size=8', '--config.train.eval_batches=1',
+             '--config.data.seq_len=32', '--config.data.length_buckets=()',
+             *(f'--config.model.{k}={v}' for k, v in ours.items())]
+  result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=600, check=False)
+  log = result.stdout + result.stderr
+  assert result.returncode == 0, log[-3000:]
+  assert 'tokenizer 600 ids' in log and 'finished 2 steps' in log
+  assert re.search(r"init_from .*: \d+ tensors loaded; newly initialised: \[\"\['classifier'\]", log), log[-3000:]
+
+
+def test_tokenizer_of_our_byte_bpe_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+  """A fine-tune from a roberta_tiny workdir takes the byte-level BPE that run trained in <workdir>/tokenizer."""
+  saved = importlib.import_module('configs.roberta_tiny').get_config()
+  monkeypatch.setattr(runner, '_saved_config', lambda init_from: saved)
+  assert runner.tokenizer_of(str(tmp_path)) == f'byte_bpe:{tmp_path / "tokenizer" / "byte_bpe_v8000_vocab.json"}'
 
 
 def test_tokenizer_of_an_hf_directory_and_errors(tmp_path: Path):

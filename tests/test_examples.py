@@ -343,3 +343,17 @@ def test_classification_layout_and_errors():
   assert O.classification_example([7, 8], None, BERT_IDS, 8, pad=False)['input_ids'].tolist() == [2, 7, 8, 3]
   with pytest.raises(ValueError, match='max_length=2 cannot hold the 3 special tokens'):
     O.classification_example([7], [8], BERT_IDS, 2)
+
+
+def test_classification_roberta_pair_layout():
+  """<s> A </s></s> B </s>, one token type; the pair's budget leaves room for 4 specials."""
+  roberta = O.SpecialIds(vocab_size=1000, bos=0, pad=1, eos=2, unk=3, cls=0, sep=2, mask=999,
+                         pair_layout=O.PairLayout.ROBERTA)
+  out = O.classification_example([7, 8], [9], roberta, 9)
+  assert out['input_ids'].tolist() == [0, 7, 8, 2, 2, 9, 2, 1, 1]
+  assert out['token_type_ids'].tolist() == [0] * 9
+  assert out['attention_mask'].tolist() == [1] * 7 + [0, 0]
+  assert O.classification_example([7, 8, 9], [5, 6, 4], roberta, 8)['input_ids'].tolist() == [0, 7, 8, 2, 2, 5, 6, 2]
+  assert O.classification_example([7, 8], None, roberta, 5)['input_ids'].tolist() == [0, 7, 8, 2, 1]
+  with pytest.raises(ValueError, match='max_length=3 cannot hold the 4 special tokens'):
+    O.classification_example([7], [8], roberta, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ LENGTHS, DEC_LENGTHS = (9, 6, 2), (6, 3, 5)
 _BERT = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              max_position_embeddings=16, type_vocab_size=2)
 _GPT2 = dict(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=16, bos_token_id=0, eos_token_id=0)
+# RoBERTa's pad id is 1, so real tokens read position rows 2..10: a table of 11 rows at least (as 514 for 512).
+_ROBERTA = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                max_position_embeddings=T + 2, type_vocab_size=1)
+_DISTILBERT = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=16)
 _T5 = dict(vocab_size=97, d_model=32, d_kv=6, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=3,
            relative_attention_num_buckets=8, relative_attention_max_distance=12)
 CASES: dict[str, tuple[str, dict[str, Any], bool, bool]] = {
@@ -43,6 +48,15 @@ CASES: dict[str, tuple[str, dict[str, Any], bool, bool]] = {
                                             'tie_word_embeddings': False}, True, False),
     'bert_cls3': ('BertForSequenceClassification', {**_BERT, 'num_labels': 3}, True, True),
     'bert_regression': ('BertForSequenceClassification', {**_BERT, 'num_labels': 1}, False, True),
+    'roberta_model': ('RobertaModel', _ROBERTA, True, True),
+    'roberta_mlm': ('RobertaForMaskedLM', _ROBERTA, False, True),
+    # Another pad id (rows from 1) and two token types, which RoBERTa's config allows.
+    'roberta_cls3': ('RobertaForSequenceClassification', {**_ROBERTA, 'num_labels': 3, 'pad_token_id': 0,
+                                                          'type_vocab_size': 2, 'hidden_act': 'gelu_new'}, True, True),
+    'distilbert_model': ('DistilBertModel', _DISTILBERT, False, True),
+    'distilbert_mlm_untied': ('DistilBertForMaskedLM', {**_DISTILBERT, 'activation': 'relu',
+                                                        'tie_word_embeddings': False}, True, False),
+    'distilbert_cls2': ('DistilBertForSequenceClassification', _DISTILBERT, False, True),
     'gpt2_model': ('GPT2Model', _GPT2, True, True),
     'gpt2_model_inner': ('GPT2Model', {**_GPT2, 'n_embd': 48, 'n_head': 6, 'n_inner': 80,
                                        'activation_function': 'gelu'}, False, True),
@@ -79,6 +93,10 @@ def make_inputs(hf_model: Any, seed: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   cfg = hf_model.config
   out = {'input_ids': rng.integers(0, cfg.vocab_size, (B, T)), 'attention_mask': _mask(LENGTHS, T)}
+  if cfg.model_type == 'roberta':  # HF finds RoBERTa's padding by the pad id, ours by the mask: make them agree
+    real = rng.integers(0, cfg.vocab_size - 1, (B, T))
+    real += real >= cfg.pad_token_id
+    out['input_ids'] = np.where(out['attention_mask'], real, cfg.pad_token_id)
   if cfg.model_type == 'bert':
     out['token_type_ids'] = rng.integers(0, cfg.type_vocab_size, (B, T))
   if cfg.model_type == 't5':
@@ -94,12 +112,13 @@ def hf_outputs(m: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   enc = {k: x[k] for k in ('input_ids', 'attention_mask', 'token_type_ids') if k in x}
   out: dict[str, torch.Tensor] = {}
   match type(m).__name__:
-    case 'BertModel' | 'GPT2Model':
+    case 'BertModel' | 'GPT2Model' | 'RobertaModel' | 'DistilBertModel':
       res = m(**enc)
       out['hidden'] = res.last_hidden_state
       if res.get('pooler_output') is not None:
         out['pooled'] = res.pooler_output
-    case 'BertForMaskedLM' | 'BertForSequenceClassification' | 'GPT2LMHeadModel':
+    case ('BertForMaskedLM' | 'BertForSequenceClassification' | 'GPT2LMHeadModel' | 'RobertaForMaskedLM' |
+          'RobertaForSequenceClassification' | 'DistilBertForMaskedLM' | 'DistilBertForSequenceClassification'):
       out['logits'] = m(**enc).logits
       base = m.base_model(**enc)
       out['hidden'] = base.last_hidden_state
@@ -343,3 +362,64 @@ def test_real_minilm_weights() -> None:
   cfg, params = hf.from_pretrained(path)
   assert (cfg.d_model, cfg.num_layers, cfg.vocab_size) == (384, 6, 30522)
   assert_close(our_outputs(cfg, params, batch), ref, batch, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['roberta_model', 'roberta_cls3'])
+def test_roberta_padding_is_hfs_at_every_position(name: str, get_case) -> None:
+  """Real tokens read rows pad+1, pad+2, ... counted over the mask, padding reads row pad: so the padded
+  positions too (not only the real ones that assert_close compares) equal HF's, with right or left padding."""
+  c = get_case(name)
+  left = {k: v[:, ::-1].copy() for k, v in c.inputs.items()}
+  for inputs, ours in ((c.inputs, c.ours), (left, our_outputs(c.cfg, c.params, left))):
+    ref = hf_outputs(c.hf_model, inputs)
+    for key, r in ref.items():
+      np.testing.assert_allclose(ours[key], r, atol=1e-4, err_msg=key)
+  # The rows matter: without the offset, the same weights give other hidden states.
+  shifted = our_outputs(c.cfg.replace(position_offset=c.cfg.position_offset - 1), c.params, c.inputs)
+  assert np.abs(shifted['hidden'] - c.ours['hidden']).max() > 1e-2
+
+
+@pytest.mark.parametrize('name,buffer,bad', [
+    ('roberta_mlm', 'roberta.embeddings.position_ids', np.arange(T + 2)[None, ::-1].copy()),
+    ('roberta_mlm', 'roberta.embeddings.token_type_ids', np.ones((1, T + 2), np.int64)),
+    ('distilbert_model', 'embeddings.position_ids', np.arange(16)[None, ::-1].copy()),
+])
+def test_roberta_and_distilbert_buffers_are_checked(name: str, buffer: str, bad: np.ndarray, get_case,
+                                                    tmp_path: Path) -> None:
+  """Older checkpoints carry the position_ids / token_type_ids buffers: dropped when they hold what the model
+  computes itself (arange, zeros), an error naming them otherwise."""
+  c = get_case(name)
+  good = np.zeros_like(bad) if 'token_type' in buffer else np.sort(bad)
+  cfg, params = hf.from_pretrained(_edited_copy(c, tmp_path / 'good', lambda t: t.update({buffer: good})),
+                                   scan_layers=c.cfg.scan_layers)
+  assert cfg == c.cfg
+  jax.tree.map(np.testing.assert_array_equal, params, c.params)
+  with pytest.raises(hf.CheckpointError, match=rf'{re.escape(buffer)}: a buffer whose values'):
+    hf.from_pretrained(_edited_copy(c, tmp_path / 'bad', lambda t: t.update({buffer: bad})))
+
+
+@pytest.mark.parametrize('name,change,message', [
+    ('distilbert_model', {'sinusoidal_pos_embds': True}, r'sinusoidal_pos_embds=True; only False is supported'),
+    ('roberta_mlm', {'hidden_act': 'relu'}, r"hidden_act='relu'; RobertaLMHead applies the exact gelu"),
+    ('roberta_model', {'pad_token_id': None}, r'pad_token_id=None; RoBERTa counts positions from row pad_token_id'),
+])
+def test_unsupported_roberta_and_distilbert_configs(name: str, change: dict[str, Any], message: str, get_case,
+                                                    tmp_path: Path) -> None:
+  c = get_case(name)
+  config = json.loads((c.hf_dir / 'config.json').read_text())
+  shutil.copy(c.hf_dir / 'model.safetensors', tmp_path)
+  (tmp_path / 'config.json').write_text(json.dumps({**config, **change}))
+  with pytest.raises(hf.CheckpointError, match=message):
+    hf.from_pretrained(tmp_path)
+
+
+def test_export_picks_the_class_that_expresses_the_config(get_case, tmp_path: Path) -> None:
+  """Three HF encoders: an export goes to the one that computes the config (RoBERTa for position_offset,
+  DistilBERT for no token types and a ReLU pooler), or says what each of them lacks."""
+  c = get_case('distilbert_cls2')
+  assert c.cfg.num_token_types == 0 and c.cfg.pooler_activation is model.Activation.RELU
+  with pytest.raises(hf.CheckpointError, match=r"(?s)BertForSequenceClassification cannot express this config: "
+                                               r"config.json sets type_vocab_size=0.*RobertaForSequenceClassification "
+                                               r".*DistilBertForSequenceClassification cannot express this config: "
+                                               r"pooler_activation='tanh' \(HF gives 'relu'\)"):
+    hf.save_pretrained(c.cfg.replace(pooler_activation='tanh'), c.params, tmp_path)

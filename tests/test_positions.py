@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model.positions import apply_rope, relative_position_bucket, sinusoidal_table
+from model.positions import apply_rope, offset_positions, relative_position_bucket, sinusoidal_table
 
 
 def test_sinusoidal_closed_form():
@@ -17,6 +17,17 @@ def test_sinusoidal_closed_form():
   np.testing.assert_allclose(table[pos, 2 * i + 1], np.cos(pos / 10000 ** (2 * i / 16)), rtol=1e-6)
   np.testing.assert_array_equal(table[0, 0::2], 0.0)
   np.testing.assert_array_equal(table[0, 1::2], 1.0)
+
+
+def test_offset_positions_count_real_tokens_from_the_offset():
+  """RoBERTa's rows (offset 2 = pad id 1 + 1): real tokens count from the offset over the mask, wherever the
+  padding is; padding reads offset - 1; given (packed) positions are offset as they are."""
+  valid = jnp.asarray([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], bool)
+  np.testing.assert_array_equal(offset_positions(None, valid, 2, 5),
+                                [[2, 3, 4, 1, 1], [1, 1, 2, 3, 4], [2, 1, 3, 1, 4]])
+  packed, packed_valid = jnp.asarray([[0, 1, 0, 1, 2, 0]]), jnp.asarray([[1, 1, 1, 1, 1, 0]], bool)  # 2 examples, pad
+  np.testing.assert_array_equal(offset_positions(packed, packed_valid, 1, 6), [[1, 2, 1, 2, 3, 0]])
+  np.testing.assert_array_equal(offset_positions(None, None, 2, 3), [[2, 3, 4]])
 
 
 @pytest.mark.parametrize('bidirectional', [True, False])

@@ -172,6 +172,7 @@ class WordTokenizer:
     self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
     self.bos_id = self.cls_id = self.sep_id = self.mask_id = None
     self.sentinel_ids: tuple[int, ...] = ()
+    self.pair_layout = tokenization.PairLayout.BERT
 
   def encode(self, text: str) -> list[int]:
     return [self.ids.get(w, self.unk_id) for w in text.split()]
@@ -339,3 +340,38 @@ def test_build_task_reads_a_tsv_with_the_configs_row_rules(tmp_path, capsys, tok
   assert t.info.label_names == config.label_names and int(t.transform(1, t.source[1])['label']) == 3
   with pytest.raises(sources.DataError, match=r"train.tsv line 4, column 'label': no label \(''\)"):
     tasks.build_task(dataclasses.replace(config, bad_rows='error'), 'train', seed=0, tokenizer=tokenizer)
+
+
+# --- token types of text pairs -------------------------------------------------------------------------------
+
+def test_pair_token_types_follow_the_tokenizer(data_dir, tokenizer, tmp_path):
+  """BERT's layout puts the second text at token type 1, RoBERTa's at 0 behind </s></s>; a model with a 1-row
+  token-type table refuses type 1 (a lookup would clamp it silently) and takes RoBERTa's pairs."""
+  from configs import glue  # pylint: disable=import-outside-toplevel
+  import model  # pylint: disable=import-outside-toplevel
+  from trainer import runner  # pylint: disable=import-outside-toplevel
+  config = tasks.DataConfig(source='builtin:sotu', objective='mlm', seq_len=LENGTH, data_dir=str(data_dir),
+                            tokenizer='byte_bpe:auto,vocab_size=400')
+  roberta = tasks.build_task(config, 'train', seed=0, tokenizer_dir=tmp_path).tokenizer
+  pairs = tmp_path / 'pairs.tsv'
+  pairs.write_text('text\ttext_b\tlabel\n' + ''.join(f'first {i}\tsecond {i}\t{i % 2}\n' for i in range(8)))
+  bert_pairs, roberta_pairs = (task(data_dir, tok, f'tsv:{pairs}', 'classification') for tok in (tokenizer, roberta))
+  assert (bert_pairs.token_types, roberta_pairs.token_types) == (2, 1)
+  assert task(data_dir, roberta, 'builtin:movie_sentiment/binary', 'classification').token_types == 1
+  out = roberta_pairs.transform(0, roberta_pairs.source[0])
+  first = len(roberta.encode('first 0'))
+  assert out['input_ids'][first + 1:first + 3].tolist() == [roberta.sep_id] * 2 and not out['token_type_ids'].any()
+  assert bert_pairs.transform(0, bert_pairs.source[0])['token_type_ids'].max() == 1
+  one_type = model.ModelConfig.from_dict(glue.get_config('sst2,roberta_tiny').model)
+  assert one_type.num_token_types == 1
+  with pytest.raises(ValueError) as error:
+    runner.check_model_fits_data(one_type, bert_pairs.config, bert_pairs.info, 420, bert_pairs.token_types)
+  assert str(error.value) == (
+      "model.num_token_types=1, but data.tokenizer ('sentencepiece:auto,vocab_size=8000') marks the second text of "
+      f"the pairs of data.source='tsv:{pairs}' as token type 1: set --config.model.num_token_types=2 (BERT) or 0 "
+      "(none, as DistilBERT), or use a tokenizer with one token type for pairs (RoBERTa's byte_bpe: <s> A </s></s> "
+      "B </s>)")
+  runner.check_model_fits_data(one_type, roberta_pairs.config, roberta_pairs.info, 400, roberta_pairs.token_types)
+  for types in (0, 2):
+    runner.check_model_fits_data(one_type.replace(num_token_types=types), bert_pairs.config, bert_pairs.info, 420,
+                                 bert_pairs.token_types)

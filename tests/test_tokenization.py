@@ -8,7 +8,10 @@ OpenAI's original byte-level BPE algorithm, written out below, since transformer
 import importlib.metadata
 import importlib.resources
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,7 +100,7 @@ def test_spec_parse(text: str, expected: T.TokenizerSpec):
 @pytest.mark.parametrize('text, message', [
     ('bpe:x', "unknown kind 'bpe'"),
     ('gpt2_bpe:x', 'gpt2_bpe takes no path'),
-    ('wordpiece,vocab_size=3', 'vocab_size=3 is for sentencepiece, not wordpiece'),
+    ('wordpiece,vocab_size=3', 'vocab_size=3 is for sentencepiece or byte_bpe, not wordpiece'),
     ('gpt2_bpe,lowercase=true', 'lowercase=True is for wordpiece'),
     ('sentencepiece:auto,algorithm=wordpiece', "algorithm='wordpiece': use one of ['unigram', 'bpe']"),
     ('sentencepiece:auto,vocab_size=8k', "vocab_size='8k': must be a whole number"),
@@ -373,3 +376,123 @@ def test_t5_layout_equals_hf_t5(documents: list[str], texts: list[str], tmp_path
   assert len(comparable) > 0.7 * len(texts)
   assert ours.encode_batch(comparable) == _hf_ids(hf, comparable)
   assert ours.decode([ours.sentinel_ids[0], *ours.encode('hello world'), ours.eos_id]) == 'hello world'
+
+
+# --------------------------------------------------------------------------------------------------------
+# RoBERTa's byte-level BPE, and one trained here with its specials
+
+
+ROBERTA_VOCAB = 1000
+ROBERTA_CASES = ['a <mask> b', 'x<mask>y', ' <mask>', '<s>one</s></s>two</s>', '<pad><unk> <s>',
+                 '  two  spaces\n\nand\n']
+
+
+@pytest.fixture(scope='module')
+def roberta_files(documents: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A RoBERTa-style vocab.json + merges.txt (fairseq's specials at 0-3, <mask> last), trained here."""
+  folder = tmp_path_factory.mktemp('roberta')
+  T.train_byte_bpe(documents, folder / 'vocab.json', ROBERTA_VOCAB)
+  return folder
+
+
+def _roberta_dir(roberta_files: Path, tmp_path: Path, config: dict | None, special_map: dict | None) -> Path:
+  """The trained files with an HF tokenizer_config.json / special_tokens_map.json beside them (None: absent)."""
+  for name in ('vocab.json', 'merges.txt'):
+    shutil.copy(roberta_files / name, tmp_path / name)
+  for name, content in (('tokenizer_config.json', config), ('special_tokens_map.json', special_map)):
+    if content is not None:
+      (tmp_path / name).write_text(json.dumps(content))
+  return tmp_path
+
+
+_LSTRIP_MASK = {'content': '<mask>', 'lstrip': True, 'rstrip': False, 'normalized': False, 'single_word': False}
+
+
+@pytest.mark.parametrize('config, special_map', [
+    (None, None),  # RobertaTokenizer's defaults
+    ({'add_prefix_space': True}, None),
+    (None, {'mask_token': _LSTRIP_MASK}),  # roberta-base's <mask> takes the space before it
+    ({'added_tokens_decoder': {str(ROBERTA_VOCAB - 1): _LSTRIP_MASK}, 'mask_token': '<mask>'}, None),
+])
+def test_roberta_equals_hf(roberta_files: Path, texts: list[str], tmp_path: Path, config: dict | None,
+                           special_map: dict | None):
+  """Ids of single texts and of pairs (<s> A </s></s> B </s>, truncated and padded) equal HF's RobertaTokenizer
+  (transformers 5: RobertaTokenizerFast is the same class) from the same files."""
+  from transformers import RobertaTokenizerFast
+  from data.examples import classification_example
+  from data.tasks import special_ids
+  folder = _roberta_dir(roberta_files, tmp_path, config, special_map)
+  ours = T.load_tokenizer(f'byte_bpe:{folder}')  # a folder: its vocab.json
+  hf = RobertaTokenizerFast.from_pretrained(folder)
+  assert (ours.vocab_size, ours.cls_id, ours.bos_id, ours.pad_id, ours.sep_id, ours.eos_id, ours.unk_id,
+          ours.mask_id) == (len(hf), 0, 0, 1, 2, 2, 3, ROBERTA_VOCAB - 1)
+  assert (hf.cls_token_id, hf.pad_token_id, hf.sep_token_id, hf.unk_token_id, hf.mask_token_id) == (
+      0, 1, 2, 3, ROBERTA_VOCAB - 1)
+  assert ours.pair_layout is T.PairLayout.ROBERTA
+  cases = texts + ROBERTA_CASES
+  assert ours.encode_batch(cases) == _hf_ids(hf, cases)
+  specials, length = special_ids(ours), 48  # truncation cuts many of the pairs
+  pairs = [(a, b) for a, b in zip(cases[::2], cases[1::2]) if a and b]  # '' reads as no pair in HF
+  for a, b in pairs + [(a, None) for a in cases[::7] if a]:
+    ref = hf(a, b, truncation=True, max_length=length, padding='max_length', return_token_type_ids=True)
+    out = classification_example(ours.encode(a), None if b is None else ours.encode(b), specials, length)
+    assert [out[k].tolist() for k in ('input_ids', 'token_type_ids', 'attention_mask')] == [
+        ref['input_ids'], ref['token_type_ids'], ref['attention_mask']], (a, b)
+  ids = ours.encode_batch(cases)
+  assert [ours.decode(i) for i in ids] == [hf.decode(i, skip_special_tokens=True) for i in ids]
+
+
+def test_roberta_directory_from_init_from(roberta_files: Path, tmp_path: Path):
+  """An HF RoBERTa directory (config.json, vocab.json, merges.txt) gives its byte-level BPE to a fine-tune."""
+  from trainer import runner
+  folder = _roberta_dir(roberta_files, tmp_path, {'add_prefix_space': False}, None)
+  (folder / 'config.json').write_text('{"model_type": "roberta"}')
+  spec = runner.tokenizer_of(str(folder))
+  assert spec == f'byte_bpe:{folder / "vocab.json"}'
+  assert T.load_tokenizer(spec).pair_layout is T.PairLayout.ROBERTA
+  with pytest.raises(ValueError, match=r'pad_with_eos=True: .*vocab.json has a pad token of its own \(<pad>\)'):
+    T.load_tokenizer(spec + ',pad_with_eos=true')
+
+
+def test_byte_bpe_auto_trains_once_and_deterministically(documents: list[str], tmp_path: Path):
+  """'byte_bpe:auto' trains on first use into auto_dir, RoBERTa's layout; another process (its own hash seeds,
+  one thread) writes byte-identical files."""
+  spec = 'byte_bpe:auto,vocab_size=700'
+  tok = T.load_tokenizer(spec, corpus=documents, auto_dir=tmp_path / 'a')
+  assert sorted(p.name for p in (tmp_path / 'a').iterdir()) == ['byte_bpe_v700_merges.txt', 'byte_bpe_v700_vocab.json']
+  assert (tok.vocab_size, tok.cls_id, tok.pad_id, tok.sep_id, tok.unk_id, tok.mask_id) == (700, 0, 1, 2, 3, 699)
+
+  def untouchable():
+    raise AssertionError('the corpus is read only to train')
+    yield ''
+
+  again = T.load_tokenizer(spec, corpus=untouchable(), auto_dir=tmp_path / 'a')
+  assert again.encode_batch(documents) == tok.encode_batch(documents)
+  assert tok.decode(tok.encode(documents[0])) == documents[0]  # byte-level: lossless
+  corpus = tmp_path / 'corpus.json'
+  corpus.write_text(json.dumps(documents))
+  code = ('import json, sys; from data import tokenization as T; '
+          'T.train_byte_bpe(json.load(open(sys.argv[1])), sys.argv[2], 700)')
+  subprocess.run([sys.executable, '-c', code, str(corpus), str(tmp_path / 'b' / 'vocab.json')], check=True,
+                 cwd=Path(__file__).resolve().parents[1], env=dict(os.environ, RAYON_NUM_THREADS='1'))
+  for a, b in (('byte_bpe_v700_vocab.json', 'vocab.json'), ('byte_bpe_v700_merges.txt', 'merges.txt')):
+    assert (tmp_path / 'a' / a).read_bytes() == (tmp_path / 'b' / b).read_bytes()
+
+
+def test_byte_bpe_errors(documents: list[str], tmp_path: Path):
+  with pytest.raises(ValueError, match='vocab_size=5000 failed: the text holds only .* Lower vocab_size'):
+    T.train_byte_bpe(['a tiny corpus', 'of two lines'], tmp_path / 'vocab.json', 5000)
+  with pytest.raises(ValueError, match='vocab_size=261 leaves no room for merges'):
+    T.train_byte_bpe(['text'], tmp_path / 'vocab.json', 261)
+  assert list(tmp_path.iterdir()) == []
+  with pytest.raises(ValueError, match=r'byte_bpe:auto trains a vocabulary and needs its size'):
+    T.TokenizerSpec.parse('byte_bpe:auto')
+  with pytest.raises(ValueError, match=r"gpt2_bpe is GPT-2's vocabulary; remove vocab_size"):
+    T.TokenizerSpec.parse('gpt2_bpe,vocab_size=700')
+  with pytest.raises(ValueError, match='byte_bpe:auto needs auto_dir='):
+    T.load_tokenizer('byte_bpe:auto,vocab_size=700', corpus=documents)
+  with pytest.raises(FileNotFoundError, match='pass corpus='):
+    T.load_tokenizer(f'byte_bpe:{tmp_path}/missing/vocab.json,vocab_size=700')
+  T.load_tokenizer(f'byte_bpe:{tmp_path}/v/vocab.json,vocab_size=700', corpus=documents)  # trained there
+  with pytest.raises(ValueError, match=r'vocab_size=800, but .*vocab.json has 700 ids'):
+    T.load_tokenizer(f'byte_bpe:{tmp_path}/v/vocab.json,vocab_size=800')

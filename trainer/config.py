@@ -12,6 +12,7 @@ from core.config import defaults, known_fields, parse_enum
 from data.tasks import DataConfig
 from evaluation.config import EvalConfig
 from model.config import ModelConfig
+from trainer.distill import DistillConfig
 from trainer.distributed import DistributedConfig
 from trainer.mesh import MeshConfig
 from trainer.optim import OptimConfig
@@ -97,7 +98,7 @@ def sections() -> dict[str, tuple[type, tuple[str, ...]]]:
           'optim': (OptimConfig, ('num_steps',)),  # train.num_steps (or num_epochs) sets it
           'mesh': (MeshConfig, ()), 'train': (TrainConfig, ()),
           'eval': (EvalConfig, ('objective',)),  # data.objective
-          'distributed': (DistributedConfig, ())}
+          'distributed': (DistributedConfig, ()), 'distill': (DistillConfig, ())}
 
 
 def schema_defaults() -> dict[str, dict[str, Any]]:

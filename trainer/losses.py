@@ -43,13 +43,19 @@ def loss_kind(objective: Objective | str) -> LossKind:
   return objectives.spec(objective).loss
 
 
+def position_weights(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """How much each prediction counts, float32: loss_weights (B, T) (tokens), 1 per labelled example (B,)
+  (classification), 1 per example (B,) (regression)."""
+  if kind is LossKind.TOKENS:
+    return batch['loss_weights'].astype(jnp.float32)
+  if kind is LossKind.CLASSIFICATION:
+    return _labelled(batch['label'])
+  return jnp.ones(batch['label'].shape, jnp.float32)
+
+
 def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
   """The denominator of the batch mean: sum of loss_weights (tokens) or the number of examples. () float32."""
-  if kind is LossKind.TOKENS:
-    return jnp.sum(batch['loss_weights'].astype(jnp.float32))
-  if kind is LossKind.CLASSIFICATION:
-    return jnp.sum(_labelled(batch['label']))
-  return jnp.asarray(batch['label'].shape[0], jnp.float32)
+  return jnp.sum(position_weights(kind, batch))
 
 
 def _labelled(labels: jax.Array) -> jax.Array:

@@ -76,14 +76,15 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
 
   Each weight matrix counts where it runs: per token of its stack, per example for a classifier's pooler
   and head, and once per application of a layer (`num_layers` applications, also when layers share
-  parameters). Attention adds 2·T·H·Q per query and layer (scores and values over all T keys, also under a
-  causal mask, as PaLM counts them); cross-attention's keys and values are projected once per encoder
-  token. A classifier's last layer computes [CLS] alone (the model's head_only): queries, output and
+  parameters, as ALBERT's do). Attention adds 2·T·H·Q per query and layer (scores and values over all T
+  keys, also under a causal mask, as PaLM counts them); cross-attention's keys and values are projected once
+  per encoder token. A classifier's last layer computes [CLS] alone (the model's head_only): queries, output and
   feed-forward for one position, keys and values for all. Not counted: embedding and bias-table lookups,
   norms, activations, biases, softmax (PaLM appendix B; x2 FLOPs per multiply-add, x3 for the backward
-  pass in `flops_per_token`). Tied or untied, an LM head is one V x d matmul per predicted token.
+  pass in `flops_per_token`). Tied or untied, an LM head is one V x E matmul per predicted token, E the
+  embedding width (d_model unless factorised: ALBERT's E-wide embeddings add an E x d projection per token).
   """
-  d, hq, vocab = cfg.d_model, cfg.num_heads * cfg.kv_dim, cfg.vocab_size
+  d, e, hq, vocab = cfg.d_model, cfg.embed_width, cfg.num_heads * cfg.kv_dim, cfg.vocab_size
   ffn = (3 if cfg.gated_ffn else 2) * d * cfg.d_ff  # wi (wi_0, wi_1 when gated) and wo
   qo, kv = 2 * d * hq, 2 * d * hq  # query and output projections; key and value projections
 
@@ -105,11 +106,13 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
       macs = stack(cfg.num_layers - 1, t) + last
     case _:
       macs = stack(cfg.num_layers, t)
+  if cfg.embedding_size is not None:
+    macs += seq_len * e * d  # the encoder's embedding projection
   if cfg.pooler:
     macs += d * d
   match cfg.head:
     case Head.LM:
-      macs += t * (vocab * d + (d * d if cfg.family is Family.ENCODER else 0))  # BERT's MLM transform dense
+      macs += t * (vocab * e + (d * e if cfg.family is Family.ENCODER else 0))  # + BERT's MLM transform, d -> E
     case Head.CLASSIFIER:
       macs += d * cfg.num_labels
     case Head.NONE:

@@ -33,7 +33,7 @@ from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
 from model import hf
-from trainer import checkpoint, metrics
+from trainer import checkpoint, distill, metrics
 from trainer.config import UNKNOWN_STEPS, NanPolicy, TrainConfig, schema_defaults
 from trainer.mesh import MeshConfig, MeshContext
 from trainer.optim import OptimConfig, make_optimizer
@@ -46,8 +46,9 @@ class TrainingHalted(RuntimeError):
 
 
 def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo,
-                          vocab_size: int) -> None:
-  """Errors, before any compile, for a model that cannot train on this data."""
+                          vocab_size: int, token_types: int = 1) -> None:
+  """Errors, before any compile, for a model that cannot train on this data (`token_types`: how many its
+  examples use, `tasks.Task.token_types`)."""
   spec = objectives.spec(data.objective)
   family, head = spec.family, spec.head
   if (cfg.family, cfg.head) != (family, head):
@@ -88,6 +89,13 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
   if vocab_size > cfg.vocab_size:
     raise ValueError(f'data.tokenizer has {vocab_size} ids but model.vocab_size={cfg.vocab_size}: set '
                      f'--config.model.vocab_size={vocab_size} (or larger)')
+  # A type id beyond the table would be clamped to its last row by the lookup, silently: refuse it. (0 types:
+  # the model has no table and reads none, as DistilBERT.)
+  if 0 < cfg.num_token_types < token_types:
+    raise ValueError(f'model.num_token_types={cfg.num_token_types}, but data.tokenizer ({data.tokenizer!r}) marks '
+                     f'the second text of the pairs of data.source={data.source!r} as token type 1: set '
+                     f'--config.model.num_token_types={token_types} (BERT) or 0 (none, as DistilBERT), or use a '
+                     'tokenizer with one token type for pairs (RoBERTa\'s byte_bpe: <s> A </s></s> B </s>)')
 
 
 @dataclasses.dataclass
@@ -106,13 +114,21 @@ class Run:
   step_cfg: StepConfig
   module: model.Transformer
   workdir: Path
+  distill: distill.DistillConfig = distill.DistillConfig()
+  teacher: distill.Teacher | None = None  # loaded when distill.teacher is set and build_run is asked to
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher: bool = False) -> Run:
+  """The run of `config`, every input checked, nothing compiled. `with_teacher` (training): also load
+  distill.teacher onto the mesh; evaluation scores the student alone and never reads the teacher."""
   train = TrainConfig.from_dict(config.train)
   # optim's errors before any tokenizer; a run measured in epochs knows its steps only once the data is read.
   optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps or UNKNOWN_STEPS)
   model_cfg = model.ModelConfig.from_dict(config.model)
+  distill_cfg = distill.DistillConfig.from_dict(config.get('distill'))
+  if distill_cfg.init_student is distill.InitStudent.ALTERNATE_LAYERS and train.init_from:
+    raise ValueError(f'train.init_from={train.init_from!r} and distill.init_student=alternate_layers both set the '
+                     "student's first weights: set --config.train.init_from='' or --config.distill.init_student=own")
   data = tasks.DataConfig.from_dict(config.data)
   if data.tokenizer == INIT_FROM:
     data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
@@ -132,7 +148,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
   say(f'data: {data.source} ({data.objective.value}): {len(task.source):,} training rows, {len(eval_task.source):,} '
       f'{eval_split} rows; tokenizer {task.tokenizer.vocab_size:,} ids')
-  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size)
+  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size, task.token_types)
   if train.standardize_targets:
     model_cfg = _standardized(model_cfg, data, task)
   tx, schedule = make_optimizer(optim_cfg)
@@ -140,9 +156,35 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=1_000_000)
   module = model.build(model_cfg)
   abstract = abstract_train_state(module, tx, mesh)
-  step_cfg = StepConfig.of(data, train)
-  return Run(train, model_cfg, data, task, eval_task, mesh, abstract, tx, schedule, step_cfg,
-             module, workdir)
+  step_cfg = StepConfig.of(data, train, distill_cfg)
+  run = Run(train, model_cfg, data, task, eval_task, mesh, abstract, tx, schedule, step_cfg, module, workdir,
+            distill_cfg)
+  if with_teacher and distill_cfg.enabled:
+    run.teacher = load_teacher(run)
+  return run
+
+
+def load_teacher(run: Run) -> distill.Teacher:
+  """distill.teacher (an HF directory or one of our workdirs), checked against the student and placed with the
+  logical-axis shardings of a model of its config on this run's mesh."""
+  name = run.distill.teacher
+  path = user_path(name)
+  if (path / 'config.json').is_file():
+    teacher_cfg, params = hf.from_pretrained(path, scan_layers=run.model_cfg.scan_layers)
+    distill.check_teacher(run.distill, run.model_cfg, teacher_cfg)
+    module = model.build(teacher_cfg)
+    target = abstract_train_state(module, optax.identity(), run.mesh).params
+    params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
+  else:
+    teacher_cfg = model.ModelConfig.from_dict(_saved_config(name, field='distill.teacher').model)
+    distill.check_teacher(run.distill, run.model_cfg, teacher_cfg)
+    module = model.build(teacher_cfg)
+    params = checkpoint.restore_params(path, abstract_train_state(module, optax.identity(), run.mesh).params)
+  count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+  say(f'distill.teacher {name}: {teacher_cfg.num_layers} layers, d_model {teacher_cfg.d_model}, {count:,} parameters; '
+      f'loss {run.distill.alpha_kl:g} x KL (T={run.distill.temperature:g}) + {run.distill.alpha_hard:g} x hard + '
+      f'{run.distill.alpha_cos:g} x cosine')
+  return distill.Teacher(name, module, params)
 
 
 def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Task) -> model.ModelConfig:
@@ -161,29 +203,31 @@ def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Ta
 
 
 def _say_tokenizer_training(data: tasks.DataConfig, tokenizer_dir: Path) -> None:
-  """A line before an 'auto' SentencePiece vocabulary is trained (the first run in a workdir; a minute on a
-  large corpus), and nothing when it is already there."""
+  """A line before an 'auto' SentencePiece vocabulary or byte-level BPE is trained (the first run in a workdir;
+  a minute on a large corpus), and nothing when it is already there."""
   if data.tokenizer == INIT_FROM:
     return
   spec = TokenizerSpec.parse(data.tokenizer)
-  if spec.kind is not TokenizerKind.SENTENCEPIECE or spec.vocab_size is None:
+  kinds = {TokenizerKind.SENTENCEPIECE: 'SentencePiece vocabulary', TokenizerKind.BYTE_BPE: 'byte-level BPE'}
+  if spec.kind not in kinds or spec.vocab_size is None:
     return
   path = user_path(spec.path) if spec.path else auto_model_path(spec, tokenizer_dir)
   if not path.exists():
-    say(f'training a SentencePiece vocabulary of {spec.vocab_size:,} pieces on the training split of {data.source} '
+    say(f'training a {kinds[spec.kind]} of {spec.vocab_size:,} pieces on the training split of {data.source} '
         f'(once: kept as {path})')
 
 
 INIT_FROM = 'init_from'  # data.tokenizer: the tokenizer of train.init_from's checkpoint
 
 
-def _saved_config(init_from: str) -> ml_collections.ConfigDict:
-  """The config saved with the latest checkpoint of our workdir `init_from` (not an HF directory)."""
-  with checkpoint.Checkpointer(user_path(init_from), read_only=True) as reader:
+def _saved_config(path: str, field: str = 'train.init_from') -> ml_collections.ConfigDict:
+  """The config saved with the latest checkpoint of our workdir `path` (not an HF directory), which config
+  `field` names."""
+  with checkpoint.Checkpointer(user_path(path), read_only=True) as reader:
     saved = reader.saved_config() if reader.latest_step() is not None else None
   if saved is None:
-    raise ValueError(f'train.init_from={init_from!r} is neither an HF checkpoint directory (config.json) nor '
-                     'a workdir of ours with a checkpoint')
+    raise ValueError(f'{field}={path!r} is neither an HF checkpoint directory (config.json) nor a workdir of ours '
+                     f'with a checkpoint: set --config.{field} to a directory holding one of them')
   return saved
 
 
@@ -202,8 +246,8 @@ def tokenizer_of(init_from: str) -> str:
                      'data.tokenizer to its tokenizer')
   saved = _saved_config(init_from)
   spec = TokenizerSpec.parse(saved.data.tokenizer)
-  if spec.kind is TokenizerKind.SENTENCEPIECE and spec.path is None:
-    return f'sentencepiece:{auto_model_path(spec, path / "tokenizer")}'
+  if spec.auto:
+    return f'{spec.kind.value}:{auto_model_path(spec, path / "tokenizer")}'
   return saved.data.tokenizer
 
 
@@ -237,8 +281,9 @@ class TrainSteps:
     key = self.key(global_batch)
     if key not in self._steps:  # not a shape `train_batch_shapes` foresaw: compile it now rather than fail
       self._steps[key] = compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract,
-                                            global_batch)
-    return self._steps[key](state, global_batch, rng)
+                                            global_batch, teacher=run.teacher)
+    teacher = () if run.teacher is None else (run.teacher.params,)
+    return self._steps[key](state, global_batch, rng, *teacher)
 
 
 def train_batch_shapes(run: Run) -> list[dict[str, jax.ShapeDtypeStruct]]:
@@ -255,7 +300,8 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
   per core): a program's compile keeps the cores only partly busy. The MiniLM fine-tune's five bucket steps
   and eval step: 45 s one after the other, 38 s side by side on 2 cores."""
   def train_step(shapes: Mapping[str, Any]) -> jax.stages.Compiled:
-    return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract, shapes)
+    return compile_train_step(run.module, run.tx, run.schedule, run.step_cfg, run.mesh, run.abstract, shapes,
+                              teacher=run.teacher)
 
   train_shapes = train_batch_shapes(run)
   start = time.perf_counter()
@@ -358,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if checkpoint.checkpoint_dir(workdir).is_dir():
     with checkpoint.Checkpointer(workdir, read_only=True) as reader:
       reader.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
-  run = build_run(config, workdir)
+  run = build_run(config, workdir, with_teacher=True)  # the teacher is never checkpointed: reloaded on resume
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
@@ -380,6 +426,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
     if run.train.init_from:
       state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
+    elif run.distill.init_student is distill.InitStudent.ALTERNATE_LAYERS:
+      params, note = distill.alternate_layers(run.teacher.params, run.teacher.module.cfg, state.params, run.model_cfg)
+      state = state.replace(params=params)
+      say(f'distill.init_student=alternate_layers: {note}')
 
   stop = {'signal': None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))

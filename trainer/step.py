@@ -32,8 +32,9 @@ from data import batch as batch_schema
 from data import tasks
 from data.tasks import Objective, to_objective
 from model import partitioning as P
-from trainer import losses
+from trainer import distill, losses
 from trainer.config import PrngImpl, TrainConfig
+from trainer.distill import DistillConfig
 from trainer.mesh import MeshContext
 
 Params = Any
@@ -64,10 +65,20 @@ class StepConfig:
   # those alone, gathered by weight. 0 = every position.
   max_targets: int = 0
   prng_impl: PrngImpl = PrngImpl.THREEFRY  # of the dropout key the step takes (`dropout_key`)
+  # Distillation from a teacher (trainer/distill.py); the step then takes the teacher's parameters.
+  distill: DistillConfig = DistillConfig()
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
     object.__setattr__(self, 'prng_impl', PrngImpl(self.prng_impl))
+    if self.distill.enabled and self.loss_kind is losses.LossKind.REGRESSION:
+      raise ValueError(f'distill.teacher={self.distill.teacher!r}: data.objective={self.objective.value} predicts a '
+                       'number, which has no distribution to distil; distil a classification or token objective, '
+                       "or set --config.distill.teacher=''")
+    if self.distill.enabled and self.chunked_logits:
+      raise ValueError(f'train.logits_chunk={self.logits_chunk}: distillation (distill.teacher) needs the student\'s '
+                       'whole logits for the KL; set --config.train.logits_chunk=0 (with data.max_targets the '
+                       'MLM logits are only those of the masked positions)')
     if not isinstance(self.microbatches, int) or self.microbatches < 1:
       raise ValueError(f'train.microbatches={self.microbatches!r}: must be a positive integer')
     if self.z_loss < 0:
@@ -78,14 +89,17 @@ class StepConfig:
       raise ValueError(f'max_targets={self.max_targets}: a bound on the weighted positions of a token objective')
 
   @classmethod
-  def of(cls, data: tasks.DataConfig, train: TrainConfig) -> StepConfig:
+  def of(cls, data: tasks.DataConfig, train: TrainConfig,
+         distill_cfg: DistillConfig = DistillConfig()) -> StepConfig:
     return cls(objective=data.objective, microbatches=train.microbatches, z_loss=train.z_loss,
-               logits_chunk=train.logits_chunk, max_targets=tasks.max_targets(data), prng_impl=train.prng_impl)
+               logits_chunk=train.logits_chunk, max_targets=tasks.max_targets(data), prng_impl=train.prng_impl,
+               distill=distill_cfg)
 
   @classmethod
   def from_config(cls, config: Any) -> StepConfig:
-    """From the config tree's data and train sections."""
-    return cls.of(tasks.DataConfig.from_dict(config.data), TrainConfig.from_dict(config.train))
+    """From the config tree's data, train and distill sections."""
+    return cls.of(tasks.DataConfig.from_dict(config.data), TrainConfig.from_dict(config.train),
+                  DistillConfig.from_dict(config.get('distill')))
 
   def dropout_key(self, seed: int) -> jax.Array:
     """The key a run passes to every step (the step folds in its number), of this config's PRNG."""
@@ -166,29 +180,38 @@ def init_train_state(module: model.Transformer, tx: optax.GradientTransformation
 # --- the steps -------------------------------------------------------------------------------------------
 
 def apply_model(module: model.Transformer, params: Params, batch: Batch, *, deterministic: bool,
-                rng: jax.Array | None = None, **head: Any) -> dict[str, Any]:
+                rng: jax.Array | None = None, head_only: bool = True, **head: Any) -> dict[str, Any]:
   """module.apply on the batch's model inputs (every feature but the targets): the model's outputs. The
   steps and predictions read the head alone, so the model may skip what its head does not read (head_only:
-  a classifier's last layer computes [CLS] only; 'hidden' is then not every position). `head`: the head's
-  options (logits=False, head_positions; see `model.Transformer`)."""
+  a classifier's last layer computes [CLS] only; 'hidden' is then not every position; head_only=False for a
+  loss that reads every hidden state). `head`: the head's options (logits=False, head_positions; see
+  `model.Transformer`)."""
   inputs = batch_schema.model_inputs(batch)
   rngs = None if rng is None else {'dropout': rng}
-  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=True, **head)
+  return module.apply({'params': params}, **inputs, deterministic=deterministic, rngs=rngs, head_only=head_only,
+                      **head)
+
+
+def _at_targets(batch: Batch, cfg: StepConfig) -> tuple[Batch, dict[str, Any]]:
+  """With `cfg.max_targets`: the batch with its targets and weights at the weighted positions alone, and the
+  head option that runs the LM head there. Else the batch as it is and no option."""
+  if not cfg.max_targets:
+    return batch, {}
+  # The weighted positions first (top_k keeps the lower index among equal weights); a row with fewer
+  # fills up with weight-0 positions. data.tasks.max_targets guarantees no row has more.
+  positions = lax.top_k(batch['loss_weights'], cfg.max_targets)[1]
+  batch = dict(batch) | {name: jnp.take_along_axis(batch[name], positions, axis=1)
+                         for name in ('targets', 'loss_weights')}
+  return batch, {'head_positions': positions}
 
 
 def model_loss_sums(module: model.Transformer, params: Params, batch: Batch, cfg: StepConfig, *, deterministic: bool,
                     rng: jax.Array | None = None, z_loss: float = 0.0) -> losses.Sums:
   """The objective's loss sums of the model on `batch`, the same sums however they are computed: the LM head
   at the weighted positions alone (`cfg.max_targets`), and its logits chunk by chunk (`cfg.logits_chunk`)."""
-  head: dict[str, Any] = {'logits': not cfg.chunked_logits}
-  if cfg.max_targets:
-    # The weighted positions first (top_k keeps the lower index among equal weights); a row with fewer
-    # fills up with weight-0 positions. data.tasks.max_targets guarantees no row has more.
-    positions = lax.top_k(batch['loss_weights'], cfg.max_targets)[1]
-    head['head_positions'] = positions
-    batch = dict(batch) | {name: jnp.take_along_axis(batch[name], positions, axis=1)
-                           for name in ('targets', 'loss_weights')}
-  out = apply_model(module, params, batch, deterministic=deterministic, rng=rng, **head)
+  batch, head = _at_targets(batch, cfg)
+  out = apply_model(module, params, batch, deterministic=deterministic, rng=rng, logits=not cfg.chunked_logits,
+                    **head)
   if cfg.chunked_logits:
     hidden, kernel, bias = out['lm_projection']
     return losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'], z_loss,
@@ -196,10 +219,29 @@ def model_loss_sums(module: model.Transformer, params: Params, batch: Batch, cfg
   return losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
 
 
+def distillation_sums(module: model.Transformer, params: Params, batch: Batch, cfg: StepConfig,
+                      teacher: tuple[model.Transformer, Params], rng: jax.Array) -> losses.Sums:
+  """`distill.distillation_sums` of the student (dropout on) against the teacher (deterministic, constant to
+  autodiff) on `batch`: both heads at the same positions, and every hidden state when the cosine loss is on."""
+  batch, head = _at_targets(batch, cfg)
+  head_only = not cfg.distill.alpha_cos  # the cosine reads every hidden state
+  student = apply_model(module, params, batch, deterministic=False, rng=rng, head_only=head_only, **head)
+  teacher_module, teacher_params = teacher
+  taught = apply_model(teacher_module, lax.stop_gradient(teacher_params), batch, deterministic=True,
+                       head_only=head_only, **head)
+  valid = distill.hidden_validity(module.cfg.family, batch)
+  return distill.distillation_sums(cfg.distill, cfg.loss_kind, student, lax.stop_gradient(taught), batch, valid,
+                                   cfg.z_loss)
+
+
 def _loss_fn(params: Params, batch: Batch, rng: jax.Array, *, module: model.Transformer, cfg: StepConfig,
-             denominator: jax.Array) -> tuple[jax.Array, losses.Sums]:
-  """Sum of this (micro)batch's losses over the *whole* batch's weight: the gradients of the microbatches
-  then add up to the gradient of the batch mean."""
+             denominator: jax.Array, teacher: tuple[model.Transformer, Params] | None = None,
+             tokens: jax.Array | None = None) -> tuple[jax.Array, losses.Sums]:
+  """Sum of this (micro)batch's losses over the *whole* batch's weight (and, distilling, its real tokens for
+  the cosine): the gradients of the microbatches then add up to the gradient of the batch mean."""
+  if teacher is not None:
+    sums = distillation_sums(module, params, batch, cfg, teacher, rng)
+    return distill.distillation_loss(cfg.distill, sums, denominator, tokens), sums
   sums = model_loss_sums(module, params, batch, cfg, deterministic=False, rng=rng, z_loss=cfg.z_loss)
   return sums['loss'] / denominator, sums
 
@@ -241,24 +283,36 @@ def accumulate_gradients(loss_fn: Any, params: Params, batch: Batch, rng: jax.Ar
   return grads, sums
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, module: model.Transformer,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               cfg: StepConfig) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: Params | None = None, *,
+               module: model.Transformer, tx: optax.GradientTransformation, schedule: optax.Schedule,
+               cfg: StepConfig, teacher_module: model.Transformer | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer update on `batch` (the features of `cfg.objective`, leading axis B).
 
   Dropout is on, with the key fold_in(rng, state.step). Metrics (float32 scalars): loss (mean over the
   weighted tokens or examples, z-loss included), z_loss (its part of loss), weight (number of weighted
   tokens / examples), accuracy (not for regression), grad_norm (before clipping), param_norm (after the
   update), learning_rate (of this update).
+
+  Distilling (`teacher_module` and its `teacher_params`, read and never updated): loss is the distillation
+  loss (trainer/distill.py), and distill_kl, distill_hard, distill_cos are its parts, unweighted means.
   """
   rng = jax.random.fold_in(rng, state.step)
   weight = losses.total_weight(cfg.loss_kind, batch)
   denominator = jnp.where(weight > 0, weight, 1.0)  # an all-padding batch gives loss 0, not nan
   loss_fn = functools.partial(_loss_fn, module=module, cfg=cfg, denominator=denominator)
+  if teacher_module is not None:
+    tokens = jnp.sum(distill.hidden_validity(module.cfg.family, batch))
+    tokens = jnp.where(tokens > 0, tokens, 1.0)
+    loss_fn = functools.partial(loss_fn, teacher=(teacher_module, teacher_params), tokens=tokens)
   grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, cfg.microbatches)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {name: sums[name] / denominator for name in ('loss', 'z_loss')}
+  if teacher_module is not None:
+    metrics = {'loss': distill.distillation_loss(cfg.distill, sums, denominator, tokens),
+               'z_loss': sums['z_loss'] / denominator, 'distill_kl': sums['kl'] / denominator,
+               'distill_hard': sums['hard'] / denominator, 'distill_cos': sums['cos'] / tokens}
+  else:
+    metrics = {name: sums[name] / denominator for name in ('loss', 'z_loss')}
   if 'correct' in sums:
     metrics['accuracy'] = sums['correct'] / denominator
   metrics |= {'weight': weight, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params),
@@ -278,24 +332,34 @@ def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: S
 
 def compile_train_step(module: model.Transformer, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        cfg: StepConfig, ctx: MeshContext, abstract_state: TrainState,
-                       batch_shapes: Mapping[str, Any],
-                       compiler_options: CompilerOptions | None = None) -> jax.stages.Compiled:
+                       batch_shapes: Mapping[str, Any], compiler_options: CompilerOptions | None = None,
+                       teacher: distill.Teacher | None = None) -> jax.stages.Compiled:
   """`train_step` compiled ahead of time for these shapes: in/out shardings explicit, the state donated.
 
   batch_shapes: feature -> anything with .shape and .dtype (a ShapeDtypeStruct or the first batch). Call
   the result as step(state, batch, rng) with `rng` a new-style key (cfg.dropout_key) that is replicated
-  or uncommitted; arrays placed otherwise are an error rather than a silent reshard.
+  or uncommitted; arrays placed otherwise are an error rather than a silent reshard. With a `teacher`
+  (cfg.distill): step(state, batch, rng, teacher.params), the teacher's parameters in their own shardings and
+  not donated: the same arrays serve every step.
   """
+  if (teacher is not None) != cfg.distill.enabled:
+    raise ValueError(f'distill.teacher={cfg.distill.teacher!r} but compile_train_step was given '
+                     f'{"a" if teacher is not None else "no"} teacher: load it with the run (trainer/runner.py)')
   state_shardings = shardings_of(abstract_state)
   in_batch = ctx.batch_shardings(batch_shapes, cfg.microbatches)
   step = functools.partial(train_step, module=module, tx=tx, schedule=schedule, cfg=cfg)
-  jitted = jax.jit(step, in_shardings=(state_shardings, in_batch, ctx.replicated),
-                   out_shardings=(state_shardings, ctx.replicated), donate_argnums=0)
+  in_shardings = (state_shardings, in_batch, ctx.replicated)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=in_batch[k]) for k, v in batch_shapes.items()}
-  rng = jax.eval_shape(lambda: cfg.dropout_key(0))
+  args = (abstract_state, batch, jax.eval_shape(lambda: cfg.dropout_key(0)))
+  if teacher is not None:
+    step = functools.partial(step, teacher_module=teacher.module)
+    in_shardings += (shardings_of(teacher.params),)
+    args += (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), teacher.params),)
+  jitted = jax.jit(step, in_shardings=in_shardings, out_shardings=(state_shardings, ctx.replicated),
+                   donate_argnums=0)
   # Tracing happens in lower(): this is where with_logical_constraint sees the mesh and the rules.
   with ctx.active():
-    return jitted.lower(abstract_state, batch, rng).compile(compiler_options)
+    return jitted.lower(*args).compile(compiler_options)
 
 
 def compile_eval_step(module: model.Transformer, cfg: StepConfig, ctx: MeshContext, abstract_params: Params,

@@ -34,12 +34,13 @@ from flax import traverse_util
 
 from core.paths import user_path
 from model.config import EXECUTION_FIELDS, Family, Head, ModelConfig, Position
-from model.hf import bert, gpt2, t5
+from model.hf import albert, bert, distilbert, gpt2, roberta, t5
 from model.hf.mapping import CheckpointError, Entry, FamilySpec, hf_shape, table_entries, target_shapes, to_hf, to_ours
 from model.params import Params, stack_layers, unstack_layers
 
-# Every supported HF model type: a new family is a file like model/hf/bert.py and its entry here.
-SPECS: tuple[FamilySpec, ...] = (bert.SPEC, gpt2.SPEC, t5.SPEC)
+# Every supported HF model type: a new family is a file like model/hf/bert.py and its entry here. An export
+# goes to the first one of the config's family whose class expresses the config exactly.
+SPECS: tuple[FamilySpec, ...] = (bert.SPEC, roberta.SPEC, distilbert.SPEC, albert.SPEC, gpt2.SPEC, t5.SPEC)
 _SUPPORTED = ', '.join(f'{s.model_type}: {"/".join(s.classes)}' for s in SPECS)
 
 
@@ -126,7 +127,7 @@ def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str]
   cfg = ModelConfig.from_dict({**spec.to_fields(hf_config, head, tied), **overrides})
   target = target_shapes(cfg)
   groups: dict[tuple[str, ...], list[Entry]] = {}
-  for e in table_entries(spec.table, cfg, target):
+  for e in table_entries(spec.rows(cfg.head), cfg, target):
     groups.setdefault(e.ours, []).append(e)
 
   flat: dict[str, np.ndarray] = {}
@@ -203,17 +204,12 @@ def _explained(spec: FamilySpec, name: str, file_name: str, x: np.ndarray, tenso
 def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[str]) -> None:
   """Writes config.json and model.safetensors that HF's class for `cfg` loads with no missing or unexpected
   keys and the same outputs. `params` may be scanned or not. A config HF cannot express is an error."""
-  spec = next((s for s in SPECS if s.family is cfg.family), None)
-  if spec is None or cfg.head not in spec.classes.values():
-    raise CheckpointError(f'no HF class for family={cfg.family.value}, head={cfg.head.value}; supported: {_SUPPORTED}')
   if (cfg.target_mean, cfg.target_scale) != (0.0, 1.0):  # HF's regression head has no such affine: fold it in
     head = params['classifier']
     params = params | {'classifier': {'kernel': head['kernel'] * cfg.target_scale,
                                       'bias': head['bias'] * cfg.target_scale + cfg.target_mean}}
     cfg = cfg.replace(target_mean=0.0, target_scale=1.0)
-  arch = spec.arch(cfg.head)
-  hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
-  _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)
+  spec, hf_config = _export_spec(cfg)
 
   flat = {k: np.asarray(jax.device_get(v), np.float32)
           for k, v in traverse_util.flatten_dict(unstack_layers(params), sep='/').items()}
@@ -223,7 +219,7 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
     raise CheckpointError(f'params do not match the config: missing {_names(target.keys() - flat.keys())}; '
                           f'extra {_names(flat.keys() - target.keys())}; wrong shapes {wrong}')
   tensors, written = {}, set()
-  for e in table_entries(spec.table, cfg, target):
+  for e in table_entries(spec.rows(cfg.head), cfg, target):
     name = e.hf.removeprefix(spec.prefix) if cfg.head is Head.NONE else e.hf  # headless classes: no prefix
     tensors[name] = np.ascontiguousarray(to_hf(e.kind, [flat[o] for o in e.ours]), np.float32)
     written.update(e.ours)
@@ -245,7 +241,8 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   """The fields that decide the function a checkpoint computes, with defaults resolved."""
   out = cfg.to_dict()
   out.update(head_dim=cfg.kv_dim,
-             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None)
+             num_decoder_layers=cfg.decoder_layers if cfg.family is Family.ENCODER_DECODER else None,
+             num_layer_groups=cfg.layer_groups)
   irrelevant = list(_RUNTIME_FIELDS + _DROPOUT_FIELDS)
   if cfg.position is not Position.RELATIVE:
     irrelevant += ['relative_buckets', 'relative_max_distance']
@@ -254,6 +251,26 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   if cfg.position not in (Position.LEARNED, Position.SINUSOIDAL):
     irrelevant.append('max_len')
   return {k: v for k, v in out.items() if k not in irrelevant}
+
+
+def _export_spec(cfg: ModelConfig) -> tuple[FamilySpec, dict[str, Any]]:
+  """The first spec whose class for `cfg.head` expresses `cfg` exactly, and the config.json it writes; else an
+  error that says, class by class, what each cannot express."""
+  reasons = []
+  for spec in SPECS:
+    if spec.family is not cfg.family or cfg.head not in spec.classes.values():
+      continue
+    arch = spec.arch(cfg.head)
+    hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
+    try:
+      _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)
+    except CheckpointError as e:
+      reasons.append(str(e) if str(e).startswith(arch) else f'{arch} cannot express this config: {e}')
+      continue
+    return spec, hf_config
+  if not reasons:
+    raise CheckpointError(f'no HF class for family={cfg.family.value}, head={cfg.head.value}; supported: {_SUPPORTED}')
+  raise CheckpointError('\n'.join(reasons))
 
 
 def _check_expressible(cfg: ModelConfig, back: ModelConfig, arch: str) -> None:

@@ -63,7 +63,8 @@ def attention(hf: str, ours: str, names: Sequence[str]) -> list[Row]:
 
 # HF activation names; the export uses the first name of each of ours.
 _ACTIVATIONS = {'gelu': Activation.GELU, 'gelu_new': Activation.GELU_TANH, 'relu': Activation.RELU,
-                'silu': Activation.SILU, 'gelu_pytorch_tanh': Activation.GELU_TANH, 'swish': Activation.SILU}
+                'silu': Activation.SILU, 'tanh': Activation.TANH, 'gelu_pytorch_tanh': Activation.GELU_TANH,
+                'swish': Activation.SILU}
 ACTIVATION_NAMES = {a: n for n, a in reversed(_ACTIVATIONS.items())}
 
 
@@ -86,8 +87,28 @@ def unsupported(hf: Mapping[str, Any], **bad: Any) -> None:
       raise CheckpointError(f'config.json sets {key}={hf[key]!r}; only {value!r} is supported')
 
 
+def num_labels(hf: Mapping[str, Any], head: Head) -> int:
+  """A sequence classifier's outputs (HF counts id2label; its default is 2); 0 for other heads."""
+  return len(hf.get('id2label') or {0: 0, 1: 1}) if head is Head.CLASSIFIER else 0
+
+
+def labels_config(cfg: ModelConfig) -> dict[str, Any]:
+  """config.json's label fields of a sequence classifier (none for other heads); one output is regression."""
+  if cfg.head is not Head.CLASSIFIER:
+    return {}
+  out: dict[str, Any] = dict(id2label={str(i): f'LABEL_{i}' for i in range(cfg.num_labels)},
+                             label2id={f'LABEL_{i}': i for i in range(cfg.num_labels)})
+  if cfg.num_labels == 1:
+    out['problem_type'] = 'regression'
+  return out
+
+
 def is_arange(x: np.ndarray) -> bool:
   return np.array_equal(x.reshape(-1), np.arange(x.size))
+
+
+def is_zeros(x: np.ndarray) -> bool:
+  return not np.any(x)
 
 
 def is_causal(x: np.ndarray) -> bool:
@@ -111,9 +132,15 @@ class FamilySpec:
   # embedding it repeats when tied.
   aliases: tuple[tuple[str, str], ...]
   buffers: tuple[tuple[str, Callable[[np.ndarray], bool]], ...]  # non-parameters: (regex, sanity check)
+  # Rows of one head's class only, where classes name the same parameter differently (RoBERTa's pooler is
+  # roberta.pooler in RobertaModel, classifier.dense in RobertaForSequenceClassification).
+  head_tables: Mapping[Head, tuple[Row, ...]] = dataclasses.field(default_factory=dict)
 
   def arch(self, head: Head) -> str:
     return next(name for name, h in self.classes.items() if h is head)
+
+  def rows(self, head: Head) -> tuple[Row, ...]:
+    return self.table + tuple(self.head_tables.get(head, ()))
 
 
 class Entry(NamedTuple):
@@ -129,7 +156,8 @@ def table_entries(table: Sequence[Row], cfg: ModelConfig, target: Mapping[str, t
   out = []
   for hf, ours, kind in table:
     ours = (ours,) if isinstance(ours, str) else ours
-    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.num_layers
+    # an encoder layer index is a parameter set: one per group of layers sharing it (ALBERT)
+    layers = cfg.decoder_layers if ours[0].startswith('decoder/') else cfg.layer_groups
     for i in range(layers) if '{i}' in hf else (0,):
       entry = Entry(hf.format(i=i), tuple(o.format(i=i) for o in ours), kind)
       if all(o in target for o in entry.ours):
