@@ -68,6 +68,19 @@ def test_a_typo_in_any_section_is_an_error_naming_the_closest_field(tmp_path, se
   assert not (tmp_path / 'tokenizer').exists()
 
 
+@pytest.mark.parametrize('source, message', [
+    ('builtin:sotu+builtin:movie_sentiment/binary', 'is a classification dataset; only text corpora mix'),
+    ('builtin:sotuu', "'sotuu' is not a built-in dataset"),
+])
+def test_a_source_that_cannot_be_read_fails_before_the_tokenizer_line(tmp_path, capsys, source, message):
+  from trainer import runner
+  config = importlib.import_module('configs.bert_tiny').get_config()
+  config.data.source = source
+  with pytest.raises(ValueError, match=message):
+    runner.build_run(config, tmp_path)
+  assert 'SentencePiece' not in capsys.readouterr().out and not (tmp_path / 'tokenizer').exists()
+
+
 def test_a_setup_with_an_unknown_or_missing_field_fails_on_load():
   data = dict(source='builtin:sotu', objective='causal_lm', seq_len=8)
   with pytest.raises(ValueError, match=r"'packed' -> 'packing'"):

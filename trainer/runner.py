@@ -134,6 +134,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
     data = dataclasses.replace(data, tokenizer=tokenizer_of(train.init_from))
   eval_cfg = EvalConfig.from_config(config)
   mesh = MeshConfig.from_dict(config.mesh).context()  # a shape that does not fit the devices fails here
+  # A source that cannot be read (a typo, a labelled part of a '+' mixture) fails before the tokenizer line.
+  sources.task_info(data.source, data_dir=data.data_dir, seq2seq_features=data.seq2seq_features,
+                    rules=data.read_rules)
   _say_tokenizer_training(data, workdir / 'tokenizer')
   task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
   if train.num_epochs:
