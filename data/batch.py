@@ -11,6 +11,7 @@
   targets                 int32    target   the decoder length  ids to predict (where loss_weights > 0)
   loss_weights            float32  weight   the decoder length  1 where a position counts in the loss
   label                   int32 or float32  target  -           a sequence's class, or its value (regression)
+  sentence_order_label    int32    target   -                   ALBERT's sentence order: 0 in order, 1 swapped
 
 The example builders (data/tasks.py) produce these and nothing else (`check_example`), length bucketing
 trims the encoder-length ones (`ENCODER_LENGTH`), the losses read the targets and weights, and the model
@@ -51,6 +52,7 @@ FEATURES: Mapping[str, Feature] = {
     'targets': Feature(('int32',), Role.TARGET),
     'loss_weights': Feature(('float32',), Role.WEIGHT),
     'label': Feature(('int32', 'float32'), Role.TARGET),
+    'sentence_order_label': Feature(('int32',), Role.TARGET),
 }
 
 # The label of an example that has none (a test split, a row without its label): it weighs 0 in every loss and

@@ -1,5 +1,5 @@
-"""Examples of each objective as pure numpy functions over token arrays: causal LM, BERT MLM, T5 span corruption,
-sequence-to-sequence pairs and classification / regression inputs.
+"""Examples of each objective as pure numpy functions over token arrays: causal LM, BERT MLM, ALBERT's sentence
+order, T5 span corruption, sequence-to-sequence pairs and classification / regression inputs.
 
 They run in the input pipeline's worker processes, one example (or one batch) at a time. Nothing reads global
 random state: randomness comes from an explicit `np.random.Generator`, and the objectives that RoBERTa and T5
@@ -13,6 +13,7 @@ Output keys (the names the model and the train step read):
   targets        (..., T) ids to predict; where loss_weights is 0 they are any valid id, never a sentinel -100
   loss_weights   (..., T) float32, 1 where the position counts in the loss, else 0
   label          classification (int32) or regression (float32) target of a sequence
+  sentence_order_label   ALBERT's sentence order (int32): 0 = the two segments in order, 1 = swapped
 Span corruption returns variable-length `inputs` / `targets`; `packing.pack_pairs` turns them into rows and
 `decoder_inputs` gives the decoder's teacher-forced inputs.
 """
@@ -111,6 +112,7 @@ class Stream(enum.IntEnum):
   """Which objective draws from an example's generator; each has its own key, so they never share draws."""
   MLM = 1
   SPAN_CORRUPTION = 2
+  SOP = 3  # ALBERT's sentence order: where segment A ends, and whether A and B are swapped
 
 
 def example_rng(seed: int, epoch: int, index: int, stream: Stream) -> np.random.Generator:
@@ -273,6 +275,72 @@ def mask_tokens_batch(ids: ArrayLike, specials: SpecialIds, *, seed: int, epoch:
   rows = [mask_tokens(row, specials, example_rng(seed, epoch, int(i), Stream.MLM), config)
           for row, i in zip(ids, indices)]
   return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+
+
+# --- ALBERT sentence-order prediction --------------------------------------------------------------------
+
+def sentence_chunks(sentences: Sequence[ArrayLike], budget: int) -> list[dict[str, np.ndarray]]:
+  """One document's consecutive sentences (token ids each, in order) grouped into chunks of at most `budget`
+  tokens, each to become one sentence-order example (ALBERT's create_instances_from_document, without its
+  random lengths: a fixed plan, so that rows stay random-access and the draws are per example).
+
+  Whole sentences are added to a chunk while they fit; a sentence longer than `budget` is cut into pieces of
+  `budget` tokens first. A chunk of fewer than 2 tokens (a document, or its tail, too short for two segments)
+  is dropped. Returns, per chunk, 'tokens' (n,) int32, 2 <= n <= budget, the chunk's tokens as they are in the
+  document, and 'bounds' (k,) int32, the ascending positions in (0, n) where a sentence (or piece) ends inside
+  it: where `sentence_order_example` may cut segment A from segment B.
+  """
+  if budget < 2:
+    raise ValueError(f'sentence_chunks: budget={budget} must be >= 2 (a token for each segment)')
+  pieces = [p for s in sentences for p in _pieces(np.asarray(s, _IDS).reshape(-1), budget)]
+  chunks, current = [], []
+  for piece in pieces + [None]:  # None: the end of the document closes the last chunk
+    if current and (piece is None or sum(map(len, current)) + len(piece) > budget):
+      tokens = np.concatenate(current)
+      if len(tokens) >= 2:
+        chunks.append({'tokens': tokens, 'bounds': np.cumsum([len(p) for p in current[:-1]], dtype=_IDS)})
+      current = []
+    if piece is not None:
+      current.append(piece)
+  return chunks
+
+
+def _pieces(ids: np.ndarray, budget: int) -> list[np.ndarray]:
+  return [ids[i:i + budget] for i in range(0, len(ids), budget)]
+
+
+def sentence_order_example(tokens: ArrayLike, bounds: ArrayLike, specials: SpecialIds, length: int,
+                           rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """ALBERT's sentence-order pair of one chunk (`sentence_chunks`): [CLS] A [SEP] B [SEP], padded to `length`.
+
+  A is the chunk up to a cut and B the rest: the cut is one of `bounds` (a sentence end), uniformly, or where
+  the chunk is one piece, a token position uniformly in [1, n - 1]. Then with probability 0.5 the segments are
+  swapped (Lan et al. 2020, section 4.2). Two uniform doubles are drawn, whatever the chunk; take rng from
+  `example_rng(seed, epoch, index, Stream.SOP)`.
+
+  Returns input_ids, token_type_ids (0 up to and including the first [SEP], 1 for the second segment and its
+  [SEP]), attention_mask: (length,) int32; sentence_order_label: () int32, 0 = in order, 1 = swapped (HF's).
+  """
+  tokens, bounds = np.asarray(tokens, _IDS), np.asarray(bounds, _IDS)
+  cls_id = specials.require('cls', 'a sentence-order example')
+  sep_id = specials.require('sep', 'a sentence-order example')
+  if not 2 <= len(tokens) <= length - 3:
+    raise ValueError(f'sentence_order_example: {len(tokens)} tokens; need 2 .. length - 3 = {length - 3} (two '
+                     'segments and [CLS] A [SEP] B [SEP])')
+  where, swap = rng.random(2)
+  cuts = bounds if len(bounds) else np.arange(1, len(tokens), dtype=_IDS)
+  cut = int(cuts[min(int(where * len(cuts)), len(cuts) - 1)])
+  first, second = tokens[:cut], tokens[cut:]
+  swapped = bool(swap < 0.5)
+  if swapped:
+    first, second = second, first
+  ids = np.concatenate([[cls_id], first, [sep_id], second, [sep_id]]).astype(_IDS)
+  out = {'input_ids': np.full(length, specials.require('pad', 'padding'), _IDS),
+         'token_type_ids': np.zeros(length, _IDS), 'attention_mask': np.zeros(length, _IDS)}
+  out['input_ids'][:len(ids)] = ids
+  out['token_type_ids'][len(first) + 2:len(ids)] = 1
+  out['attention_mask'][:len(ids)] = 1
+  return out | {'sentence_order_label': np.asarray(int(swapped), _IDS)}
 
 
 # --- T5 span corruption ----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """From `config.data` to what the pipeline iterates: a random-access source and a per-example transform.
 
-  corpus objectives (causal_lm, mlm, span_corruption) on a text corpus ('builtin:sotu'):
+  corpus objectives (causal_lm, mlm, mlm_sop, span_corruption) on a text corpus ('builtin:sotu'):
       documents -> token ids (once, at start-up: seconds for the built-in corpora)
       -> fixed-length rows: documents joined by EOS/[SEP] and cut (GPT, RoBERTa FULL-SENTENCES, T5), or
-         with data.packing, documents packed first-fit with segment ids so none attends to another
-      -> the objective per row, its random draws seeded by (seed, epoch, position): exact after a resume
+         with data.packing, documents packed first-fit with segment ids so none attends to another; mlm_sop:
+         chunks of whole sentences of one document (ALBERT)
+      -> the objective per row, its random draws seeded by (seed, epoch, position): exact after a resume;
+         with data.masking=static, by (seed, 0, row) in every epoch
   classification / regression on a task ('builtin:movie_sentiment/binary', 'tfds:glue/sst2', 'tsv:...'):
       example -> [CLS] A [SEP] (B [SEP]) -> token ids, token types, attention mask, label
   seq2seq on a source/target task ('tfds:wmt14_translate/de-en', 'tfds:cnn_dailymail', 'builtin:sentence_reversal',
@@ -29,6 +31,7 @@ import numpy as np
 
 from core.config import known_fields, parse_enum
 from data import batch, examples, packing, sources
+from data.datasets import next_sentence
 from data.tokenization import Tokenizer, load_tokenizer
 
 Example = dict[str, np.ndarray]
@@ -42,6 +45,14 @@ class Objective(enum.Enum):
   CLASSIFICATION = 'classification'
   REGRESSION = 'regression'
   SEQ2SEQ = 'seq2seq'  # source text -> target text (translation, summarisation) on an encoder-decoder.
+  MLM_SOP = 'mlm_sop'  # ALBERT's pretraining: MLM on a pair of segments + their order (in order or swapped).
+
+
+class Masking(enum.Enum):
+  """When the random draws of a masking objective (its masks; mlm_sop's segment cut and order too) are made."""
+  DYNAMIC = 'dynamic'  # every epoch anew, from (seed, epoch, row): RoBERTa (Liu et al. 2019, section 4.1)
+  # once per row, from (seed, 0, row), and repeated every epoch: BERT's create_pretraining_data with dupe_factor=1
+  STATIC = 'static'
 
 
 def to_objective(value: Objective | str) -> Objective:
@@ -78,9 +89,17 @@ class DataConfig:
   # Classification on a tsv: source: the class names in class-id order; every label must be one of them (or its
   # id). () = the training split's classes: integers 0..max, or the sorted label strings.
   label_names: tuple[str, ...] = ()
+  # Objectives that mask (mlm, mlm_sop): masks redrawn every epoch ('dynamic') or fixed per row ('static').
+  masking: Masking = Masking.DYNAMIC
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
+    object.__setattr__(self, 'masking', parse_enum(Masking, self.masking, field='data.masking', what='masking',
+                                                   error=ValueError))
+    if self.masking is Masking.STATIC and not EXAMPLES[self.objective].masks:
+      masking = ', '.join(o.value for o, e in EXAMPLES.items() if e.masks)
+      raise ValueError(f'data.masking=static: data.objective={self.objective.value} draws no masks to keep fixed '
+                       f'(only {masking} do); set data.masking=dynamic')
     object.__setattr__(self, 'bad_rows', parse_enum(sources.BadRows, self.bad_rows, field='data.bad_rows',
                                                     what='policy', error=ValueError))
     object.__setattr__(self, 'label_names', tuple(self.label_names))  # config trees hold lists
@@ -156,7 +175,10 @@ class Task:
 
   @property
   def token_types(self) -> int:
-    """How many token types the examples use: 2 where a pair's second text is type 1 (BERT's layout), else 1."""
+    """How many token types the examples use: 2 where a pair's second text is type 1 (BERT's layout) or where the
+    objective cuts one text into a pair (mlm_sop), else 1."""
+    if EXAMPLES[self.config.objective].segment_pairs:
+      return 2
     return self.tokenizer.pair_layout.token_types if len(self.info.text_features) == 2 else 1
 
 
@@ -233,11 +255,11 @@ def _causal_lm(config: DataConfig, source: sources.Source, tokenizer: Tokenizer,
 
 def _mlm(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
          seed: int) -> tuple[Any, Transform]:
-  """BERT's masking of rows of whole documents, redrawn every epoch from (seed, epoch, row)."""
+  """BERT's masking of rows of whole documents, redrawn every epoch from (seed, epoch, row) (data.masking)."""
   length = config.seq_len
   _require(specials, config.objective, 'cls', 'sep', 'mask', 'pad')
   documents = _tokenize(source, tokenizer)
-  rng = _rng_of(seed, examples.Stream.MLM)
+  rng = _rng_of(seed, examples.Stream.MLM, config.masking)
   if config.packing:
     pieces = [np.concatenate([[specials.cls], p, [specials.sep]])
               for d in documents for p in _split(d, length - 2)]
@@ -257,6 +279,31 @@ def _mlm(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, speci
     out = examples.mask_tokens(ids, specials, rng(i, len(chunks)))
     return out | {'attention_mask': np.ones(length, np.int32), 'token_type_ids': np.zeros(length, np.int32)}
   return chunks, mlm
+
+
+def _mlm_sop(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
+             seed: int) -> tuple[Any, Transform]:
+  """ALBERT's pretraining examples: each row a chunk of whole sentences of one document (at most seq_len - 3
+  tokens, `examples.sentence_chunks`), cut into segments A and B at a sentence end and swapped with probability
+  0.5 (`examples.sentence_order_example`, stream SOP), then BERT's masking of the pair (stream MLM). Both draws
+  follow data.masking: a static row is one fixed instance, as create_pretraining_data writes it once."""
+  _require(specials, config.objective, 'cls', 'sep', 'mask', 'pad')
+  (name,) = source.info.text_features
+  # Sentences as next_sentence cuts them (one regex for the code base), tokenized one by one, in document order.
+  documents = [next_sentence.split_sentences(source[i][name]) for i in range(len(source))]
+  ids = iter(tokenizer.encode_batch([s for d in documents for s in d]))
+  rows = [chunk for d in documents for chunk in examples.sentence_chunks([next(ids) for _ in d], config.seq_len - 3)]
+  if not rows:
+    raise ValueError(f'data.source={config.source!r}: no document of its {source.split!r} split has the 2 tokens '
+                     f'that data.objective={config.objective.value} cuts into two segments; use a corpus with text')
+  order_rng = _rng_of(seed, examples.Stream.SOP, config.masking)
+  mask_rng = _rng_of(seed, examples.Stream.MLM, config.masking)
+
+  def mlm_sop(i: int, row: Mapping[str, np.ndarray]) -> Example:
+    pair = examples.sentence_order_example(row['tokens'], row['bounds'], specials, config.seq_len,
+                                           order_rng(i, len(rows)))
+    return pair | examples.mask_tokens(pair['input_ids'], specials, mask_rng(i, len(rows)))
+  return rows, mlm_sop
 
 
 def _span_corruption(config: DataConfig, source: sources.Source, tokenizer: Tokenizer,
@@ -282,9 +329,13 @@ def _span_corruption(config: DataConfig, source: sources.Source, tokenizer: Toke
   return chunks, span
 
 
-def _rng_of(seed: int, stream: examples.Stream) -> Callable[[int, int], np.random.Generator]:
-  """position in the stream -> the generator of that example: epoch = position // rows, index = the rest."""
-  return lambda position, rows: examples.example_rng(seed, position // rows, position % rows, stream)
+def _rng_of(seed: int, stream: examples.Stream,
+            masking: Masking = Masking.DYNAMIC) -> Callable[[int, int], np.random.Generator]:
+  """position in the stream -> the generator of that example: epoch = position // rows (always 0 with static
+  masking: one draw per row), index = the rest."""
+  static = masking is Masking.STATIC
+  return lambda position, rows: examples.example_rng(seed, 0 if static else position // rows, position % rows,
+                                                     stream)
 
 
 def _chunks(documents: list[np.ndarray], length: int, separator: int) -> np.ndarray:
@@ -354,6 +405,8 @@ class Examples:
   # The most positions of a row that carry a loss weight, where the examples bound it well below the row's
   # length (MLM: 15%); the train step then computes the LM head at those positions alone.
   max_targets: Callable[[DataConfig], int] | None = None
+  masks: bool = False  # it draws masks, which data.masking may fix per row
+  segment_pairs: bool = False  # it cuts one text into [CLS] A [SEP] B [SEP], B of token type 1 (ALBERT's layout)
 
 
 def max_targets(config: DataConfig) -> int:
@@ -362,12 +415,18 @@ def max_targets(config: DataConfig) -> int:
   return bound(config) if bound else 0
 
 
+def _mlm_targets(config: DataConfig) -> int:
+  """BERT's masking chooses at most this many of a row's seq_len positions (a pair's three specials leave fewer)."""
+  return examples.MlmConfig().max_targets(config.seq_len)
+
+
 # One entry per objective (its model, loss and scoring: objectives/__init__.py).
 EXAMPLES: dict[Objective, Examples] = {
     Objective.CAUSAL_LM: Examples(sources.TaskKind.CORPUS, _causal_lm),
-    Objective.MLM: Examples(sources.TaskKind.CORPUS, _mlm, lambda c: examples.MlmConfig().max_targets(c.seq_len)),
+    Objective.MLM: Examples(sources.TaskKind.CORPUS, _mlm, _mlm_targets, masks=True),
     Objective.SPAN_CORRUPTION: Examples(sources.TaskKind.CORPUS, _span_corruption),
     Objective.CLASSIFICATION: Examples(sources.TaskKind.CLASSIFICATION, _classification),
     Objective.REGRESSION: Examples(sources.TaskKind.REGRESSION, _classification),
     Objective.SEQ2SEQ: Examples(sources.TaskKind.SEQ2SEQ, _seq2seq),
+    Objective.MLM_SOP: Examples(sources.TaskKind.CORPUS, _mlm_sop, _mlm_targets, masks=True, segment_pairs=True),
 }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data import prepare, sources, tasks, tokenization
+from data.datasets.next_sentence import split_sentences
 from data.synthetic import synthetic_batch
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from tests.fixtures import raw_packages
@@ -159,6 +160,111 @@ def test_objectives_name_the_special_tokens_they_miss(data_dir):
   gpt2 = tokenization.load_tokenizer('gpt2_bpe')  # no [CLS]/[SEP]/[MASK]/pad
   with pytest.raises(ValueError, match=r'data.tokenizer has no cls, sep, mask, pad token, which data.objective=mlm'):
     task(data_dir, gpt2, 'builtin:sotu', 'mlm')
+
+
+# --- ALBERT's sentence order (mlm_sop) and static / dynamic masking --------------------------------------------
+
+def _document_tokens(t: tasks.Task) -> list[np.ndarray]:
+  """Each training document's tokens as mlm_sop reads it: its sentences, tokenized one by one, in order."""
+  source = sources.open_source('builtin:sotu', 'train', data_dir=t.config.data_dir)
+  return [np.concatenate([np.asarray(s, np.int32) for s in t.tokenizer.encode_batch(split_sentences(d['text']))])
+          for d in source]
+
+
+def _segments(example: dict[str, np.ndarray], sep: int) -> tuple[np.ndarray, np.ndarray]:
+  """(A, B) of [CLS] A [SEP] B [SEP] from the original (unmasked) ids, cut at the first two [SEP]s."""
+  ids = example['targets'][:example['attention_mask'].sum()]
+  first, last = np.flatnonzero(ids == sep)[[0, -1]]
+  return ids[1:first], ids[first + 1:last]
+
+
+def test_mlm_sop_pairs_are_balanced_reproducible_and_correctly_labelled(data_dir, tokenizer):
+  t = task(data_dir, tokenizer, 'builtin:sotu', 'mlm_sop')
+  rows, n, sep = t.source, len(t.source), tokenizer.sep_id
+  assert n >= 8 and t.token_types == 2
+  documents = [d.tobytes() for d in _document_tokens(t)]
+  draws = [t.transform(i, rows[i % n]) for i in range(600)]
+  labels = np.array([int(e['sentence_order_label']) for e in draws])
+  assert 0.42 < labels.mean() < 0.58, labels.mean()  # 600 fair coins: 4 standard deviations either side
+  again = task(data_dir, tokenizer, 'builtin:sotu', 'mlm_sop')  # the same seed: the same examples, exactly
+  for i in (0, 7, n + 3):
+    for key, value in again.transform(i, again.source[i % n]).items():
+      np.testing.assert_array_equal(value, draws[i][key])
+  for i, example in enumerate(draws):
+    row = rows[i % n]
+    a, b = _segments(example, sep)
+    label = int(example['sentence_order_label'])
+    original = np.concatenate([b, a] if label else [a, b])
+    np.testing.assert_array_equal(original, row['tokens'])  # swapping a swapped pair back gives the chunk
+    cut = len(b) if label else len(a)
+    assert cut in row['bounds'] or not len(row['bounds'])  # A ends at a sentence end (or inside a lone piece)
+    assert len(a) and len(b)
+    # [CLS] A [SEP] are type 0, B [SEP] type 1, padding 0; the [SEP]s where the segments end.
+    real = len(a) + len(b) + 3
+    types = np.concatenate([np.zeros(len(a) + 2), np.ones(len(b) + 1), np.zeros(LENGTH - real)])
+    np.testing.assert_array_equal(example['token_type_ids'], types)
+    np.testing.assert_array_equal(example['attention_mask'], np.arange(LENGTH) < real)
+    assert example['targets'][0] == tokenizer.cls_id and example['targets'][[len(a) + 1, real - 1]].tolist() == [sep] * 2
+    assert (example['input_ids'][real:] == tokenizer.pad_id).all()
+    # BERT's masks on the pair: never at [CLS], [SEP] or padding; at most the step's gathered positions.
+    chosen = example['loss_weights'] > 0
+    assert 1 <= chosen.sum() <= tasks.max_targets(t.config) and not tokenizer_specials(tokenizer, example, chosen)
+  # Each chunk is consecutive tokens of one document.
+  for row in rows[:n]:
+    assert any(row['tokens'].tobytes() in d for d in documents)
+  assert {int(e['sentence_order_label']) for e in draws[:n]} == {0, 1}
+
+
+def tokenizer_specials(tokenizer, example: dict[str, np.ndarray], chosen: np.ndarray) -> bool:
+  return bool(np.isin(example['targets'][chosen], [tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id]).any())
+
+
+@pytest.mark.parametrize('objective', ['mlm', 'mlm_sop'])
+def test_static_masking_repeats_each_rows_draws_in_every_epoch(data_dir, tokenizer, objective):
+  """data.masking=static: a row's example in epoch 3 is the one of epoch 0 (BERT's dupe_factor=1); dynamic
+  (RoBERTa): redrawn (the masks of most rows, and mlm_sop's order of some)."""
+  static = task(data_dir, tokenizer, 'builtin:sotu', objective, masking='static')
+  dynamic = task(data_dir, tokenizer, 'builtin:sotu', objective)
+  n = len(static.source)
+  assert len(dynamic.source) == n
+  changed = 0
+  for i in range(min(n, 12)):
+    row = static.source[i]
+    first, later = static.transform(i, row), static.transform(i + 3 * n, row)
+    for key in first:
+      np.testing.assert_array_equal(first[key], later[key])
+    dynamic_first, dynamic_later = dynamic.transform(i, row), dynamic.transform(i + 3 * n, row)
+    changed += not np.array_equal(dynamic_first['loss_weights'], dynamic_later['loss_weights'])
+    np.testing.assert_array_equal(dynamic_first['input_ids'], first['input_ids'])  # epoch 0: the same draws
+  assert changed >= min(n, 12) - 1
+
+
+def test_masking_is_a_strict_field_of_the_objectives_that_mask():
+  with pytest.raises(ValueError, match=r"data.masking='sometimes': unknown masking; valid values are "
+                                       r"\['dynamic', 'static'\]"):
+    tasks.DataConfig(source='builtin:sotu', objective='mlm', seq_len=LENGTH, masking='sometimes')
+  with pytest.raises(ValueError) as error:
+    tasks.DataConfig(source='builtin:sotu', objective='causal_lm', seq_len=LENGTH, masking='static')
+  assert str(error.value) == ('data.masking=static: data.objective=causal_lm draws no masks to keep fixed (only mlm, '
+                              'mlm_sop do); set data.masking=dynamic')
+  assert tasks.DataConfig(source='builtin:sotu', objective='mlm_sop', seq_len=LENGTH,
+                          masking='STATIC').masking is tasks.Masking.STATIC
+
+
+def test_mlm_sop_errors_name_the_source_and_the_fix(data_dir, tokenizer):
+  with pytest.raises(ValueError, match=r"data.objective=mlm_sop does not fit data.source='builtin:movie_sentiment/"
+                                       r"binary', a classification dataset"):
+    task(data_dir, tokenizer, 'builtin:movie_sentiment/binary', 'mlm_sop')
+  gpt2 = tokenization.load_tokenizer('gpt2_bpe')  # no [CLS]/[SEP]/[MASK]/pad
+  with pytest.raises(ValueError, match=r'data.tokenizer has no cls, sep, mask, pad token, which '
+                                       r'data.objective=mlm_sop needs'):
+    task(data_dir, gpt2, 'builtin:sotu', 'mlm_sop')
+  empty = sources.Source([{'text': ''}, {'text': ' '}], sources.TaskInfo('tsv:blank.tsv', ('text',), None, 0), 'train')
+  config = tasks.DataConfig(source='tsv:blank.tsv', objective='mlm_sop', seq_len=LENGTH)
+  with pytest.raises(ValueError) as error:
+    tasks.EXAMPLES[config.objective].build(config, empty, tokenizer, tasks.special_ids(tokenizer), 0)
+  assert str(error.value) == ("data.source='tsv:blank.tsv': no document of its 'train' split has the 2 tokens that "
+                              'data.objective=mlm_sop cuts into two segments; use a corpus with text')
 
 
 # --- seq2seq -------------------------------------------------------------------------------------------------
