@@ -65,7 +65,7 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
   print(f'forward ({batch}x{length}) on {jax.devices()[0].platform}: compile {compile_s:.2f} s, '
         f'{step_s * 1e3:.1f} ms/batch, {batch * length / step_s:,.0f} tokens/s; outputs {shapes}')
   figures = {'params': total, 'compile_s': compile_s, 'step_s': step_s}
-  if cfg.head is model.Head.LM:
+  if cfg.head.lm:
     # At initialisation an LM is near-uniform over the vocabulary, so its cross-entropy against random
     # targets (independent of the inputs) should be close to ln(V); far from it means a broken head or init.
     targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, length)), jnp.int32)

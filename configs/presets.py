@@ -58,10 +58,11 @@ def distilbert(size: str, *, vocab_size: int = 30522, max_len: int = 512, **over
 
 def albert(size: str, *, vocab_size: int = 30000, max_len: int = 512, **overrides: Any) -> dict[str, Any]:
   """ALBERT v2 (Lan et al. 2020): BERT with factorised embeddings (E = 128 wide, projected to d_model) and
-  every layer sharing one set of parameters; tanh GELU (HF's gelu_new) and no dropout."""
+  every layer sharing one set of parameters; tanh GELU (HF's gelu_new) and no dropout; its pretraining head,
+  MLM + sentence order on the pooled [CLS] (HF's AlbertForPreTraining; data.objective=mlm_sop)."""
   return bert(size, vocab_size=vocab_size, max_len=max_len, **(dict(
       embedding_size=128, num_layer_groups=1, activation='gelu_tanh', dropout_rate=0.0,
-      attention_dropout_rate=0.0) | overrides))
+      attention_dropout_rate=0.0, head='pretraining', pooler=True) | overrides))
 
 
 def gpt2(size: str, *, vocab_size: int = 50257, max_len: int = 1024, **overrides: Any) -> dict[str, Any]:

@@ -26,14 +26,18 @@ def synthetic_batch(objective: Objective | str, batch: int, seq_len: int, decode
       tokens = ids(batch, seq_len + 1)  # one document per row: segment 1, positions from 0
       return {'input_ids': tokens[:, :-1], 'targets': tokens[:, 1:], 'loss_weights': ones(seq_len, np.float32),
               'segment_ids': ones(seq_len), 'position_ids': np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1))}
-    case Objective.MLM:  # the values BERT's 80/10/10 would put at the targets change nothing in the step's cost
+    case Objective.MLM | Objective.MLM_SOP:  # BERT's 80/10/10 values at the targets would change no cost
       tokens = ids(batch, seq_len)
       # As many targets per row as examples.mask_tokens chooses in a full row, never [CLS] (0) or [SEP] (T-1).
       chosen = np.argsort(rng.random((batch, seq_len - 2)), axis=1)[:, :MlmConfig().max_targets(seq_len)] + 1
       weights = np.zeros((batch, seq_len), np.float32)
       np.put_along_axis(weights, chosen, 1.0, axis=1)
-      return {'input_ids': tokens, 'attention_mask': ones(seq_len), 'token_type_ids': 0 * ones(seq_len),
-              'targets': tokens, 'loss_weights': weights}
+      out = {'input_ids': tokens, 'attention_mask': ones(seq_len), 'token_type_ids': 0 * ones(seq_len),
+             'targets': tokens, 'loss_weights': weights}
+      if objective is Objective.MLM_SOP:  # segment B: the second half; in order or swapped at random
+        out['token_type_ids'][:, seq_len // 2:] = 1
+        out['sentence_order_label'] = rng.integers(0, 2, batch).astype(np.int32)
+      return out
     case Objective.SPAN_CORRUPTION | Objective.SEQ2SEQ:
       targets = ids(batch, decoder_len)
       return {'input_ids': ids(batch, seq_len), 'attention_mask': ones(seq_len),

@@ -6,7 +6,8 @@ was trained with (saved with the checkpoint; a given config may change only how 
 see `effective_config`), onto the mesh of that config (any shape: the checkpoint's own mesh does not
 matter), runs every example of `eval.splits` in order and reports (evaluation/config.py):
   classification / regression  accuracy, F1, Matthews correlation, Pearson, Spearman (as config.eval.metrics)
-  language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples
+  language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples;
+                               mlm_sop: its MLM and sentence-order losses, sentence-order accuracy
   sequence-to-sequence         loss, perplexity, and BLEU / ROUGE of generated text against the references
 It writes <workdir>/eval/step_<N>/metrics.json, a predictions TSV per split (index, prediction), the GLUE
 submission files of `eval.predict_splits` and prints a table.
@@ -174,6 +175,9 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
   sums = predictor.token_sums(params, batches)
   loss, weight = float(sums['loss'].sum()), float(sums['weight'].sum())
   out = {'loss': loss / max(weight, 1.0), 'tokens': weight}
+  if 'sop_loss' in sums:  # mlm_sop: loss is what it minimises, the MLM mean plus the sentence order's
+    sop = float(sums['sop_loss'].sum()) / max(float(sums['sop_weight'].sum()), 1.0)
+    out = {'loss': out['loss'] + sop, 'mlm_loss': out['loss'], 'sop_loss': sop, 'tokens': weight}
   for metric in eval_cfg.metrics:
     match metric:
       case M.Metric.PERPLEXITY:
@@ -182,6 +186,8 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
         out['accuracy'] = float(sums['correct'].sum()) / max(weight, 1.0)
       case M.Metric.BITS_PER_BYTE:
         out['bits_per_byte'] = M.bits_per_byte(loss, target_bytes(task, limit))
+      case M.Metric.SOP_ACCURACY:
+        out['sop_accuracy'] = float(sums['sop_correct'].sum()) / max(float(sums['sop_weight'].sum()), 1.0)
   gen_cfg = generation.generate_config(eval_cfg, task.tokenizer, run.data)
   if spec.generation is Generation.TRANSLATION and set(eval_cfg.metrics) & set(objectives.TEXT_METRICS):
     hypotheses, references = generation.translate_split(run, params, task, gen_cfg, batch_size, limit)

@@ -40,6 +40,7 @@ class Metric(enum.StrEnum):
   PEARSON = 'pearson'
   SPEARMAN = 'spearman'
   PERPLEXITY = 'perplexity'
+  SOP_ACCURACY = 'sop_accuracy'  # ALBERT's sentence order (mlm_sop): examples whose segment order is predicted
   BITS_PER_BYTE = 'bits_per_byte'
   BLEU = 'bleu'
   ROUGE1 = 'rouge1'
@@ -198,6 +199,7 @@ def compute(metrics: Iterable[Metric | str], predictions: ArrayLike, labels: Arr
     if metric not in _ARRAY_METRICS:
       where = ('perplexity()/bits_per_byte() from summed losses' if metric in (Metric.PERPLEXITY,
                                                                               Metric.BITS_PER_BYTE)
+               else "the sentence-order sums of eval.py's token scoring" if metric is Metric.SOP_ACCURACY
                else 'evaluation.text_metrics on decoded strings')
       raise ValueError(f'compute: {metric.value!r} is not computed from predicted labels; use {where}')
     out[metric.value] = _ARRAY_METRICS[metric](predictions, labels, mask)

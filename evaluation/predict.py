@@ -3,7 +3,7 @@
   predictor = Predictor(module, mesh)                     # mesh: trainer.mesh.MeshContext
   batches = split_batches(task, global_batch_size)        # in source order; the last one padded
   preds = predictor.classes(params, batches, regression=False)   # (N,) class ids (or regression values)
-  sums = predictor.token_sums(params, batches)            # language models: per-example loss, weight, hits
+  sums = predictor.token_sums(params, batches)            # language models: per-example loss, weight, hits (+ SOP)
 
 Unlike the training pipeline (data/pipeline.py), which shuffles and drops the last partial batch, evaluation
 must see each example exactly once and keep the order (GLUE submission files are indexed by position).
@@ -103,7 +103,11 @@ def _classify(params: Any, batch: Mapping[str, jax.Array], *, module: model.Tran
 
 
 def _token_sums(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer) -> dict[str, jax.Array]:
-  """Per-example sums of token cross-entropy (nats), weight and hits: (B,) each (the training loss's)."""
-  logits = apply_model(module, params, batch, deterministic=True)['logits']
-  sums = losses.loss_sums(losses.LossKind.TOKENS, logits, batch, per_example=True)
-  return {name: sums[name] for name in ('loss', 'weight', 'correct')}
+  """Per-example sums of token cross-entropy (nats), weight and hits: (B,) each (the training loss's); with a
+  pretraining head, also the sentence order's ('sop_loss', 'sop_correct', 'sop_weight')."""
+  out = apply_model(module, params, batch, deterministic=True)
+  sums = losses.loss_sums(losses.LossKind.TOKENS, out['logits'], batch, per_example=True)
+  sums = {name: sums[name] for name in ('loss', 'weight', 'correct')}
+  if 'sop_logits' in out:
+    sums |= losses.sentence_order_sums(out['sop_logits'], batch['sentence_order_label'], per_example=True)
+  return sums

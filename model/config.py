@@ -50,6 +50,17 @@ class Head(enum.Enum):
   NONE = 'none'  # hidden states only (HF BertModel, GPT2Model).
   LM = 'lm'  # vocabulary logits: MLM head for an encoder, next-token head for a decoder.
   CLASSIFIER = 'classifier'  # pooled [CLS] -> num_labels; num_labels=1 is regression.
+  # The MLM head and the sentence-order classifier on the pooled [CLS] (ALBERT's pretraining, HF's
+  # AlbertForPreTraining): 'logits' (B, T, V) and 'sop_logits' (B, SENTENCE_ORDER_CLASSES).
+  PRETRAINING = 'pretraining'
+
+  @property
+  def lm(self) -> bool:
+    """Whether the head computes vocabulary logits (the LM head's parameters and options apply)."""
+    return self in (Head.LM, Head.PRETRAINING)
+
+
+SENTENCE_ORDER_CLASSES = 2  # in order, swapped
 
 
 class AttentionImpl(enum.Enum):
@@ -251,7 +262,13 @@ class ModelConfig:
         fail('num_labels', 'the classifier head needs num_labels >= 1 (1 means regression)')
       if not self.pooler:
         fail('pooler', 'the classifier head reads the pooled first token: set model.pooler=True')
-    elif self.num_labels:
+    elif self.head is Head.PRETRAINING:
+      if self.family is not Family.ENCODER:
+        fail('head', 'the pretraining head (MLM + sentence order) sits on an encoder: use family=encoder')
+      if not self.pooler:
+        fail('pooler', 'the pretraining head\'s sentence-order classifier reads the pooled first token: set '
+             'model.pooler=True')
+    if self.head is not Head.CLASSIFIER and self.num_labels:
       fail('num_labels', f'only used by head=classifier, but head={self.head.value}; set num_labels=0')
     if (self.target_mean, self.target_scale) != (0.0, 1.0) and not (self.head is Head.CLASSIFIER and
                                                                     self.num_labels == 1):
@@ -263,10 +280,10 @@ class ModelConfig:
       fail('pooler', 'only an encoder-only model has a pooler')
     if self.pooler_activation is not Activation.TANH and not self.pooler:
       fail('pooler_activation', 'only applies with model.pooler=True')
-    if self.scale_tied_logits and not (self.head is Head.LM and self.tie_embeddings):
-      fail('scale_tied_logits', 'only applies to a tied LM head (head=lm, tie_embeddings=True)')
-    if self.lm_head_bias and self.head is not Head.LM:
-      fail('lm_head_bias', 'only applies to head=lm')
+    if self.scale_tied_logits and not (self.head.lm and self.tie_embeddings):
+      fail('scale_tied_logits', 'only applies to a tied LM head (head=lm or pretraining, tie_embeddings=True)')
+    if self.lm_head_bias and not self.head.lm:
+      fail('lm_head_bias', 'only applies to head=lm or pretraining')
     for name in ('dtype', 'param_dtype'):
       if getattr(self, name) not in _DTYPES:
         fail(name, f'must be one of {_DTYPES}')

@@ -1,6 +1,7 @@
 """The one Transformer module of all three families; the family and the head are config values.
 
-  encoder          token embed -> encoder Stack -> [pooler] -> [MLM head | classifier]       (BERT)
+  encoder          token embed -> encoder Stack -> [pooler] -> [MLM head | classifier | both MLM head and
+                   sentence-order classifier]                                          (BERT, ALBERT)
   decoder          token embed -> causal decoder Stack -> [LM head]                           (GPT-2)
   encoder_decoder  shared embed -> encoder Stack -> causal decoder Stack with cross-attention
                    over the encoder output -> [LM head]                                       (T5, Vaswani)
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from model import masks
 from model import partitioning as P
 from model.blocks import Stack
-from model.config import Family, Head, ModelConfig
+from model.config import SENTENCE_ORDER_CLASSES, Family, Head, ModelConfig
 from model.layers import Dropout, activation_fn, dense, embed, norm, partitioned
 
 
@@ -38,7 +39,8 @@ class VocabKernel(nn.Module):
 
 class Transformer(nn.Module):
   """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
-  'pooled': (B, D) (with a pooler), 'encoder_hidden': (B, S, D) (encoder-decoder)}."""
+  'pooled': (B, D) (with a pooler), 'sop_logits': (B, 2) (the pretraining head), 'encoder_hidden': (B, S, D)
+  (encoder-decoder)}."""
 
   cfg: ModelConfig
 
@@ -57,7 +59,7 @@ class Transformer(nn.Module):
     dense_kw = dict(std=cfg.init_std, **kw)
     if cfg.pooler:
       self.pooler = dense(cfg.d_model, (P.EMBED, None), use_bias=True, name='pooler', **dense_kw)
-    if cfg.head is Head.LM:
+    if cfg.head.lm:
       if cfg.family is Family.ENCODER:  # BERT's MLM transform: dense -> act -> norm before the projection.
         # (to the embedding width, which ALBERT factorises)
         self.mlm_dense = dense(cfg.embed_width, (P.EMBED, None), use_bias=cfg.use_bias, name='mlm_dense', **dense_kw)
@@ -71,6 +73,10 @@ class Transformer(nn.Module):
     if cfg.head is Head.CLASSIFIER:
       self.classifier_dropout = Dropout(cfg.dropout_rate)
       self.classifier = dense(cfg.num_labels, (None, None), use_bias=True, name='classifier', **dense_kw)
+    if cfg.head is Head.PRETRAINING:  # HF's sop_classifier: dropout + Linear(d_model, 2) on the pooled [CLS]
+      self.sop_dropout = Dropout(cfg.dropout_rate)
+      self.sop_classifier = dense(SENTENCE_ORDER_CLASSES, (None, None), use_bias=True, name='sop_classifier',
+                                  **dense_kw)
 
   def _embed_tokens(self, ids: jax.Array) -> jax.Array:
     x = self.token_embed(ids)
@@ -171,13 +177,13 @@ class Transformer(nn.Module):
     if cfg.pooler:
       out['pooled'] = activation_fn(cfg.pooler_activation)(self.pooler(hidden[:, 0]))
     if head_positions is not None:
-      if cfg.head is not Head.LM:
+      if not cfg.head.lm:
         raise ValueError(f'head_positions: only an LM head reads chosen positions, not model.head={cfg.head.value}')
       hidden = jnp.take_along_axis(hidden, head_positions[..., None].astype(jnp.int32), axis=1)
     match cfg.head:
-      case Head.LM if not logits:
+      case Head.LM | Head.PRETRAINING if not logits:
         out['lm_projection'] = self.lm_projection(hidden)
-      case Head.LM:
+      case Head.LM | Head.PRETRAINING:
         out['logits'] = self.lm_logits(hidden)
       case Head.CLASSIFIER:
         pooled = self.classifier_dropout(out['pooled'], deterministic=deterministic)
@@ -186,4 +192,7 @@ class Transformer(nn.Module):
           out['logits'] = cfg.target_mean + cfg.target_scale * out['logits']
       case Head.NONE:
         pass
+    if cfg.head is Head.PRETRAINING:
+      pooled = self.sop_dropout(out['pooled'], deterministic=deterministic)
+      out['sop_logits'] = self.sop_classifier(pooled).astype(jnp.float32)
     return out

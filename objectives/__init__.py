@@ -26,10 +26,19 @@ class LossKind(enum.Enum):
   TOKENS = 'tokens'  # cross-entropy of logits (B, T, V) against targets, weighted by loss_weights
   CLASSIFICATION = 'classification'  # cross-entropy of logits (B, C) against label; each example weighs 1
   REGRESSION = 'regression'  # squared error of logits[:, 0] against label; each example weighs 1
+  # TOKENS on the MLM logits, plus the cross-entropy of 'sop_logits' (B, 2) against sentence_order_label (each
+  # example weighs 1): the two means added (ALBERT's pretraining loss, HF AlbertForPreTraining's).
+  PRETRAINING = 'pretraining'
+
+  @property
+  def tokens(self) -> bool:
+    """Whether the loss holds a token cross-entropy over loss_weights (what exp(loss) and the LM head's options
+    apply to)."""
+    return self in (LossKind.TOKENS, LossKind.PRETRAINING)
 
 
 class Scoring(enum.Enum):
-  TOKENS = 'tokens'  # loss, perplexity and accuracy over the weighted target tokens
+  TOKENS = 'tokens'  # loss, perplexity and accuracy over the weighted target tokens (+ mlm_sop's sentence order)
   CLASSES = 'classes'  # the predicted class of each example against its label (a predictions TSV)
   VALUES = 'values'  # the predicted number of each example against its label (a predictions TSV)
 
@@ -52,8 +61,9 @@ class ObjectiveSpec:
 
   @property
   def perplexity(self) -> bool:
-    """Whether the loss is a per-token cross-entropy of a language model, so exp(loss) means something."""
-    return self.loss is LossKind.TOKENS
+    """Whether the loss is (or holds) a per-token cross-entropy of a language model, so exp(that loss) means
+    something (mlm_sop: of its MLM part)."""
+    return self.loss.tokens
 
 
 _TOKEN_METRICS = frozenset({Metric.PERPLEXITY, Metric.ACCURACY})
@@ -81,6 +91,11 @@ SPECS: dict[Objective, ObjectiveSpec] = {
         family=Family.ENCODER_DECODER, head=Head.LM, loss=LossKind.TOKENS, scoring=Scoring.TOKENS,
         metrics=(Metric.PERPLEXITY, *TEXT_METRICS), allowed=_TOKEN_METRICS | set(TEXT_METRICS),
         generation=Generation.TRANSLATION),
+    # ALBERT's pretraining: mlm's token scores of the pair, and how often the order of its segments is right.
+    Objective.MLM_SOP: ObjectiveSpec(
+        family=Family.ENCODER, head=Head.PRETRAINING, loss=LossKind.PRETRAINING, scoring=Scoring.TOKENS,
+        metrics=(Metric.PERPLEXITY, Metric.ACCURACY, Metric.SOP_ACCURACY),
+        allowed=_TOKEN_METRICS | {Metric.SOP_ACCURACY}),
 }
 
 

@@ -20,9 +20,10 @@ from flax import traverse_util
 
 import model
 from core.config import ConfigError
+from data import sources, tasks
 from model import hf
 from tests.test_hf import _mask, assert_close, our_outputs
-from trainer import metrics
+from trainer import metrics, runner
 
 B, T, LENGTHS = 3, 9, (9, 6, 2)  # rows 2 and 3 are padded
 # E (16) != d_model (32); 4 layers in 2 groups: layers 0, 1 apply group 0 and layers 2, 3 group 1.
@@ -33,6 +34,8 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     'model': ('AlbertModel', _ALBERT, True),
     'mlm': ('AlbertForMaskedLM', {**_ALBERT, 'hidden_act': 'gelu'}, False),
     'cls3': ('AlbertForSequenceClassification', {**_ALBERT, 'num_labels': 3, 'num_hidden_groups': 1}, True),
+    # ALBERT's pretraining head: prediction_logits and sop_logits (HF's names; ours 'logits', 'sop_logits').
+    'pretraining': ('AlbertForPreTraining', _ALBERT, False),
 }
 
 
@@ -49,13 +52,16 @@ class Case:
 
 @torch.no_grad()
 def hf_outputs(m: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """HF's outputs under our names: hidden, pooled (with a pooler), logits (with a head)."""
+  """HF's outputs under our names: hidden, pooled (with a pooler), logits (with a head), sop_logits."""
   x = {k: torch.from_numpy(v) for k, v in inputs.items()}
   base = m.base_model(**x)
   out = {'hidden': base.last_hidden_state}
   if base.pooler_output is not None:
     out['pooled'] = base.pooler_output
-  if m is not m.base_model:
+  if isinstance(m, transformers.AlbertForPreTraining):
+    result = m(**x)
+    out |= {'logits': result.prediction_logits, 'sop_logits': result.sop_logits}
+  elif m is not m.base_model:
     out['logits'] = m(**x).logits
   return {k: v.numpy() for k, v in out.items()}
 
@@ -109,6 +115,27 @@ def test_export_round_trip(case: Case, tmp_path: Path) -> None:
 @pytest.fixture(scope='module')
 def mlm(get_case) -> Case:
   return get_case('mlm')
+
+
+def test_a_pretraining_model_exports_as_its_masked_lm_or_its_encoder(get_case, mlm: Case, tmp_path: Path) -> None:
+  """save_pretrained(head='lm') writes AlbertForMaskedLM (the pooler and sop_classifier left out), head='none'
+  AlbertModel (with the pooler): HF loads each with nothing missing or unexpected and gives the pretraining
+  model's MLM logits, or its hidden states and pooled [CLS]. A head the parameters do not hold is an error."""
+  case = get_case('pretraining')
+  for head, cls, outputs in (('lm', 'AlbertForMaskedLM', ('hidden', 'logits')),
+                             ('none', 'AlbertModel', ('hidden', 'pooled'))):
+    hf.save_pretrained(case.cfg, case.params, tmp_path / head, head=head)
+    assert json.loads((tmp_path / head / 'config.json').read_text())['architectures'] == [cls]
+    reloaded, info = getattr(transformers, cls).from_pretrained(tmp_path / head, output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+    got = hf_outputs(reloaded.eval(), case.inputs)
+    assert set(got) == set(outputs)
+    assert_close(got, {k: case.ref[k] for k in outputs}, case.inputs, atol=1e-5)
+  with pytest.raises(hf.CheckpointError) as error:
+    hf.save_pretrained(mlm.cfg, mlm.params, tmp_path / 'more', head='pretraining')
+  assert str(error.value) == ("save_pretrained(head='pretraining'): a model of head=lm has no pooler/bias, "
+                              'pooler/kernel, sop_classifier/bias, sop_classifier/kernel; export it as head=\'lm\', '
+                              'or as a head whose parameters it holds')
 
 
 def _edited_copy(c: Case, path: Path, edit_tensors=None, **config: Any) -> Path:
@@ -210,8 +237,33 @@ def test_bad_configs_name_the_field(change: dict[str, Any], message: str) -> Non
     _TINY.replace(**change)
 
 
+@pytest.mark.parametrize('change, message', [
+    (dict(head='pretraining'), r"model\.pooler=False: the pretraining head's sentence-order classifier reads the pooled "
+                               r'first token: set model\.pooler=True'),
+    (dict(head='pretraining', pooler=True, family='decoder', embedding_size=None, num_layer_groups=None),
+     r'model\.head=.pretraining.: the pretraining head \(MLM \+ sentence order\) sits on an encoder: use '
+     r'family=encoder'),
+])
+def test_bad_pretraining_heads_name_the_field(change: dict[str, Any], message: str) -> None:
+  with pytest.raises(ConfigError, match=message):
+    _TINY.replace(**change)
+
+
+def test_mlm_sop_needs_the_pretraining_head() -> None:
+  data = tasks.DataConfig(source='builtin:sotu', objective='mlm_sop', seq_len=8)
+  info = sources.TaskInfo('builtin:sotu', ('text',), None, 0)
+  with pytest.raises(ValueError) as error:
+    runner.check_model_fits_data(_TINY, data, info, 97, token_types=2)
+  assert str(error.value) == ('data.objective=mlm_sop trains family=encoder with head=pretraining, but '
+                              'model.family=encoder, model.head=lm: change one of them')
+  runner.check_model_fits_data(_TINY.replace(head='pretraining', pooler=True), data, info, 97, token_types=2)
+
+
 def test_flops_count_every_application_and_the_embedding_projection() -> None:
   d, e, ff, L, V, t = 32, 16, 64, 4, 97, 8
   layer = t * (4 * d * d + 2 * d * ff) + 2 * d * t * t
   assert metrics.forward_macs(_TINY, t) == L * layer + t * e * d + t * (d * e + V * e)
   assert metrics.forward_macs(_TINY.replace(num_layer_groups=None), t) == metrics.forward_macs(_TINY, t)
+  # The pretraining head adds the pooler and the sentence-order classifier, once per example.
+  pretraining = _TINY.replace(head='pretraining', pooler=True)
+  assert metrics.forward_macs(pretraining, t) == metrics.forward_macs(_TINY, t) + d * d + d * 2

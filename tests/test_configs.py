@@ -135,7 +135,8 @@ def _hf_count(make) -> int:
     ('distilbert_base', None, dict(head='none', lm_head_bias=False), 66_362_880),  # DistilBertModel
     ('distilbert_base', None, {}, 66_985_530),  # DistilBertForMaskedLM
     ('albert_base', None, dict(head='none', pooler=True, lm_head_bias=False), 11_683_584),  # AlbertModel
-    ('albert_base', None, {}, 11_221_680),  # AlbertForMaskedLM
+    ('albert_base', None, dict(head='lm', pooler=False), 11_221_680),  # AlbertForMaskedLM
+    ('albert_base', None, {}, 11_813_810),  # AlbertForPreTraining
     ('gpt2_small', None, {}, 124_439_808),
     ('t5_small', None, {}, 60_506_624),
     ('t5_base', None, {}, 222_903_552),
@@ -158,6 +159,7 @@ def test_published_counts_agree_with_hf():
   albert = transformers.AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)  # base v2
   assert _hf_count(lambda: transformers.AlbertModel(albert)) == 11_683_584
   assert _hf_count(lambda: transformers.AlbertForMaskedLM(albert)) == 11_221_680
+  assert _hf_count(lambda: transformers.AlbertForPreTraining(albert)) == 11_813_810
   assert _hf_count(lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config())) == 124_439_808
   assert _hf_count(lambda: transformers.T5ForConditionalGeneration(transformers.T5Config())) == 60_506_624
   base = transformers.T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12)

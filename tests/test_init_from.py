@@ -99,3 +99,25 @@ def test_init_from_something_else_is_an_error(tmp_path: Path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='neither an HF checkpoint directory'):
     runner._initial_params(run, str(tmp_path / 'empty'), state.params)  # pylint: disable=protected-access
+
+
+def test_init_from_an_albert_pretraining_checkpoint_keeps_the_pooler_and_drops_the_sentence_order_head(
+    tmp_path: Path):
+  """A fine-tune from ALBERT's pretraining (mlm_sop, HF's AlbertForPreTraining): the encoder and the pooler the
+  sentence order trained are loaded, the MLM head and the sentence-order classifier are dropped, the task's
+  classifier is new."""
+  torch.manual_seed(2)
+  hf_config = transformers.AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+  transformers.AlbertForPreTraining(hf_config).eval().save_pretrained(tmp_path / 'hf')
+  config = classifier_config()
+  config.model.update(embedding_size=16, num_layers=2, num_layer_groups=1, activation='gelu_tanh')
+  run = runner.build_run(config, tmp_path / 'run')
+  state = init_train_state(run.module, run.tx, jax.random.key(0), run.abstract)
+  fresh = jax.tree.map(np.asarray, state.params)
+  loaded = runner._initial_params(run, str(tmp_path / 'hf'), state.params)  # pylint: disable=protected-access
+  _, reference = hf.from_pretrained(tmp_path / 'hf', scan_layers=run.model_cfg.scan_layers)
+  assert {'sop_classifier', 'mlm_dense', 'pooler'} <= set(reference) and 'sop_classifier' not in loaded
+  jax.tree.map(np.testing.assert_array_equal, loaded['pooler'], jax.tree.map(np.asarray, reference['pooler']))
+  jax.tree.map(np.testing.assert_array_equal, loaded['encoder'], jax.tree.map(np.asarray, reference['encoder']))
+  np.testing.assert_array_equal(loaded['classifier']['kernel'], fresh['classifier']['kernel'])

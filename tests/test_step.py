@@ -17,10 +17,11 @@ import pytest
 
 import model
 from configs import gpt_tiny
-from data.batch import UNLABELED
+from data.batch import UNLABELED, model_inputs
 from data.tasks import Objective
 from tests.tiny import TINY, VOCAB
 from trainer import losses
+from trainer.distill import DistillConfig
 from trainer.mesh import MeshConfig, MeshContext
 from trainer.optim import OptimConfig, make_optimizer
 from trainer.step import (StepConfig, TrainState, abstract_train_state, compile_eval_step,
@@ -69,6 +70,8 @@ def make_batch(objective: str, seed: int = 0) -> dict[str, np.ndarray]:
     case 'classification':
       return {'input_ids': ids[:, :-1] * valid, 'attention_mask': valid, 'token_type_ids': np.zeros((B, T), np.int32),
               'label': rng.integers(0, 3, (B,)).astype(np.int32)}
+    case 'mlm_sop':  # mlm's batch, each row a pair in order (0) or swapped (1)
+      return make_batch('mlm', seed) | {'sentence_order_label': rng.integers(0, 2, (B,)).astype(np.int32)}
   raise ValueError(objective)
 
 
@@ -342,6 +345,71 @@ def test_batches_that_do_not_split_over_the_mesh_fail_before_compiling():
     mesh.batch_shardings({'input_ids': jax.ShapeDtypeStruct((8, T), jnp.int32)}, microbatches=4)
 
 
+# --- ALBERT's pretraining: MLM + sentence order ------------------------------------------------------------
+
+# A tiny ALBERT (factorised embeddings, one shared layer) with the pretraining head.
+PRETRAINING = TINY['bert'].replace(embedding_size=16, num_layer_groups=1, head='pretraining', pooler=True)
+
+
+@pytest.fixture(scope='module')
+def pretraining() -> tuple[TrainState, list[dict[str, float]]]:
+  return run(PRETRAINING, 'mlm_sop', SHARDED, 20)
+
+
+def test_pretraining_loss_is_the_mlm_mean_plus_the_sentence_order_mean(pretraining):
+  """The first step's loss from the model's outputs by hand: the masked tokens' mean cross-entropy plus the
+  examples' mean sentence-order cross-entropy; both parts fall as the tiny model memorises the batch."""
+  state, _, batch, _ = setup(PRETRAINING, 'mlm_sop', SHARDED)
+  inputs = {k: np.asarray(v) for k, v in model_inputs(batch).items()}
+  out = model.build(PRETRAINING).apply({'params': jax.device_get(state.params)}, **inputs)
+  weights, targets = np.asarray(batch['loss_weights']), np.asarray(batch['targets'])
+  token_nll = -np.take_along_axis(jax.nn.log_softmax(out['logits']), targets[..., None], -1)[..., 0]
+  mlm = float((token_nll * weights).sum() / weights.sum())
+  order = np.asarray(batch['sentence_order_label'])
+  sop = float(-np.take_along_axis(jax.nn.log_softmax(out['sop_logits']), order[:, None], -1).mean())
+  _, history = pretraining
+  first = history[0]
+  assert set(first) == {'loss', 'z_loss', 'mlm_loss', 'sop_loss', 'accuracy', 'sop_accuracy', 'weight', 'grad_norm',
+                        'param_norm', 'learning_rate'}
+  np.testing.assert_allclose([first['mlm_loss'], first['sop_loss'], first['loss']], [mlm, sop, mlm + sop], rtol=1e-5)
+  assert first['weight'] == weights.sum() and 0 <= first['sop_accuracy'] <= 1
+  parts = np.array([[m['mlm_loss'], m['sop_loss']] for m in history])
+  assert np.isfinite(parts).all() and (parts[-5:].mean(axis=0) < 0.75 * parts[0]).all(), parts
+
+
+@pytest.mark.parametrize('microbatches, logits_chunk, max_targets', [
+    (2, 0, 0),  # two microbatches: each part's sums over the whole batch's weights
+    (1, 3, 6),  # the LM head at the masked positions alone (as configs/albert_tiny.py), its logits 3 at a time
+])
+def test_pretraining_step_is_exact_however_it_is_split(microbatches, logits_chunk, max_targets):
+  whole_state, whole = run(PRETRAINING, 'mlm_sop', SHARDED, 2)
+  state, metrics = run(PRETRAINING, 'mlm_sop', SHARDED, 2, microbatches=microbatches, logits_chunk=logits_chunk,
+                       max_targets=max_targets)
+  assert int(make_batch('mlm_sop')['loss_weights'].sum(axis=1).max()) <= 6
+  assert_trees_close(state.params, whole_state.params, atol=2e-6)
+  for a, b in zip(metrics, whole):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_pretraining_eval_step_sums_both_parts(pretraining):
+  state, _, batch, mesh = setup(PRETRAINING, 'mlm_sop', SHARDED)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params)
+  evaluate = compile_eval_step(model.build(PRETRAINING), StepConfig(objective='mlm_sop'), mesh, abstract, batch,
+                               FAST_COMPILE)
+  sums = {k: float(v) for k, v in evaluate(state.params, batch).items()}
+  first = pretraining[1][0]
+  assert set(sums) == {'loss', 'weight', 'correct', 'sop_loss', 'sop_correct', 'sop_weight'} and sums['sop_weight'] == B
+  np.testing.assert_allclose([sums['loss'] / sums['weight'], sums['sop_loss'] / B, sums['sop_correct'] / B],
+                             [first['mlm_loss'], first['sop_loss'], first['sop_accuracy']], rtol=1e-5)
+
+
+def test_pretraining_cannot_be_distilled():
+  with pytest.raises(ValueError, match=r"distill.teacher='runs/albert': data.objective=mlm_sop trains two heads"):
+    StepConfig(objective='mlm_sop', distill=DistillConfig(teacher='runs/albert'))
+
+
 # --- losses: closed forms --------------------------------------------------------------------------------
 
 def test_z_loss_closed_form():
@@ -433,7 +501,8 @@ def test_per_example_sums_add_up_to_the_batch_sums(kind):
   """eval.py's per-example sums are the training loss's, example by example (one cross-entropy)."""
   rng = np.random.default_rng(3)
   logits = {losses.LossKind.TOKENS: rng.normal(size=(4, 5, 7)), losses.LossKind.CLASSIFICATION: rng.normal(size=(4, 3)),
-            losses.LossKind.REGRESSION: rng.normal(size=(4, 1))}[kind]
+            losses.LossKind.REGRESSION: rng.normal(size=(4, 1)),
+            losses.LossKind.PRETRAINING: rng.normal(size=(4, 5, 7))}[kind]  # its MLM part; the order's below
   batch = {'targets': rng.integers(0, 7, (4, 5)), 'loss_weights': (rng.random((4, 5)) < 0.7).astype(np.float32),
            'label': rng.integers(0, 3, 4) if kind is losses.LossKind.CLASSIFICATION else rng.normal(size=4)}
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
@@ -443,3 +512,9 @@ def test_per_example_sums_add_up_to_the_batch_sums(kind):
   for name, value in each.items():
     assert value.shape == (4,), name
     np.testing.assert_allclose(value.sum(), whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  if kind is losses.LossKind.PRETRAINING:
+    order_logits, order = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32), jnp.asarray([0, 1, 1, 0])
+    whole, each = (losses.sentence_order_sums(order_logits, order, per_example=p) for p in (False, True))
+    assert set(each) == {'sop_loss', 'sop_correct', 'sop_weight'} and float(whole['sop_weight']) == 4.0
+    for name, value in each.items():
+      np.testing.assert_allclose(value.sum(), whole[name], rtol=1e-5, atol=1e-6, err_msg=name)

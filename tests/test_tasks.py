@@ -129,6 +129,7 @@ def test_sentence_tasks(data_dir, tokenizer, objective, source, dtype):
 
 
 @pytest.mark.parametrize('objective,source', [('causal_lm', 'builtin:sotu'), ('mlm', 'builtin:sotu'),
+                                              ('mlm_sop', 'builtin:sotu'),
                                               ('span_corruption', 'builtin:sotu'),
                                               ('classification', 'builtin:movie_sentiment/binary'),
                                               ('regression', 'builtin:movie_sentiment/regression')])

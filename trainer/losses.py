@@ -6,6 +6,9 @@ evaluation batches are exact: mean = sum of per-token losses / sum of weights, n
   classification: cross-entropy of logits (B, C) against label (B,) int32; every labelled example weighs 1, an
       unlabelled one (data.batch.UNLABELED) 0: it can never train as the last class (a gather at -1 wraps)
   regression: squared error of logits[:, 0] against label (B,) float32; every example weighs 1
+  mlm_sop (PRETRAINING): the token loss of the MLM logits, plus the sentence order's cross-entropy of sop_logits
+      (B, 2) against sentence_order_label (B,) with every example weighing 1 ('sop_loss', 'sop_correct',
+      'sop_weight'); the training loss is the sum of the two means (`mean_loss`)
 
 Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
 normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do not drift.
@@ -44,9 +47,9 @@ def loss_kind(objective: Objective | str) -> LossKind:
 
 
 def position_weights(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
-  """How much each prediction counts, float32: loss_weights (B, T) (tokens), 1 per labelled example (B,)
-  (classification), 1 per example (B,) (regression)."""
-  if kind is LossKind.TOKENS:
+  """How much each prediction counts, float32: loss_weights (B, T) (tokens; pretraining's MLM part), 1 per
+  labelled example (B,) (classification), 1 per example (B,) (regression)."""
+  if kind.tokens:
     return batch['loss_weights'].astype(jnp.float32)
   if kind is LossKind.CLASSIFICATION:
     return _labelled(batch['label'])
@@ -56,6 +59,25 @@ def position_weights(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Arra
 def total_weight(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
   """The denominator of the batch mean: sum of loss_weights (tokens) or the number of examples. () float32."""
   return jnp.sum(position_weights(kind, batch))
+
+
+def total_weights(kind: LossKind, batch: Mapping[str, jax.Array]) -> Sums:
+  """The denominators of the batch means, () float32 each, named as the weights of the sums: 'weight'
+  (`total_weight`) and, for PRETRAINING, 'sop_weight' (the examples, each of which has a sentence order)."""
+  out = {'weight': total_weight(kind, batch)}
+  if kind is LossKind.PRETRAINING:
+    out['sop_weight'] = jnp.asarray(batch['sentence_order_label'].shape[0], jnp.float32)
+  return out
+
+
+def mean_loss(sums: Sums, denominators: Sums) -> jax.Array:
+  """The loss the step minimises from a (micro)batch's sums and the *whole* batch's `total_weights` (none 0):
+  the mean over the weighted tokens or examples, plus, with a sentence order ('sop_loss'), its mean over the
+  examples (ALBERT: the MLM and SOP losses added, unweighted)."""
+  loss = sums['loss'] / denominators['weight']
+  if 'sop_loss' in sums:
+    loss = loss + sums['sop_loss'] / denominators['sop_weight']
+  return loss
 
 
 def _labelled(labels: jax.Array) -> jax.Array:
@@ -198,10 +220,11 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
   """The objective's sums ('loss', 'z_loss', 'weight', and 'correct' except for regression): over the
   batch, or with `per_example` (eval.py, which scores every example once) over each example, (B,) each.
 
-  logits: (B, T, V) for TOKENS, (B, C) for CLASSIFICATION, (B, 1) for REGRESSION (the model's 'logits').
+  logits: (B, T, V) for TOKENS and PRETRAINING (its MLM part: `sentence_order_sums` adds the rest), (B, C) for
+  CLASSIFICATION, (B, 1) for REGRESSION (the model's 'logits').
   """
   match kind:
-    case LossKind.TOKENS:
+    case LossKind.TOKENS | LossKind.PRETRAINING:
       return cross_entropy_sums(logits, batch['targets'], batch['loss_weights'], z_loss, per_example=per_example)
     case LossKind.CLASSIFICATION:
       labels = batch['label']
@@ -213,3 +236,11 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
         return {'loss': squared, 'z_loss': jnp.zeros_like(squared), 'weight': ones}
       return {'loss': jnp.sum(squared), 'z_loss': jnp.zeros((), jnp.float32), 'weight': jnp.sum(ones)}
   raise ValueError(f'unknown loss kind {kind}')
+
+
+def sentence_order_sums(logits: jax.Array, labels: jax.Array, *, per_example: bool = False) -> Sums:
+  """ALBERT's sentence order: cross-entropy of logits (B, 2) against labels (B,) int (0 = in order, 1 = swapped),
+  each example weighing 1, as sums over the batch (or, with `per_example`, (B,) each): 'sop_loss', 'sop_correct',
+  'sop_weight'. No z-loss: it keeps a large vocabulary's log Z from drifting; two logits need none."""
+  sums = cross_entropy_sums(logits, labels, jnp.ones(labels.shape, jnp.float32), per_example=per_example)
+  return {'sop_loss': sums['loss'], 'sop_correct': sums['correct'], 'sop_weight': sums['weight']}

@@ -47,7 +47,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from model.config import Family, Head, ModelConfig
+from model.config import SENTENCE_ORDER_CLASSES, Family, Head, ModelConfig
 
 JSONL_NAME = 'metrics.jsonl'
 TB_DIR = 'tb'
@@ -111,8 +111,10 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
   if cfg.pooler:
     macs += d * d
   match cfg.head:
-    case Head.LM:
+    case Head.LM | Head.PRETRAINING:
       macs += t * (vocab * e + (d * e if cfg.family is Family.ENCODER else 0))  # + BERT's MLM transform, d -> E
+      if cfg.head is Head.PRETRAINING:
+        macs += d * SENTENCE_ORDER_CLASSES  # the sentence-order classifier, once per example
     case Head.CLASSIFIER:
       macs += d * cfg.num_labels
     case Head.NONE:

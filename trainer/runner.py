@@ -334,7 +334,8 @@ def _global_shapes(run: Run) -> dict[str, jax.ShapeDtypeStruct]:
 
 def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
   """Mean loss over up to `train.eval_batches` validation batches (same batches every time); perplexity
-  for language models, accuracy for classification."""
+  for language models, accuracy for classification; mlm_sop: loss is the sum of its MLM and sentence-order
+  means (what it minimises), each also reported, perplexity that of the MLM part."""
   batches = _batches(run, run.eval_task, shuffle=False, num_epochs=1)
   totals = None
   for _, batch in zip(range(run.train.eval_batches), batches):
@@ -346,9 +347,14 @@ def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
                      f'of train.batch_size={run.train.batch_size}')
   totals = jax.device_get(totals)
   weight = max(float(totals['weight']), 1.0)
-  out = {'loss': float(totals['loss']) / weight}
+  loss = float(totals['loss']) / weight
+  out = {'loss': loss}
+  if 'sop_loss' in totals:
+    sop_weight = max(float(totals['sop_weight']), 1.0)
+    out = {'loss': loss + float(totals['sop_loss']) / sop_weight, 'mlm_loss': loss,
+           'sop_loss': float(totals['sop_loss']) / sop_weight, 'sop_accuracy': float(totals['sop_correct']) / sop_weight}
   if objectives.spec(run.data.objective).perplexity:
-    out['perplexity'] = math.exp(min(out['loss'], 700.0))
+    out['perplexity'] = math.exp(min(loss, 700.0))
   if 'correct' in totals:  # every cross-entropy: token or class accuracy
     out['accuracy'] = float(totals['correct']) / weight
   return out

@@ -75,6 +75,10 @@ class StepConfig:
       raise ValueError(f'distill.teacher={self.distill.teacher!r}: data.objective={self.objective.value} predicts a '
                        'number, which has no distribution to distil; distil a classification or token objective, '
                        "or set --config.distill.teacher=''")
+    if self.distill.enabled and self.loss_kind is losses.LossKind.PRETRAINING:
+      raise ValueError(f'distill.teacher={self.distill.teacher!r}: data.objective={self.objective.value} trains two '
+                       'heads (MLM and sentence order), which distillation does not compare; distil an mlm or a '
+                       "classification objective, or set --config.distill.teacher=''")
     if self.distill.enabled and self.chunked_logits:
       raise ValueError(f'train.logits_chunk={self.logits_chunk}: distillation (distill.teacher) needs the student\'s '
                        'whole logits for the KL; set --config.train.logits_chunk=0 (with data.max_targets the '
@@ -85,7 +89,7 @@ class StepConfig:
       raise ValueError(f'train.z_loss={self.z_loss!r}: must be >= 0 (0 = off)')
     if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:
       raise ValueError(f'train.logits_chunk={self.logits_chunk!r}: must be an integer >= 0 (0 = all at once)')
-    if self.max_targets < 0 or (self.max_targets and self.loss_kind is not losses.LossKind.TOKENS):
+    if self.max_targets < 0 or (self.max_targets and not self.loss_kind.tokens):
       raise ValueError(f'max_targets={self.max_targets}: a bound on the weighted positions of a token objective')
 
   @classmethod
@@ -107,7 +111,7 @@ class StepConfig:
 
   @property
   def chunked_logits(self) -> bool:
-    return bool(self.logits_chunk) and self.loss_kind is losses.LossKind.TOKENS
+    return bool(self.logits_chunk) and self.loss_kind.tokens
 
   @property
   def loss_kind(self) -> losses.LossKind:
@@ -208,15 +212,20 @@ def _at_targets(batch: Batch, cfg: StepConfig) -> tuple[Batch, dict[str, Any]]:
 def model_loss_sums(module: model.Transformer, params: Params, batch: Batch, cfg: StepConfig, *, deterministic: bool,
                     rng: jax.Array | None = None, z_loss: float = 0.0) -> losses.Sums:
   """The objective's loss sums of the model on `batch`, the same sums however they are computed: the LM head
-  at the weighted positions alone (`cfg.max_targets`), and its logits chunk by chunk (`cfg.logits_chunk`)."""
+  at the weighted positions alone (`cfg.max_targets`), and its logits chunk by chunk (`cfg.logits_chunk`); with
+  the sentence order's sums (`losses.sentence_order_sums`) for mlm_sop."""
   batch, head = _at_targets(batch, cfg)
   out = apply_model(module, params, batch, deterministic=deterministic, rng=rng, logits=not cfg.chunked_logits,
                     **head)
   if cfg.chunked_logits:
     hidden, kernel, bias = out['lm_projection']
-    return losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'], z_loss,
+    sums = losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'], z_loss,
                                                chunk=cfg.logits_chunk)
-  return losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
+  else:
+    sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
+  if cfg.loss_kind is losses.LossKind.PRETRAINING:
+    sums |= losses.sentence_order_sums(out['sop_logits'], batch['sentence_order_label'])
+  return sums
 
 
 def distillation_sums(module: model.Transformer, params: Params, batch: Batch, cfg: StepConfig,
@@ -235,15 +244,16 @@ def distillation_sums(module: model.Transformer, params: Params, batch: Batch, c
 
 
 def _loss_fn(params: Params, batch: Batch, rng: jax.Array, *, module: model.Transformer, cfg: StepConfig,
-             denominator: jax.Array, teacher: tuple[model.Transformer, Params] | None = None,
+             denominators: losses.Sums, teacher: tuple[model.Transformer, Params] | None = None,
              tokens: jax.Array | None = None) -> tuple[jax.Array, losses.Sums]:
-  """Sum of this (micro)batch's losses over the *whole* batch's weight (and, distilling, its real tokens for
-  the cosine): the gradients of the microbatches then add up to the gradient of the batch mean."""
+  """Sum of this (micro)batch's losses over the *whole* batch's weights (`losses.total_weights`; and,
+  distilling, its real tokens for the cosine): the gradients of the microbatches then add up to the gradient of
+  the batch mean."""
   if teacher is not None:
     sums = distillation_sums(module, params, batch, cfg, teacher, rng)
-    return distill.distillation_loss(cfg.distill, sums, denominator, tokens), sums
+    return distill.distillation_loss(cfg.distill, sums, denominators['weight'], tokens), sums
   sums = model_loss_sums(module, params, batch, cfg, deterministic=False, rng=rng, z_loss=cfg.z_loss)
-  return sums['loss'] / denominator, sums
+  return losses.mean_loss(sums, denominators), sums
 
 
 def split_microbatches(batch: Batch, k: int) -> Batch:
@@ -291,15 +301,18 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
   Dropout is on, with the key fold_in(rng, state.step). Metrics (float32 scalars): loss (mean over the
   weighted tokens or examples, z-loss included), z_loss (its part of loss), weight (number of weighted
   tokens / examples), accuracy (not for regression), grad_norm (before clipping), param_norm (after the
-  update), learning_rate (of this update).
+  update), learning_rate (of this update). mlm_sop: loss is the MLM mean plus the sentence order's, mlm_loss and
+  sop_loss are those parts, accuracy the MLM tokens', sop_accuracy the sentence order's.
 
   Distilling (`teacher_module` and its `teacher_params`, read and never updated): loss is the distillation
   loss (trainer/distill.py), and distill_kl, distill_hard, distill_cos are its parts, unweighted means.
   """
   rng = jax.random.fold_in(rng, state.step)
-  weight = losses.total_weight(cfg.loss_kind, batch)
-  denominator = jnp.where(weight > 0, weight, 1.0)  # an all-padding batch gives loss 0, not nan
-  loss_fn = functools.partial(_loss_fn, module=module, cfg=cfg, denominator=denominator)
+  weights = losses.total_weights(cfg.loss_kind, batch)
+  # an all-padding batch gives loss 0, not nan
+  denominators = {name: jnp.where(w > 0, w, 1.0) for name, w in weights.items()}
+  weight, denominator = weights['weight'], denominators['weight']
+  loss_fn = functools.partial(_loss_fn, module=module, cfg=cfg, denominators=denominators)
   if teacher_module is not None:
     tokens = jnp.sum(distill.hidden_validity(module.cfg.family, batch))
     tokens = jnp.where(tokens > 0, tokens, 1.0)
@@ -312,7 +325,10 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
                'z_loss': sums['z_loss'] / denominator, 'distill_kl': sums['kl'] / denominator,
                'distill_hard': sums['hard'] / denominator, 'distill_cos': sums['cos'] / tokens}
   else:
-    metrics = {name: sums[name] / denominator for name in ('loss', 'z_loss')}
+    metrics = {'loss': losses.mean_loss(sums, denominators), 'z_loss': sums['z_loss'] / denominator}
+  if 'sop_loss' in sums:  # mlm_sop: the two parts of its loss, and how often the order is right
+    metrics |= {'mlm_loss': sums['loss'] / denominator, 'sop_loss': sums['sop_loss'] / denominators['sop_weight'],
+                'sop_accuracy': sums['sop_correct'] / denominators['sop_weight']}
   if 'correct' in sums:
     metrics['accuracy'] = sums['correct'] / denominator
   metrics |= {'weight': weight, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params),
@@ -322,7 +338,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
 
 def eval_step(params: Params, batch: Batch, *, module: model.Transformer, cfg: StepConfig) -> losses.Sums:
   """Deterministic forward pass -> sums over the batch ('loss': plain cross-entropy or squared error, no
-  z-loss, so runs compare; 'weight'; 'correct' except for regression). Divide after adding up batches."""
+  z-loss, so runs compare; 'weight'; 'correct' except for regression; mlm_sop: 'sop_loss', 'sop_correct',
+  'sop_weight' too). Divide after adding up batches."""
   sums = model_loss_sums(module, params, batch, cfg, deterministic=True)
   del sums['z_loss']
   return sums

@@ -1,8 +1,11 @@
-"""ALBERT (AlbertModel, AlbertForMaskedLM, AlbertForSequenceClassification): the table and config.json fields.
+"""ALBERT (AlbertModel, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertForPreTraining): the table and
+config.json fields.
 
 ALBERT is BERT with factorised embeddings (model.embedding_size, the E -> d_model projection
 `embedding_hidden_mapping_in`) and cross-layer sharing (model.num_layer_groups: HF's `albert_layer_groups.{g}`
-are our `encoder/layers_{g}`, each applied num_layers // groups times in a row).
+are our `encoder/layers_{g}`, each applied num_layers // groups times in a row). AlbertForPreTraining is our
+head=pretraining: the MLM head and, on the pooler, `sop_classifier.classifier`, the sentence order's
+Linear(hidden, 2) (HF's config.num_labels, 2 unless set; a file with another count fails on its shape).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ ALBERT_TABLE: tuple[Row, ...] = (
     ('predictions.bias', 'lm_bias', VECTOR),
     ('predictions.decoder.weight', 'lm_head/kernel', LINEAR),  # untied only; else a tied duplicate
     *dense('classifier', 'classifier'),
+    *dense('sop_classifier.classifier', 'sop_classifier'),
 )
 
 
@@ -55,7 +59,7 @@ def _albert_fields(hf: Mapping[str, Any], head: Head, tied: bool) -> dict[str, A
       activation=activation(hf.get('hidden_act', 'gelu_new')), dropout_rate=hf.get('hidden_dropout_prob', 0.0),
       attention_dropout_rate=hf.get('attention_probs_dropout_prob', 0.0), ffn_dropout_rate=0.0,
       init_std=hf.get('initializer_range', 0.02), head=head, pooler=head is not Head.LM, tie_embeddings=tied,
-      lm_head_bias=head is Head.LM, num_labels=num_labels(hf, head))
+      lm_head_bias=head.lm, num_labels=num_labels(hf, head))
 
 
 def _albert_config(cfg: ModelConfig) -> dict[str, Any]:
@@ -71,8 +75,9 @@ def _albert_config(cfg: ModelConfig) -> dict[str, Any]:
 SPEC = FamilySpec(
     model_type='albert', family=Family.ENCODER,
     classes={'AlbertModel': Head.NONE, 'AlbertForMaskedLM': Head.LM,
-             'AlbertForSequenceClassification': Head.CLASSIFIER},
-    prefix='albert.', head_prefixes=('predictions.', 'classifier.'), table=ALBERT_TABLE, to_fields=_albert_fields,
+             'AlbertForSequenceClassification': Head.CLASSIFIER, 'AlbertForPreTraining': Head.PRETRAINING},
+    prefix='albert.', head_prefixes=('predictions.', 'classifier.', 'sop_classifier.'), table=ALBERT_TABLE,
+    to_fields=_albert_fields,
     to_config=_albert_config,
     aliases=(('predictions.decoder.weight', 'albert.embeddings.word_embeddings.weight'),),
     buffers=((r'albert\.embeddings\.position_ids', is_arange),

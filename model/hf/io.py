@@ -32,6 +32,7 @@ import safetensors.flax
 import safetensors.numpy
 from flax import traverse_util
 
+from core.config import parse_enum
 from core.paths import user_path
 from model.config import EXECUTION_FIELDS, Family, Head, ModelConfig, Position
 from model.hf import albert, bert, distilbert, gpt2, roberta, t5
@@ -201,9 +202,17 @@ def _explained(spec: FamilySpec, name: str, file_name: str, x: np.ndarray, tenso
   return False
 
 
-def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[str]) -> None:
+def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[str], *,
+                    head: Head | str | None = None) -> None:
   """Writes config.json and model.safetensors that HF's class for `cfg` loads with no missing or unexpected
-  keys and the same outputs. `params` may be scanned or not. A config HF cannot express is an error."""
+  keys and the same outputs. `params` may be scanned or not. A config HF cannot express is an error.
+
+  head: export as a model with this head instead, one whose parameters are a part of these (`_with_head`): an
+  ALBERT pretraining model (head=pretraining, AlbertForPreTraining by default) as head='lm' (AlbertForMaskedLM:
+  the pooler and the sentence-order classifier left out) or head='none' (AlbertModel, with the pooler)."""
+  if head is not None:
+    cfg, params = _with_head(cfg, params, parse_enum(Head, head, field='save_pretrained head', what='head',
+                                                     error=CheckpointError))
   if (cfg.target_mean, cfg.target_scale) != (0.0, 1.0):  # HF's regression head has no such affine: fold it in
     head = params['classifier']
     params = params | {'classifier': {'kernel': head['kernel'] * cfg.target_scale,
@@ -230,6 +239,25 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str | os.PathLike[st
   path.mkdir(parents=True, exist_ok=True)
   safetensors.numpy.save_file(tensors, path / 'model.safetensors', metadata={'format': 'pt'})
   (path / 'config.json').write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
+
+
+def _with_head(cfg: ModelConfig, params: Params, head: Head) -> tuple[ModelConfig, Params]:
+  """`cfg` with `head` and the part of `params` such a model has; a head that needs parameters these lack (the
+  sentence-order classifier of an MLM, say) is an error naming them. HF's MLM classes have no pooler, its
+  classifiers and pretraining classes need one, its headless classes keep the one there is."""
+  if head is cfg.head:
+    return cfg, params
+  pooler = head in (Head.CLASSIFIER, Head.PRETRAINING) or (head is Head.NONE and cfg.pooler)
+  narrowed = cfg.replace(head=head, pooler=pooler, lm_head_bias=cfg.lm_head_bias and head.lm,
+                         scale_tied_logits=cfg.scale_tied_logits and head.lm,
+                         num_labels=cfg.num_labels if head is Head.CLASSIFIER else 0)
+  flat = traverse_util.flatten_dict(unstack_layers(params), sep='/')
+  target = target_shapes(narrowed)
+  if lacking := sorted(k for k, shape in target.items() if k not in flat or tuple(flat[k].shape) != shape):
+    raise CheckpointError(f'save_pretrained(head={head.value!r}): a model of head={cfg.head.value} has no '
+                          f'{_names(lacking)}; export it as head={cfg.head.value!r}, or as a head whose parameters '
+                          'it holds')
+  return narrowed, traverse_util.unflatten_dict({k: flat[k] for k in target}, sep='/')
 
 
 # Fields that do not change what a checkpoint computes: how it runs, its precision, layout and initialisation.
