@@ -238,8 +238,9 @@ def test_bad_configs_name_the_field(change: dict[str, Any], message: str) -> Non
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(head='pretraining'), r"model\.pooler=False: the pretraining head's sentence-order classifier reads the pooled "
-                               r'first token: set model\.pooler=True'),
+    (dict(head='pretraining'),
+     r"model\.pooler=False: the pretraining head's sentence-order classifier reads the pooled first token: set "
+     r'model\.pooler=True'),
     (dict(head='pretraining', pooler=True, family='decoder', embedding_size=None, num_layer_groups=None),
      r'model\.head=.pretraining.: the pretraining head \(MLM \+ sentence order\) sits on an encoder: use '
      r'family=encoder'),

@@ -205,7 +205,8 @@ def test_mlm_sop_pairs_are_balanced_reproducible_and_correctly_labelled(data_dir
     types = np.concatenate([np.zeros(len(a) + 2), np.ones(len(b) + 1), np.zeros(LENGTH - real)])
     np.testing.assert_array_equal(example['token_type_ids'], types)
     np.testing.assert_array_equal(example['attention_mask'], np.arange(LENGTH) < real)
-    assert example['targets'][0] == tokenizer.cls_id and example['targets'][[len(a) + 1, real - 1]].tolist() == [sep] * 2
+    assert example['targets'][0] == tokenizer.cls_id
+    assert example['targets'][[len(a) + 1, real - 1]].tolist() == [sep] * 2
     assert (example['input_ids'][real:] == tokenizer.pad_id).all()
     # BERT's masks on the pair: never at [CLS], [SEP] or padding; at most the step's gathered positions.
     chosen = example['loss_weights'] > 0

@@ -351,8 +351,9 @@ def evaluate(run: Run, eval_step: Callable, params: Any) -> dict[str, float]:
   out = {'loss': loss}
   if 'sop_loss' in totals:
     sop_weight = max(float(totals['sop_weight']), 1.0)
-    out = {'loss': loss + float(totals['sop_loss']) / sop_weight, 'mlm_loss': loss,
-           'sop_loss': float(totals['sop_loss']) / sop_weight, 'sop_accuracy': float(totals['sop_correct']) / sop_weight}
+    sop = float(totals['sop_loss']) / sop_weight
+    out = {'loss': loss + sop, 'mlm_loss': loss, 'sop_loss': sop,
+           'sop_accuracy': float(totals['sop_correct']) / sop_weight}
   if objectives.spec(run.data.objective).perplexity:
     out['perplexity'] = math.exp(min(loss, 700.0))
   if 'correct' in totals:  # every cross-entropy: token or class accuracy
