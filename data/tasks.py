@@ -317,7 +317,7 @@ def _span_corruption(config: DataConfig, source: sources.Source, tokenizer: Toke
   raw_len, _ = examples.random_spans_helper(length)
   targets_len = config.targets_len
   chunks = _chunks(_tokenize(source, tokenizer), raw_len - 1, specials.eos)
-  rng = _rng_of(seed, examples.Stream.SPAN_CORRUPTION)
+  rng = _rng_of(seed, examples.Stream.SPAN_CORRUPTION, config.masking)  # always dynamic: T5's spans
 
   def span(i: int, row: np.ndarray) -> Example:
     out = examples.span_corruption(row, specials, rng(i, len(chunks)))
@@ -329,8 +329,7 @@ def _span_corruption(config: DataConfig, source: sources.Source, tokenizer: Toke
   return chunks, span
 
 
-def _rng_of(seed: int, stream: examples.Stream,
-            masking: Masking = Masking.DYNAMIC) -> Callable[[int, int], np.random.Generator]:
+def _rng_of(seed: int, stream: examples.Stream, masking: Masking) -> Callable[[int, int], np.random.Generator]:
   """position in the stream -> the generator of that example: epoch = position // rows (always 0 with static
   masking: one draw per row), index = the rest."""
   static = masking is Masking.STATIC
