@@ -18,6 +18,7 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
+from jax.sharding import PartitionSpec
 
 import model
 from core.config import ConfigError
@@ -207,7 +208,7 @@ _TINY = model.ModelConfig.from_dict(importlib.import_module('configs.presets').v
 
 @pytest.fixture(scope='module')
 def tiny_params() -> Any:
-  return model.init_params(model.build(_TINY), jax.random.key(0))
+  return jax.jit(lambda rng: model.init_params(model.build(_TINY), rng))(jax.random.key(0))
 
 
 def test_patching_equals_a_naive_reference() -> None:
@@ -310,3 +311,40 @@ def test_inputs_of_the_other_kind_are_an_error(tiny_params: Any) -> None:
 def test_bad_configs_name_the_field(change: dict[str, Any], message: str) -> None:
   with pytest.raises(ConfigError, match=message):
     _TINY.replace(**change)
+
+
+def test_sharded_forward_equals_one_device(tiny_params: Any) -> None:
+  """Every new parameter and activation carries logical names: on a (data, fsdp, tensor) = (2, 2, 2) mesh the
+  patch kernel, [CLS] and position table are sharded by 'embed', and the forward pass (with an interpolated table)
+  equals the single-device one."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from trainer.mesh import MeshConfig  # pylint: disable=import-outside-toplevel
+  from trainer.step import abstract_train_state, shardings_of  # pylint: disable=import-outside-toplevel
+  ctx = MeshConfig(data=2, fsdp=2, tensor=2).context()
+  module = model.build(_TINY)
+  abstract = abstract_train_state(module, optax.sgd(0.1), ctx).params
+  assert abstract['patch_embed']['proj']['kernel'].sharding.spec == PartitionSpec(None, None, None, 'fsdp')
+  assert abstract['patch_embed']['cls_token'].sharding.spec == PartitionSpec('fsdp')
+  assert abstract['encoder']['position_embed']['embedding'].sharding.spec == PartitionSpec(None, 'fsdp')
+  params = jax.device_put(tiny_params, shardings_of(abstract))
+  rows = np.random.default_rng(5).standard_normal((ctx.batch_devices, 3, 20, 20)).astype(np.float32)
+  pixels = jax.device_put(rows, ctx.batch_sharding(4))
+  with ctx.active():
+    sharded = jax.jit(module.apply, static_argnames='interpolate_pos_encoding')(
+        {'params': params}, pixel_values=pixels, interpolate_pos_encoding=True)
+  single = module.apply({'params': tiny_params}, pixel_values=rows, interpolate_pos_encoding=True)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), sharded, single)
+
+
+def test_describe_runs_a_vit_config() -> None:
+  """describe.py on configs/vit_base.py shrunk from the command line: images in, [CLS] + patches counted."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  shrink = ['--config.model.num_layers=1', '--config.model.d_model=32', '--config.model.num_heads=2',
+            '--config.model.d_ff=64', '--config.model.image_size=32', '--config.model.num_labels=5']
+  result = subprocess.run([sys.executable, 'describe.py', '--config', 'configs/vit_base.py', *shrink, '--batch_size=2'],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '3x32x32 images in 16x16 patches: [CLS] + 4 = 5 tokens' in result.stdout
+  assert "forward (2x5)" in result.stdout and "'logits': (2, 5)" in result.stdout
