@@ -39,7 +39,8 @@ class VocabKernel(nn.Module):
 
 class Transformer(nn.Module):
   """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
-  'pooled': (B, D) (with a pooler; without one, what a classifier reads), 'encoder_hidden': (B, S, D) (encoder-decoder)}."""
+  'pooled': (B, D) (with a pooler; without one, what a classifier reads), 'encoder_hidden': (B, S, D)
+  (encoder-decoder)}."""
 
   cfg: ModelConfig
 
@@ -109,19 +110,20 @@ class Transformer(nn.Module):
              interpolate_pos_encoding: bool = False) -> jax.Array:
     """input_ids: (B, S), or pixel_values: (B, C, H, W) (inputs=patches) -> encoder hidden states (B, S, D),
     S = 1 + (H/p)(W/p) for images, or (B, first_rows, D) (see `Stack`)."""
-    valid = masks.token_validity(attention_mask, segment_ids)
     if self.cfg.inputs is Inputs.TOKENS:
       if input_ids is None or pixel_values is not None:
         raise ValueError('model.inputs=tokens reads input_ids, not pixel_values')
-      return self.encoder(self._embed_tokens(input_ids), valid=valid, segment_ids=segment_ids,
-                          positions=position_ids, token_type_ids=token_type_ids, deterministic=deterministic,
-                          first_rows=first_rows)
-    if pixel_values is None or input_ids is not None or token_type_ids is not None or position_ids is not None:
-      raise ValueError('model.inputs=patches reads pixel_values (batch, channels, height, width), not input_ids, '
-                       'token_type_ids or position_ids')
+      return self.encoder(self._embed_tokens(input_ids), valid=masks.token_validity(attention_mask, segment_ids),
+                          segment_ids=segment_ids, positions=position_ids, token_type_ids=token_type_ids,
+                          deterministic=deterministic, first_rows=first_rows)
+    # Every image is whole: no padding or packing to mask (and mean pooling averages every patch).
+    token_args = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                      position_ids=position_ids, segment_ids=segment_ids)
+    if pixel_values is None or (given := [k for k, v in token_args.items() if v is not None]):
+      raise ValueError('model.inputs=patches reads pixel_values (batch, channels, height, width) alone'
+                       + (f', not {", ".join(given)}' if pixel_values is not None else ''))
     grid = self._patch_grid(pixel_values, interpolate_pos_encoding)
-    return self.encoder(self.patch_embed(pixel_values), valid=valid, segment_ids=segment_ids,
-                        deterministic=deterministic, first_rows=first_rows, grid=grid)
+    return self.encoder(self.patch_embed(pixel_values), deterministic=deterministic, first_rows=first_rows, grid=grid)
 
   def _pool(self, hidden: jax.Array) -> jax.Array:
     """(B, T, D) -> (B, D): what model.pooling reads (the first position, or the mean of the patches after it)."""

@@ -227,8 +227,8 @@ def test_patching_equals_a_naive_reference() -> None:
       expected.append(np.einsum('bcxy,cxyd->bd', patch, kernel) + bias)
   expected[0] = np.broadcast_to(expected[0], (2, d))
   np.testing.assert_allclose(out, np.stack(expected, axis=1), rtol=1e-5, atol=1e-5)
-  conv = torch.nn.functional.conv2d(torch.from_numpy(np.array(pixels)),
-                                    torch.from_numpy(np.moveaxis(kernel, -1, 0).copy()), torch.from_numpy(np.array(bias)),
+  weight = torch.from_numpy(np.moveaxis(kernel, -1, 0).copy())  # HF's Conv2d layout (D, C, p, p)
+  conv = torch.nn.functional.conv2d(torch.from_numpy(np.array(pixels)), weight, torch.from_numpy(np.array(bias)),
                                     stride=p)
   np.testing.assert_allclose(out[:, 1:], conv.flatten(2).transpose(1, 2).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -293,8 +293,15 @@ def test_bad_images_name_the_field_and_the_fix(shape: tuple[int, ...], interpola
 
 
 def test_inputs_of_the_other_kind_are_an_error(tiny_params: Any) -> None:
-  with pytest.raises(ValueError, match=r'model\.inputs=patches reads pixel_values \(batch, channels, height, width\)'):
-    model.build(_TINY).apply({'params': tiny_params}, input_ids=jnp.zeros((2, 10), jnp.int32))
+  module, ids = model.build(_TINY), jnp.zeros((2, 10), jnp.int32)
+  with pytest.raises(ValueError, match=r'model\.inputs=patches reads pixel_values \(batch, channels, height, width\) '
+                                       r'alone(?!, not)'):
+    module.apply({'params': tiny_params}, input_ids=ids)
+  with pytest.raises(ValueError, match=r'alone, not attention_mask\b'):
+    module.apply({'params': tiny_params}, pixel_values=jnp.zeros((2, 3, 15, 15)), attention_mask=ids)
+  with pytest.raises(ValueError, match=r'model\.inputs=tokens reads input_ids, not pixel_values'):
+    model.build(_TINY.replace(inputs='tokens', image_size=None, patch_size=None, num_channels=None, pooler=True)).init(
+        jax.random.key(0), pixel_values=jnp.zeros((2, 3, 15, 15)))
 
 
 @pytest.mark.parametrize('change, message', [
