@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.config import ConfigError, known_fields, parse_enum
@@ -111,7 +111,7 @@ class ModelConfig:
   # into patch_size x patch_size patches, each projected to d_model (HF's Conv2d of kernel = stride = patch); the
   # learned position table then has a row for [CLS] and one per patch (max_len and vocab_size are unused).
   inputs: Inputs = Inputs.TOKENS
-  image_size: int | None = None  # patches only, and required there ...
+  image_size: int | None = None  # these three: required by inputs=patches, None otherwise.
   patch_size: int | None = None
   num_channels: int | None = None
 
@@ -146,7 +146,7 @@ class ModelConfig:
 
   head: Head = Head.NONE
   num_labels: int = 0  # CLASSIFIER head outputs; 1 means regression.
-  pooler: bool = False  # dense+tanh over the first token (BERT); required by the CLASSIFIER head.
+  pooler: bool = False  # dense+tanh over the first token (BERT); required by a token model's CLASSIFIER head.
   pooler_activation: Activation = Activation.TANH  # DistilBERT's pre_classifier is dense+relu.
   # What the pooler (or, without one, the classifier: ViTForImageClassification) reads of the final hidden states.
   pooling: Pooling = Pooling.CLS
@@ -312,7 +312,7 @@ class ModelConfig:
       fail('attention_impl', 'cuDNN flash attention runs in bfloat16 or float16: set model.dtype=bfloat16, '
            'or use attention_impl=xla')
 
-  def _validate_inputs(self, fail) -> None:
+  def _validate_inputs(self, fail: Callable[[str, str], None]) -> None:
     """inputs=patches (ViT) and what it rules out; pooling."""
     image_fields = ('image_size', 'patch_size', 'num_channels')
     if self.inputs is Inputs.TOKENS:

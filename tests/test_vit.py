@@ -71,9 +71,9 @@ def assert_close(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], atol: 
     assert err <= atol, f'{key}: max |ours - HF| = {err:.3g} > {atol}'
 
 
-def _pixels(cfg: dict[str, Any], seed: int, size: int | None = None) -> np.ndarray:
-  size = size or cfg['image_size']
-  return np.random.default_rng(seed).standard_normal((B, cfg['num_channels'], size, size)).astype(np.float32)
+def _pixels(cfg: dict[str, Any], seed: int, size: int | tuple[int, int] | None = None) -> np.ndarray:
+  height, width = (size, size) if isinstance(size, int) else size or (cfg['image_size'],) * 2
+  return np.random.default_rng(seed).standard_normal((B, cfg['num_channels'], height, width)).astype(np.float32)
 
 
 def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
@@ -121,10 +121,12 @@ def test_export_round_trip(case: Case, tmp_path: Path) -> None:
 
 
 def test_interpolated_positions_match_hf(case: Case) -> None:
-  """Another resolution with interpolate_pos_encoding=True: HF's bicubic resize of the grid, up and down."""
+  """Another resolution with interpolate_pos_encoding=True: HF's bicubic resize of the grid, up, down and to an
+  oblong grid."""
   kwargs = CASES[case.name][1]
-  for size in (kwargs['image_size'] + 2 * kwargs['patch_size'], kwargs['image_size'] - kwargs['patch_size']):
-    pixels = _pixels(kwargs, seed=size, size=size)
+  side, p = kwargs['image_size'], kwargs['patch_size']
+  for size in (side + 2 * p, side - p, (side - p, side + 3 * p)):
+    pixels = _pixels(kwargs, seed=len(str(size)), size=size)
     assert_close(our_outputs(case.cfg, case.params, pixels, interpolate=True),
                  hf_outputs(case.hf_model, pixels, interpolate=True))
 
