@@ -38,6 +38,10 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
   print(f'family={cfg.family.value} position={cfg.position.value}{offset} norm={cfg.norm.value}/'
         f'{cfg.norm_placement.value} activation={cfg.activation.value}{" (gated)" if cfg.gated_ffn else ""} '
         f'head={cfg.head.value} layers={cfg.num_layers} d_model={cfg.d_model} heads={cfg.num_heads}x{cfg.kv_dim}')
+  if cfg.inputs is model.Inputs.PATCHES:
+    print(f'inputs=patches: {cfg.num_channels}x{cfg.image_size}x{cfg.image_size} images in {cfg.patch_size}x'
+          f'{cfg.patch_size} patches: [CLS] + {cfg.position_rows - 1} = {cfg.position_rows} tokens, '
+          f'pooling={cfg.pooling.value}')
   for name, n in _param_table(params):
     print(f'  {name:<16} {n:>14,}')
   print(f'  {"total":<16} {total:>14,}')
@@ -48,8 +52,12 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
     print(f'  {"HF base model":<16} {base:>14,}  (no head, with pooler)')
 
   rng = np.random.default_rng(0)
-  ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, length)), jnp.int32)
-  inputs = {'input_ids': ids, 'attention_mask': jnp.ones_like(ids)}
+  if cfg.inputs is model.Inputs.PATCHES:  # images of the config's size; `length` is their [CLS] + patches
+    size = (batch, cfg.num_channels, cfg.image_size, cfg.image_size)
+    inputs = {'pixel_values': jnp.asarray(rng.standard_normal(size), jnp.float32)}
+  else:
+    ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, length)), jnp.int32)
+    inputs = {'input_ids': ids, 'attention_mask': jnp.ones_like(ids)}
   if cfg.family is model.Family.ENCODER_DECODER:
     inputs |= {'decoder_input_ids': ids, 'decoder_attention_mask': jnp.ones_like(ids)}
   forward = jax.jit(lambda p, x: module.apply({'params': p}, **x))
@@ -88,6 +96,11 @@ def main(argv: list[str]) -> None:
     length = _LENGTH.value or config.data.seq_len
   else:
     cli.fail('give --config configs/<name>.py or --hf_dir <directory>')
+  if cfg.inputs is model.Inputs.PATCHES:
+    if _LENGTH.value:
+      cli.fail(f'--seq_len={_LENGTH.value}: an image model runs [CLS] + its patches ({cfg.position_rows} tokens at '
+               f'model.image_size={cfg.image_size}); drop --seq_len')
+    length = cfg.position_rows
   describe(cfg, params, _BATCH.value, length)
 
 

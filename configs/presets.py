@@ -65,6 +65,27 @@ def albert(size: str, *, vocab_size: int = 30000, max_len: int = 512, **override
       attention_dropout_rate=0.0, head='pretraining', pooler=True) | overrides))
 
 
+# ViT sizes (Dosovitskiy et al. 2021; Ti and S from DeiT, Touvron et al. 2021): d_ff is 4 x d_model.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    'tiny': SIZES['tiny'],
+    'ti': dict(d_model=192, num_heads=3, d_ff=768, num_layers=12),
+    's': dict(d_model=384, num_heads=6, d_ff=1536, num_layers=12),
+    'b': SIZES['base'],
+}
+
+
+def vit(size: str, *, image_size: int = 224, patch_size: int = 16, num_channels: int = 3,
+        **overrides: Any) -> dict[str, Any]:
+  """ViT (Dosovitskiy et al. 2021): the image cut into patch_size patches, each projected to d_model, after a [CLS]
+  token; learned positions, pre-LN encoder, final norm, exact GELU, no dropout (HF's ViTConfig: LayerNorm eps 1e-12).
+  The head reads the final hidden state at [CLS] (model.pooling=cls, HF's ViTForImageClassification); set
+  head='classifier' and num_labels. Sizes: 'tiny' (CPU tests), 'ti', 's', 'b' (VIT_SIZES)."""
+  return dict(family='encoder', inputs='patches', image_size=image_size, patch_size=patch_size,
+              num_channels=num_channels, position='learned', norm='layer', norm_placement='pre', norm_eps=1e-12,
+              activation='gelu', head='none', dropout_rate=0.0, attention_dropout_rate=0.0,
+              **VIT_SIZES[size]) | overrides
+
+
 def gpt2(size: str, *, vocab_size: int = 50257, max_len: int = 1024, **overrides: Any) -> dict[str, Any]:
   """GPT-2 (Radford et al. 2019): pre-LN causal decoder, learned positions, tied LM head, tanh GELU."""
   return dict(family='decoder', vocab_size=vocab_size, max_len=max_len, position='learned', norm='layer',

@@ -6,13 +6,13 @@
   out = module.apply({'params': params}, input_ids=ids, attention_mask=mask)  # {'hidden', 'logits', ...}
 """
 
-from model.config import (Activation, AttentionImpl, ConfigError, Family, Head, ModelConfig, Norm, NormPlacement,
-                          Position, Remat)
+from model.config import (Activation, AttentionImpl, ConfigError, Family, Head, Inputs, ModelConfig, Norm,
+                          NormPlacement, Pooling, Position, Remat)
 from model.transformer import Transformer
 from model.params import build, count_params, dummy_inputs, init_cache, init_params, stack_layers, unstack_layers
 
 __all__ = [
-    'Activation', 'AttentionImpl', 'ConfigError', 'Family', 'Head', 'ModelConfig', 'Norm', 'NormPlacement',
-    'Position', 'Remat', 'Transformer', 'build', 'count_params', 'dummy_inputs', 'init_cache', 'init_params',
+    'Activation', 'AttentionImpl', 'ConfigError', 'Family', 'Head', 'Inputs', 'ModelConfig', 'Norm', 'NormPlacement',
+    'Pooling', 'Position', 'Remat', 'Transformer', 'build', 'count_params', 'dummy_inputs', 'init_cache', 'init_params',
     'stack_layers', 'unstack_layers',
 ]

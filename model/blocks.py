@@ -15,9 +15,9 @@ from jax import lax
 from model import masks
 from model import partitioning as P
 from model.attention import MultiHeadAttention
-from model.config import ModelConfig, NormPlacement, Position, Remat
+from model.config import Inputs, ModelConfig, NormPlacement, Position, Remat
 from model.layers import Dropout, FeedForward, dense, embed, norm, partitioned
-from model.positions import offset_positions, relative_position_bucket, sinusoidal_table
+from model.positions import interpolate_grid_positions, offset_positions, relative_position_bucket, sinusoidal_table
 
 _REMAT_POLICIES = {
     Remat.FULL: jax.checkpoint_policies.nothing_saveable,
@@ -106,7 +106,8 @@ class Stack(nn.Module):
                positions: jax.Array | None = None, token_type_ids: jax.Array | None = None,
                memory: jax.Array | None = None, memory_valid: jax.Array | None = None,
                memory_segment_ids: jax.Array | None = None, deterministic: bool = True,
-               decode: bool = False, first_rows: int | None = None) -> jax.Array:
+               decode: bool = False, first_rows: int | None = None,
+               grid: tuple[int, int] | None = None) -> jax.Array:
     """x: (B, T, D) token embeddings; valid: (B, T) real tokens; segment_ids: (B, T) packed examples (0 =
     padding); positions: (B, T) per-token positions (default 0..T-1, or the cache slots when decoding);
     memory: (B, S, D) encoder output with memory_valid / memory_segment_ids. Returns (B, T, D).
@@ -115,6 +116,9 @@ class Stack(nn.Module):
     full output. Unscanned, the last layer then computes them alone (every earlier layer's keys and values
     feed them): for a classifier reading [CLS], most of that layer's work is skipped. A scanned stack runs
     every layer alike and cuts the output.
+
+    grid: model.inputs=patches: x is [CLS] and a (rows, columns) grid of patches, row-major. The position table
+    is laid out on the config's grid; another grid reads it interpolated (`interpolate_grid_positions`).
     """
     cfg = self.cfg
     length = x.shape[1]
@@ -142,7 +146,7 @@ class Stack(nn.Module):
                                         kv_segment_ids=memory_segment_ids)
 
     x = self._embed_positions(x, positions if table_rows is None else table_rows, token_type_ids,
-                              key_slots.shape[0])
+                              key_slots.shape[0], grid)
     x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     if cfg.embedding_size is not None:  # ALBERT: the E-wide embeddings into the d_model-wide stack
       x = dense(cfg.d_model, (None, P.EMBED), use_bias=cfg.use_bias, std=cfg.init_std, dtype=cfg.dtype,
@@ -170,13 +174,19 @@ class Stack(nn.Module):
     return index, valid_var.value, jnp.arange(valid_var.value.shape[1])
 
   def _embed_positions(self, x: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None,
-                       max_slots: int) -> jax.Array:
+                       max_slots: int, grid: tuple[int, int] | None) -> jax.Array:
     cfg = self.cfg
+    if (grid is not None) != (cfg.inputs is Inputs.PATCHES):
+      raise ValueError(f'Stack: a patch grid is given for, and only for, model.inputs=patches (got grid={grid})')
+    kw = dict(std=cfg.init_std, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    if grid is not None:  # an image: the table's [CLS] row and grid, resized to this image's grid if it differs
+      table = embed(cfg.position_rows, cfg.embed_width, (None, P.EMBED), name='position_embed', **kw).embedding
+      x = x + interpolate_grid_positions(table, cfg.patch_grid, grid).astype(x.dtype)
+      return self._embed_norm(x)
     if cfg.position in (Position.LEARNED, Position.SINUSOIDAL) and max_slots + cfg.position_offset > cfg.max_len:
       offset = f' from row model.position_offset={cfg.position_offset}' if cfg.position_offset else ''
       raise ValueError(f'sequence length {max_slots}{offset} exceeds model.max_len={cfg.max_len}, the size of the '
                        'position table: shorten the sequences or raise model.max_len')
-    kw = dict(std=cfg.init_std, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     if cfg.position is Position.LEARNED:
       x = x + embed(cfg.max_len, cfg.embed_width, (None, P.EMBED), name='position_embed', **kw)(positions)
     elif cfg.position is Position.SINUSOIDAL:
@@ -185,6 +195,10 @@ class Stack(nn.Module):
     if cfg.num_token_types:
       ids = jnp.zeros(x.shape[:2], jnp.int32) if token_type_ids is None else token_type_ids
       x = x + embed(cfg.num_token_types, cfg.embed_width, (None, P.EMBED), name='type_embed', **kw)(ids)
+    return self._embed_norm(x)
+
+  def _embed_norm(self, x: jax.Array) -> jax.Array:
+    cfg = self.cfg
     if cfg.embed_norm:
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='embed_norm')(x)

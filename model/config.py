@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.config import ConfigError, known_fields, parse_enum
@@ -19,6 +19,16 @@ class Family(enum.Enum):
   ENCODER = 'encoder'  # BERT and its variants: bidirectional self-attention.
   DECODER = 'decoder'  # GPT: causal self-attention.
   ENCODER_DECODER = 'encoder_decoder'  # T5, Vaswani et al.: encoder + causal decoder with cross-attention.
+
+
+class Inputs(enum.Enum):
+  TOKENS = 'tokens'  # input_ids through a token embedding table (every text model).
+  PATCHES = 'patches'  # pixel_values cut into non-overlapping patches, a [CLS] token before them (ViT).
+
+
+class Pooling(enum.Enum):
+  CLS = 'cls'  # the first position: [CLS] (BERT's pooler, ViTForImageClassification's head).
+  MEAN = 'mean'  # the mean of the patch tokens, [CLS] excluded (inputs=patches).
 
 
 class Position(enum.Enum):
@@ -77,6 +87,8 @@ class Remat(enum.Enum):
 
 _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
     'family': Family,
+    'inputs': Inputs,
+    'pooling': Pooling,
     'position': Position,
     'norm': Norm,
     'norm_placement': NormPlacement,
@@ -106,6 +118,13 @@ class ModelConfig:
   d_ff: int = 3072
   num_layers: int = 12  # encoder layers, or decoder layers of a decoder-only model.
   num_decoder_layers: int | None = None  # encoder-decoder only; None means num_layers.
+  # What the encoder reads. patches (ViT): images of image_size x image_size pixels and num_channels channels, cut
+  # into patch_size x patch_size patches, each projected to d_model (HF's Conv2d of kernel = stride = patch); the
+  # learned position table then has a row for [CLS] and one per patch (max_len and vocab_size are unused).
+  inputs: Inputs = Inputs.TOKENS
+  image_size: int | None = None  # these three: required by inputs=patches, None otherwise.
+  patch_size: int | None = None
+  num_channels: int | None = None
 
   position: Position = Position.LEARNED
   max_len: int = 512  # size of the learned / sinusoidal position table and of rope caches.
@@ -138,8 +157,10 @@ class ModelConfig:
 
   head: Head = Head.NONE
   num_labels: int = 0  # CLASSIFIER head outputs; 1 means regression.
-  pooler: bool = False  # dense+tanh over the first token (BERT); required by the CLASSIFIER head.
+  pooler: bool = False  # dense+tanh over the first token (BERT); required by a token model's CLASSIFIER head.
   pooler_activation: Activation = Activation.TANH  # DistilBERT's pre_classifier is dense+relu.
+  # What the pooler (or, without one, the classifier: ViTForImageClassification) reads of the final hidden states.
+  pooling: Pooling = Pooling.CLS
   # Regression (num_labels=1) predicts target_mean + target_scale * (the classifier's output): the head
   # then fits labels of mean 0 and std 1 (train.standardize_targets sets them from the training labels).
   target_mean: float = 0.0
@@ -201,6 +222,22 @@ class ModelConfig:
     return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
 
   @property
+  def patch_grid(self) -> tuple[int, int]:
+    """(rows, columns) of patches of an image_size image: the grid the position table is laid out on."""
+    if self.inputs is not Inputs.PATCHES:
+      raise ValueError(f'model.inputs={self.inputs.value} has no patch grid')
+    side = self.image_size // self.patch_size
+    return side, side
+
+  @property
+  def position_rows(self) -> int:
+    """Rows of the learned or sinusoidal position table: max_len, or [CLS] + one per patch for images."""
+    if self.inputs is Inputs.PATCHES:
+      rows, cols = self.patch_grid
+      return 1 + rows * cols
+    return self.max_len
+
+  @property
   def has_encoder(self) -> bool:
     return self.family in (Family.ENCODER, Family.ENCODER_DECODER)
 
@@ -260,7 +297,7 @@ class ModelConfig:
         fail('head', 'the classifier head sits on an encoder\'s pooled first token: use family=encoder')
       if self.num_labels < 1:
         fail('num_labels', 'the classifier head needs num_labels >= 1 (1 means regression)')
-      if not self.pooler:
+      if not self.pooler and self.inputs is Inputs.TOKENS:  # ViTForImageClassification has none: images may omit it
         fail('pooler', 'the classifier head reads the pooled first token: set model.pooler=True')
     elif self.head is Head.PRETRAINING:
       if self.family is not Family.ENCODER:
@@ -287,6 +324,36 @@ class ModelConfig:
     for name in ('dtype', 'param_dtype'):
       if getattr(self, name) not in _DTYPES:
         fail(name, f'must be one of {_DTYPES}')
+    self._validate_inputs(fail)
     if self.attention_impl is AttentionImpl.CUDNN and self.dtype == 'float32':
       fail('attention_impl', 'cuDNN flash attention runs in bfloat16 or float16: set model.dtype=bfloat16, '
            'or use attention_impl=xla')
+
+  def _validate_inputs(self, fail: Callable[[str, str], None]) -> None:
+    """inputs=patches (ViT) and what it rules out; pooling."""
+    image_fields = ('image_size', 'patch_size', 'num_channels')
+    if self.inputs is Inputs.TOKENS:
+      for name in image_fields:
+        if getattr(self, name) is not None:
+          fail(name, 'only applies to model.inputs=patches (images); set it to None or set inputs=patches')
+      if self.pooling is not Pooling.CLS:
+        fail('pooling', 'averages the patch tokens of model.inputs=patches; a token model pools its first token: '
+             'set pooling=cls')
+      return
+    for name in image_fields:
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        fail(name, 'model.inputs=patches needs it as a positive integer (the images are image_size x image_size '
+             'pixels of num_channels channels, cut into patch_size x patch_size patches)')
+    if self.image_size % self.patch_size:
+      fail('patch_size', f'must divide model.image_size={self.image_size}: the patches tile the image without '
+           'overlap')
+    if self.family is not Family.ENCODER:
+      fail('inputs', f'patches feed an encoder (ViT): set family=encoder, not {self.family.value}')
+    if self.position is not Position.LEARNED:
+      fail('position', 'model.inputs=patches has a learned table of a [CLS] row and one row per patch: set '
+           'position=learned')
+    for name, why in (('head', 'vocabulary (LM) head'), ('num_token_types', 'token types'),
+                      ('position_offset', 'position offsets'), ('scale_embeddings', 'token-embedding scaling')):
+      bad = self.head is Head.LM if name == 'head' else getattr(self, name)
+      if bad:
+        fail(name, f'model.inputs=patches has no tokens, so no {why}; use inputs=tokens or change {name}')

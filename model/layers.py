@@ -193,3 +193,32 @@ def embed(num: int, features: int, names: tuple[str, str], *, std: float, dtype:
           name: str) -> nn.Embed:
   return nn.Embed(num_embeddings=num, features=features, dtype=dtype, param_dtype=param_dtype,
                   embedding_init=partitioned(nn.initializers.normal(std), names), name=name)
+
+
+class PatchEmbed(nn.Module):
+  """ViT's input: an image cut into non-overlapping patches, each flattened and projected (one dense layer, which is
+  HF's Conv2d of kernel = stride = patch_size), after a learned [CLS] token. Positions are the stack's."""
+
+  patch_size: int
+  num_channels: int
+  features: int
+  use_bias: bool
+  std: float
+  dtype: Dtype
+  param_dtype: Dtype
+
+  @nn.compact
+  def __call__(self, pixel_values: jax.Array) -> jax.Array:
+    """pixel_values: (B, C, H, W), HF's layout -> (B, 1 + (H/p)(W/p), features): [CLS], then patches row-major."""
+    batch, channels, height, width = pixel_values.shape
+    p = self.patch_size
+    x = pixel_values.reshape(batch, channels, height // p, p, width // p, p)
+    x = jnp.transpose(x, (0, 2, 4, 1, 3, 5))  # (B, H/p, W/p, C, p, p): a patch's pixels in the kernel's order
+    # The kernel (C, p, p, features) is the Conv2d weight (features, C, p, p) with its output axis last.
+    x = dense(self.features, (None, None, None, P.EMBED), axis=(-3, -2, -1), use_bias=self.use_bias, std=self.std,
+              dtype=self.dtype, param_dtype=self.param_dtype, name='proj')(x)
+    x = x.reshape(batch, -1, self.features)  # (B, N, D)
+    cls = self.param('cls_token', partitioned(nn.initializers.normal(self.std), (P.EMBED,)), (self.features,),
+                     self.param_dtype)
+    cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.features))
+    return jnp.concatenate([cls, x], axis=1)

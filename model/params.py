@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model.config import Family, ModelConfig
+from model.config import Family, Inputs, ModelConfig
 from model.transformer import Transformer
 
 Params = dict[str, Any]
@@ -25,7 +25,9 @@ def build(cfg: ModelConfig) -> Transformer:
 
 
 def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 8) -> dict[str, jax.Array]:
-  """Integer inputs of the right names and shapes for `init` / `eval_shape`."""
+  """Inputs of the right names and shapes for `init` / `eval_shape`: ids, or images of model.image_size."""
+  if cfg.inputs is Inputs.PATCHES:
+    return {'pixel_values': jnp.zeros((batch, cfg.num_channels, cfg.image_size, cfg.image_size), jnp.float32)}
   # No longer than the position table holds (the parameters' shapes do not depend on the length).
   ids = jnp.zeros((batch, min(length, cfg.max_len - cfg.position_offset)), jnp.int32)
   if cfg.family is Family.ENCODER_DECODER:

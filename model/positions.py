@@ -78,3 +78,39 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+_CUBIC_A = -0.75  # torch's bicubic kernel (Keys' a), which HF's interpolate_pos_encoding uses
+
+
+def bicubic_weights(size_in: int, size_out: int) -> np.ndarray:
+  """(size_out, size_in) float64 matrix of torch's bicubic resize along one axis (`F.interpolate(mode='bicubic',
+  align_corners=False)` given an output size: a = -0.75, no antialiasing, edge samples repeated)."""
+  scale = size_in / size_out
+  src = (np.arange(size_out) + 0.5) * scale - 0.5  # output pixel centres in input coordinates (not clamped)
+  left = np.floor(src)
+  t = src - left
+  a = _CUBIC_A
+  near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # |x| <= 1
+  far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # 1 < |x| < 2
+  taps = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)  # (size_out, 4)
+  cols = np.clip(left[:, None].astype(int) + np.arange(-1, 3), 0, size_in - 1)
+  weights = np.zeros((size_out, size_in))
+  np.add.at(weights, (np.repeat(np.arange(size_out), 4), cols.reshape(-1)), taps.reshape(-1))
+  return weights
+
+
+def interpolate_grid_positions(table: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int]) -> jax.Array:
+  """A ViT position table for another patch grid, as HF's `interpolate_pos_encoding`: the [CLS] row kept, the
+  grid rows resized bicubically (torch's kernel, `bicubic_weights`). table: (1 + rows * cols, D), the grid
+  row-major after [CLS]; returns (1 + new_rows * new_cols, D), `table` itself when the grids are equal."""
+  if tuple(new_grid) == tuple(grid):
+    return table
+  (rows, cols), (new_rows, new_cols) = grid, new_grid
+  if table.shape[0] != 1 + rows * cols:
+    raise ValueError(f'a position table of {table.shape[0]} rows is not [CLS] + a {rows}x{cols} grid')
+  patches = table[1:].reshape(rows, cols, -1).astype(jnp.float32)
+  wr = jnp.asarray(bicubic_weights(rows, new_rows), jnp.float32)
+  wc = jnp.asarray(bicubic_weights(cols, new_cols), jnp.float32)
+  resized = jnp.einsum('ir,jc,rcd->ijd', wr, wc, patches).astype(table.dtype)
+  return jnp.concatenate([table[:1], resized.reshape(new_rows * new_cols, -1)], axis=0)

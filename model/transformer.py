@@ -2,6 +2,7 @@
 
   encoder          token embed -> encoder Stack -> [pooler] -> [MLM head | classifier | both MLM head and
                    sentence-order classifier]                                          (BERT, ALBERT)
+                   [CLS] + patch embed -> pre-LN encoder Stack -> [pooler] -> [classifier]    (ViT)
   decoder          token embed -> causal decoder Stack -> [LM head]                           (GPT-2)
   encoder_decoder  shared embed -> encoder Stack -> causal decoder Stack with cross-attention
                    over the encoder output -> [LM head]                                       (T5, Vaswani)
@@ -18,8 +19,8 @@ import jax.numpy as jnp
 from model import masks
 from model import partitioning as P
 from model.blocks import Stack
-from model.config import SENTENCE_ORDER_CLASSES, Family, Head, ModelConfig
-from model.layers import Dropout, activation_fn, dense, embed, norm, partitioned
+from model.config import SENTENCE_ORDER_CLASSES, Family, Head, Inputs, ModelConfig, Pooling
+from model.layers import Dropout, PatchEmbed, activation_fn, dense, embed, norm, partitioned
 
 
 class VocabKernel(nn.Module):
@@ -39,7 +40,8 @@ class VocabKernel(nn.Module):
 
 class Transformer(nn.Module):
   """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
-  'pooled': (B, D) (with a pooler), 'sop_logits': (B, 2) (the pretraining head), 'encoder_hidden': (B, S, D)
+  'pooled': (B, D) (with a pooler; without one, what a classifier reads), 'sop_logits': (B, 2) (the pretraining
+  head), 'encoder_hidden': (B, S, D)
   (encoder-decoder)}."""
 
   cfg: ModelConfig
@@ -47,8 +49,12 @@ class Transformer(nn.Module):
   def setup(self) -> None:
     cfg = self.cfg
     kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-    self.token_embed = embed(cfg.vocab_size, cfg.embed_width, (P.VOCAB, P.EMBED), std=cfg.init_std, name='token_embed',
-                             **kw)
+    if cfg.inputs is Inputs.PATCHES:
+      self.patch_embed = PatchEmbed(cfg.patch_size, cfg.num_channels, cfg.embed_width, use_bias=cfg.use_bias,
+                                    std=cfg.init_std, name='patch_embed', **kw)
+    else:
+      self.token_embed = embed(cfg.vocab_size, cfg.embed_width, (P.VOCAB, P.EMBED), std=cfg.init_std,
+                               name='token_embed', **kw)
     if cfg.has_encoder:
       self.encoder = Stack(cfg, num_layers=cfg.num_layers, causal=False, cross=False,
                            repeats=cfg.num_layers // cfg.layer_groups)
@@ -84,14 +90,50 @@ class Transformer(nn.Module):
       x = x * jnp.sqrt(jnp.asarray(self.cfg.d_model, x.dtype))
     return x
 
-  def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+  def _patch_grid(self, pixel_values: jax.Array, interpolate_pos_encoding: bool) -> tuple[int, int]:
+    """The (rows, columns) of patches of images in HF's layout (B, C, H, W), checked against the config."""
+    cfg = self.cfg
+    if pixel_values.ndim != 4:
+      raise ValueError(f'pixel_values of shape {pixel_values.shape}: expected (batch, channels, height, width)')
+    _, channels, height, width = pixel_values.shape
+    if channels != cfg.num_channels:
+      raise ValueError(f'pixel_values of shape {pixel_values.shape} has {channels} channels but model.num_channels='
+                       f'{cfg.num_channels}: convert the images (axis 1 is the channel axis) or set num_channels')
+    if height % cfg.patch_size or width % cfg.patch_size:
+      raise ValueError(f'pixel_values of {height}x{width} pixels: model.patch_size={cfg.patch_size} must divide the '
+                       'height and the width; resize or crop the images')
+    grid = (height // cfg.patch_size, width // cfg.patch_size)
+    if grid != cfg.patch_grid and not interpolate_pos_encoding:
+      raise ValueError(f'pixel_values of {height}x{width} pixels, but model.image_size={cfg.image_size}: the position '
+                       f'table holds a {cfg.patch_grid[0]}x{cfg.patch_grid[1]} grid of patches; resize the images to '
+                       f'{cfg.image_size}x{cfg.image_size}, or pass interpolate_pos_encoding=True to resize the table')
+    return grid
+
+  def encode(self, input_ids: jax.Array | None = None, attention_mask: jax.Array | None = None,
              token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None,
              segment_ids: jax.Array | None = None, deterministic: bool = True,
-             first_rows: int | None = None) -> jax.Array:
-    """input_ids: (B, S) -> encoder hidden states (B, S, D), or (B, first_rows, D) (see `Stack`)."""
-    return self.encoder(self._embed_tokens(input_ids), valid=masks.token_validity(attention_mask, segment_ids),
-                        segment_ids=segment_ids, positions=position_ids, token_type_ids=token_type_ids,
-                        deterministic=deterministic, first_rows=first_rows)
+             first_rows: int | None = None, pixel_values: jax.Array | None = None,
+             interpolate_pos_encoding: bool = False) -> jax.Array:
+    """input_ids: (B, S), or pixel_values: (B, C, H, W) (inputs=patches) -> encoder hidden states (B, S, D),
+    S = 1 + (H/p)(W/p) for images, or (B, first_rows, D) (see `Stack`)."""
+    if self.cfg.inputs is Inputs.TOKENS:
+      if input_ids is None or pixel_values is not None:
+        raise ValueError('model.inputs=tokens reads input_ids, not pixel_values')
+      return self.encoder(self._embed_tokens(input_ids), valid=masks.token_validity(attention_mask, segment_ids),
+                          segment_ids=segment_ids, positions=position_ids, token_type_ids=token_type_ids,
+                          deterministic=deterministic, first_rows=first_rows)
+    # Every image is whole: no padding or packing to mask (and mean pooling averages every patch).
+    token_args = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                      position_ids=position_ids, segment_ids=segment_ids)
+    if pixel_values is None or (given := [k for k, v in token_args.items() if v is not None]):
+      raise ValueError('model.inputs=patches reads pixel_values (batch, channels, height, width) alone'
+                       + (f', not {", ".join(given)}' if pixel_values is not None else ''))
+    grid = self._patch_grid(pixel_values, interpolate_pos_encoding)
+    return self.encoder(self.patch_embed(pixel_values), deterministic=deterministic, first_rows=first_rows, grid=grid)
+
+  def _pool(self, hidden: jax.Array) -> jax.Array:
+    """(B, T, D) -> (B, D): what model.pooling reads (the first position, or the mean of the patches after it)."""
+    return hidden[:, 0] if self.cfg.pooling is Pooling.CLS else jnp.mean(hidden[:, 1:], axis=1)
 
   def decode(self, decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
              encoder_hidden: jax.Array | None = None, attention_mask: jax.Array | None = None,
@@ -137,15 +179,18 @@ class Transformer(nn.Module):
                decoder_attention_mask: jax.Array | None = None, decoder_position_ids: jax.Array | None = None,
                decoder_segment_ids: jax.Array | None = None, encoder_hidden: jax.Array | None = None,
                deterministic: bool = True, decode: bool = False, head_only: bool = False,
-               logits: bool = True, head_positions: jax.Array | None = None) -> dict[str, Any]:
+               logits: bool = True, head_positions: jax.Array | None = None,
+               pixel_values: jax.Array | None = None, interpolate_pos_encoding: bool = False) -> dict[str, Any]:
     """Runs the family's path and head. The argument names follow HF transformers.
 
     encoder: input_ids (B, S) [+ attention_mask, token_type_ids]. decoder: input_ids (B, T) [+ attention_mask].
     encoder_decoder: input_ids (B, S) and decoder_input_ids (B, T) with their masks; pass encoder_hidden
-    instead of input_ids to reuse an encoding (incremental decoding).
+    instead of input_ids to reuse an encoding (incremental decoding). model.inputs=patches: pixel_values
+    (B, C, H, W) instead of input_ids; interpolate_pos_encoding=True reads images of another size than
+    model.image_size with the position table resized to their grid (HF's argument of that name).
 
     head_only: the caller reads only the head's output, so the model may skip the rest. An encoder
-    classifier's pooler reads position 0 alone: its last layer then computes that position only (same
+    classifier with pooling=cls reads position 0 alone: its last layer then computes that position only (same
     logits; 'hidden' is (B, 1, D)). Other heads read every position and are unaffected.
 
     logits=False: an LM head returns 'lm_projection' = `lm_projection(hidden)` instead of 'logits', for a loss
@@ -158,9 +203,9 @@ class Transformer(nn.Module):
     out: dict[str, Any] = {}
     match cfg.family:
       case Family.ENCODER:
-        first_rows = 1 if head_only and cfg.head is Head.CLASSIFIER else None
+        first_rows = 1 if head_only and cfg.head is Head.CLASSIFIER and cfg.pooling is Pooling.CLS else None
         hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic,
-                             first_rows)
+                             first_rows, pixel_values, interpolate_pos_encoding)
       case Family.DECODER:
         hidden = self.decode(input_ids, attention_mask, position_ids=position_ids, segment_ids=segment_ids,
                              deterministic=deterministic, decode=decode)
@@ -175,7 +220,9 @@ class Transformer(nn.Module):
                              decoder_position_ids, decoder_segment_ids, segment_ids, deterministic, decode)
     out['hidden'] = hidden
     if cfg.pooler:
-      out['pooled'] = activation_fn(cfg.pooler_activation)(self.pooler(hidden[:, 0]))
+      out['pooled'] = activation_fn(cfg.pooler_activation)(self.pooler(self._pool(hidden)))
+    elif cfg.head is Head.CLASSIFIER:  # ViTForImageClassification: the classifier reads the final hidden states
+      out['pooled'] = self._pool(hidden)
     if head_positions is not None:
       if not cfg.head.lm:
         raise ValueError(f'head_positions: only an LM head reads chosen positions, not model.head={cfg.head.value}')

@@ -47,7 +47,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from model.config import SENTENCE_ORDER_CLASSES, Family, Head, ModelConfig
+from model.config import SENTENCE_ORDER_CLASSES, Family, Head, Inputs, ModelConfig, Pooling
 
 JSONL_NAME = 'metrics.jsonl'
 TB_DIR = 'tb'
@@ -83,6 +83,10 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
   norms, activations, biases, softmax (PaLM appendix B; x2 FLOPs per multiply-add, x3 for the backward
   pass in `flops_per_token`). Tied or untied, an LM head is one V x E matmul per predicted token, E the
   embedding width (d_model unless factorised: ALBERT's E-wide embeddings add an E x d projection per token).
+
+  Images (model.inputs=patches): seq_len is the sequence the encoder runs, [CLS] + the patches (197 for 224x224
+  images in 16x16 patches), and each patch adds its projection, C·p·p x E. With pooling=mean the classifier
+  reads every position, so the last layer runs in full.
   """
   d, e, hq, vocab = cfg.d_model, cfg.embed_width, cfg.num_heads * cfg.kv_dim, cfg.vocab_size
   ffn = (3 if cfg.gated_ffn else 2) * d * cfg.d_ff  # wi (wi_0, wi_1 when gated) and wo
@@ -101,13 +105,17 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
       t_dec = seq_len if decoder_seq_len is None else decoder_seq_len
       macs = stack(cfg.num_layers, t) + stack(cfg.decoder_layers, t_dec, cross_t=t)
       t = t_dec  # the head runs on the decoder's tokens
-    case Family.ENCODER if cfg.head is Head.CLASSIFIER:  # the last layer for [CLS] only (head_only)
+    case Family.ENCODER if cfg.head is Head.CLASSIFIER and cfg.pooling is Pooling.CLS:  # [CLS] only (head_only)
       last = t * kv + (qo + ffn) + 2 * hq * t
       macs = stack(cfg.num_layers - 1, t) + last
     case _:
       macs = stack(cfg.num_layers, t)
   if cfg.embedding_size is not None:
     macs += seq_len * e * d  # the encoder's embedding projection
+  if cfg.inputs is Inputs.PATCHES:
+    if seq_len < 2:
+      raise ValueError(f'seq_len={seq_len}: an image sequence is [CLS] + at least one patch')
+    macs += (seq_len - 1) * cfg.num_channels * cfg.patch_size ** 2 * e  # the patch projection
   if cfg.pooler:
     macs += d * d
   match cfg.head:

@@ -34,14 +34,14 @@ from flax import traverse_util
 
 from core.config import parse_enum
 from core.paths import user_path
-from model.config import EXECUTION_FIELDS, Family, Head, ModelConfig, Position
-from model.hf import albert, bert, distilbert, gpt2, roberta, t5
+from model.config import EXECUTION_FIELDS, Family, Head, Inputs, ModelConfig, Position
+from model.hf import albert, bert, distilbert, gpt2, roberta, t5, vit
 from model.hf.mapping import CheckpointError, Entry, FamilySpec, hf_shape, table_entries, target_shapes, to_hf, to_ours
 from model.params import Params, stack_layers, unstack_layers
 
 # Every supported HF model type: a new family is a file like model/hf/bert.py and its entry here. An export
 # goes to the first one of the config's family whose class expresses the config exactly.
-SPECS: tuple[FamilySpec, ...] = (bert.SPEC, roberta.SPEC, distilbert.SPEC, albert.SPEC, gpt2.SPEC, t5.SPEC)
+SPECS: tuple[FamilySpec, ...] = (bert.SPEC, roberta.SPEC, distilbert.SPEC, albert.SPEC, vit.SPEC, gpt2.SPEC, t5.SPEC)
 _SUPPORTED = ', '.join(f'{s.model_type}: {"/".join(s.classes)}' for s in SPECS)
 
 
@@ -85,6 +85,8 @@ def _canonical(spec: FamilySpec, name: str) -> str:
   name = re.sub(r'LayerNorm\.gamma$', 'LayerNorm.weight', re.sub(r'LayerNorm\.beta$', 'LayerNorm.bias', name))
   if spec.prefix and not name.startswith((spec.prefix, *spec.head_prefixes)):
     name = spec.prefix + name
+  for pattern, replacement in spec.renames:
+    name = re.sub(pattern, replacement, name)
   return name
 
 
@@ -121,7 +123,8 @@ def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str]
   hf_config = json.loads((path / 'config.json').read_text())
   spec, arch = _spec_for(hf_config)
   tensors, file_names = _read_canonical(spec, path)
-  head, embedding = spec.aliases[0]  # tied unless the file holds a different head matrix (as HF 5 decides)
+  # Tied unless the file holds a different head matrix (as HF 5 decides); a family without an LM head has no alias.
+  head, embedding = spec.aliases[0] if spec.aliases else (None, None)
   tied = (bool(hf_config.get('tie_word_embeddings', True)) if head not in tensors
           else embedding in tensors and np.array_equal(tensors[head], tensors[embedding]))
   head = Head(overrides.get('head', spec.classes[arch]))  # e.g. head='none': the backbone of a task model
@@ -276,8 +279,10 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
     irrelevant += ['relative_buckets', 'relative_max_distance']
   if cfg.position is not Position.ROPE:
     irrelevant.append('rope_base')
-  if cfg.position not in (Position.LEARNED, Position.SINUSOIDAL):
+  if cfg.position not in (Position.LEARNED, Position.SINUSOIDAL) or cfg.inputs is Inputs.PATCHES:
     irrelevant.append('max_len')
+  if cfg.inputs is Inputs.PATCHES:  # images have no token table nor LM head
+    irrelevant += ['vocab_size', 'tie_embeddings']
   return {k: v for k, v in out.items() if k not in irrelevant}
 
 
@@ -289,8 +294,8 @@ def _export_spec(cfg: ModelConfig) -> tuple[FamilySpec, dict[str, Any]]:
     if spec.family is not cfg.family or cfg.head not in spec.classes.values():
       continue
     arch = spec.arch(cfg.head)
-    hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
     try:
+      hf_config = {'model_type': spec.model_type, 'architectures': [arch], **spec.to_config(cfg)}
       _check_expressible(cfg, ModelConfig.from_dict(spec.to_fields(hf_config, cfg.head, cfg.tie_embeddings)), arch)
     except CheckpointError as e:
       reasons.append(str(e) if str(e).startswith(arch) else f'{arch} cannot express this config: {e}')

@@ -30,6 +30,8 @@ class Kind(NamedTuple):
   transpose: bool  # torch nn.Linear stores (out, in); embeddings and GPT-2's Conv1D store (in, out) like us.
   in_axes: int  # our leading axes that form HF's input axis ((heads, kv) of an attention output); 0: a vector.
   fused: int = 1  # HF concatenates this many of our arrays along its last axis (GPT-2's c_attn: q, k, v).
+  unit_axes: int = 0  # HF's tensor has this many leading axes of size 1 more (ViT's [CLS] token (1, 1, D)).
+  conv: bool = False  # a torch ConvNd weight (out, in, *kernel) <-> our kernel (in, *kernel, out): every axis kept.
 
 
 EMBED = Kind(False, 1)  # (N, D) tables; also T5's (buckets, heads) relative bias.
@@ -40,6 +42,9 @@ CONV1D = Kind(False, 1)  # GPT-2 Conv1D (in, out) <-> kernel (in, *out).
 CONV1D_OUT = Kind(False, 2)
 QKV = Kind(False, 1, 3)  # GPT-2 c_attn.weight (D, 3*H*Dh) <-> query, key, value kernels (D, H, Dh).
 QKV_BIAS = Kind(False, 0, 3)  # c_attn.bias (3*H*Dh,) <-> query, key, value biases (H, Dh).
+TOKEN = Kind(False, 0, unit_axes=2)  # ViT's [CLS] token (1, 1, D) <-> ours (D,).
+TABLE = Kind(False, 1, unit_axes=1)  # ViT's position table (1, T, D) <-> ours (T, D).
+CONV = Kind(False, 3, conv=True)  # ViT's patch Conv2d (D, C, p, p) <-> our patch kernel (C, p, p, D).
 
 # (HF name, our '/'-joined path or paths, kind); '{i}' is a layer of the stack our path starts with. HF
 # names are those of the task classes (`bert.`/`transformer.` prefixed); the headless classes drop it.
@@ -135,6 +140,9 @@ class FamilySpec:
   # Rows of one head's class only, where classes name the same parameter differently (RoBERTa's pooler is
   # roberta.pooler in RobertaModel, classifier.dense in RobertaForSequenceClassification).
   head_tables: Mapping[Head, tuple[Row, ...]] = dataclasses.field(default_factory=dict)
+  # Older layouts of the same tensors, read on import as transformers 5 reads them: (regex, replacement) applied in
+  # order to a name with its prefix; the export writes the table's (current) names.
+  renames: tuple[tuple[str, str], ...] = ()
 
   def arch(self, head: Head) -> str:
     return next(name for name, h in self.classes.items() if h is head)
@@ -167,20 +175,28 @@ def table_entries(table: Sequence[Row], cfg: ModelConfig, target: Mapping[str, t
 
 def hf_shape(kind: Kind, shape: tuple[int, ...]) -> tuple[int, ...]:
   """HF's shape for `kind.fused` of our arrays of `shape`."""
+  if kind.conv:
+    return (shape[-1],) + tuple(shape[:-1])
   if kind.in_axes == 0:
     mat = (math.prod(shape) * kind.fused,)
   else:
     mat = (math.prod(shape[:kind.in_axes]), math.prod(shape[kind.in_axes:]) * kind.fused)
-  return mat[::-1] if kind.transpose else mat
+  return (1,) * kind.unit_axes + (mat[::-1] if kind.transpose else mat)
 
 
 def to_hf(kind: Kind, arrays: Sequence[np.ndarray]) -> np.ndarray:
+  if kind.conv:
+    return np.moveaxis(arrays[0], -1, 0)
   parts = [a.reshape(-1) if kind.in_axes == 0 else a.reshape(math.prod(a.shape[:kind.in_axes]), -1) for a in arrays]
   x = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-  return x.T if kind.transpose else x
+  x = x.T if kind.transpose else x
+  return x.reshape((1,) * kind.unit_axes + x.shape)
 
 
 def to_ours(kind: Kind, x: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+  if kind.conv:
+    return [np.moveaxis(x, 0, -1).reshape(shapes[0])]
+  x = x.reshape(x.shape[kind.unit_axes:])
   x = x.T if kind.transpose else x
   parts = np.split(x, kind.fused, axis=-1) if kind.fused > 1 else [x]
   return [p.reshape(s) for p, s in zip(parts, shapes)]
