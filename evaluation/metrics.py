@@ -42,6 +42,7 @@ class Metric(enum.StrEnum):
   PERPLEXITY = 'perplexity'
   BITS_PER_BYTE = 'bits_per_byte'
   BLEU = 'bleu'
+  CHRF = 'chrf'
   ROUGE1 = 'rouge1'
   ROUGE2 = 'rouge2'
   ROUGEL = 'rougeL'
