@@ -437,6 +437,19 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   assert samples.startswith('# beam decoding') and samples.count('source:    ') == 2 and sources[1] in samples
 
 
+@pytest.mark.parametrize('given, strategy, beams', [({}, 'beam', 4), ({'strategy': 'greedy'}, 'greedy', 1),
+                                                     ({'num_beams': 2}, 'beam', 2)])
+def test_seq2seq_generate_config(given: dict, strategy: str, beams: int):
+  """The seq2seq defaults are beam search with 4 beams; strategy=greedy alone asks for greedy decoding."""
+  import types  # pylint: disable=import-outside-toplevel
+  from evaluation import generation  # pylint: disable=import-outside-toplevel
+  from evaluation.config import EvalConfig  # pylint: disable=import-outside-toplevel
+  tokenizer = types.SimpleNamespace(eos_id=1, pad_id=0)
+  data = types.SimpleNamespace(objective='seq2seq', targets_len=24)
+  cfg = generation.generate_config(EvalConfig(objective=tasks.Objective.SEQ2SEQ, generate=given), tokenizer, data)
+  assert (cfg.strategy.value, cfg.num_beams, cfg.max_new_tokens) == (strategy, beams, 24)
+
+
 def test_train_and_eval_command_lines(tmp_path: Path):
   """The README's commands: train.py with a config and overrides as flags, then eval.py on the workdir alone
   (the saved config: the same model, data and sample count)."""
