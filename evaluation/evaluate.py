@@ -8,9 +8,10 @@ matter), runs every example of `eval.splits` in order and reports (evaluation/co
   classification / regression  accuracy, F1, Matthews correlation, Pearson, Spearman (as config.eval.metrics)
   language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples;
                                mlm_sop: its MLM and sentence-order losses, sentence-order accuracy
-  sequence-to-sequence         loss, perplexity, and BLEU / ROUGE of generated text against the references
+  sequence-to-sequence         loss, perplexity, and BLEU / chrF / ROUGE of generated text against the references,
+                               with the BLEU and chrF of copying the source text (source_copy_*) beside them
 It writes <workdir>/eval/step_<N>/metrics.json, a predictions TSV per split (index, prediction), the GLUE
-submission files of `eval.predict_splits` and prints a table.
+submission files of `eval.predict_splits`, seq2seq and LM samples (<split>_samples.txt) and prints a table.
 """
 
 from __future__ import annotations
@@ -191,16 +192,20 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
   gen_cfg = generation.generate_config(eval_cfg, task.tokenizer, run.data)
   if spec.generation is Generation.TRANSLATION and set(eval_cfg.metrics) & set(objectives.TEXT_METRICS):
     hypotheses, references = generation.translate_split(run, params, task, gen_cfg, batch_size, limit)
-    if M.Metric.BLEU in eval_cfg.metrics:
-      out['bleu'] = text_metrics.bleu(hypotheses, references)
-    rouge = [m for m in eval_cfg.metrics if m in objectives.TEXT_METRICS and m is not M.Metric.BLEU]
-    if rouge:
-      out |= text_metrics.rouge(hypotheses, references, rouge)
+    sources = [task.source[i][task.info.text_features[0]] for i in range(len(hypotheses))]
+    out |= text_scores(hypotheses, references, eval_cfg.metrics)
+    # The copy-the-source baseline: what a model that learnt nothing but copying would score (names, numbers and
+    # shared words give it a floor well above 0 between related languages).
+    out |= {f'source_copy_{k}': v for k, v in text_scores(sources, references, eval_cfg.metrics, rouge=False).items()}
     if jax.process_index() == 0:
       _write_texts(predictions_path, hypotheses)
-      sources = [task.source[i][task.info.text_features[0]] for i in range(eval_cfg.num_samples)]
-      for source, hyp, ref in zip(sources, hypotheses, references):
-        print(f'  source:    {source}\n  generated: {hyp}\n  reference: {ref}', flush=True)
+      samples = [f'source:    {source}\ngenerated: {hyp}\nreference: {ref}'
+                 for source, hyp, ref in zip(sources[:eval_cfg.num_samples], hypotheses, references)]
+      if samples:
+        predictions_path.with_name(f'{predictions_path.stem}_samples.txt').write_text(
+            f'# {gen_cfg.strategy.value} decoding\n\n' + '\n\n'.join(samples) + '\n', encoding='utf-8')
+      for sample in samples:
+        print('  ' + sample.replace('\n', '\n  '), flush=True)
   if spec.generation is Generation.SAMPLES and eval_cfg.num_samples:
     samples = generation.lm_samples(run, params, task, gen_cfg, eval_cfg.num_samples, eval_cfg.prompt_len,
                                     jax.random.key(run.train.seed))
@@ -209,6 +214,20 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
       predictions_path.parent.mkdir(parents=True, exist_ok=True)
       predictions_path.with_name(f'{predictions_path.stem}_samples.txt').write_text(text + '\n')
       print(f'samples ({gen_cfg.strategy.value}):\n{text}', flush=True)
+  return out
+
+
+def text_scores(hypotheses: list[str], references: list[str], metrics: tuple[M.Metric, ...], *,
+                rouge: bool = True) -> dict[str, float]:
+  """The text metrics among `metrics` (BLEU, chrF and, unless rouge=False, ROUGE) of hypotheses against references."""
+  out = {}
+  if M.Metric.BLEU in metrics:
+    out['bleu'] = text_metrics.bleu(hypotheses, references)
+  if M.Metric.CHRF in metrics:
+    out['chrf'] = text_metrics.chrf(hypotheses, references)
+  rouge_types = [m for m in metrics if m in (M.Metric.ROUGE1, M.Metric.ROUGE2, M.Metric.ROUGEL)]
+  if rouge and rouge_types:
+    out |= text_metrics.rouge(hypotheses, references, rouge_types)
   return out
 
 

@@ -25,8 +25,10 @@ from evaluation import predict
 from evaluation.config import EvalConfig
 
 # Defaults under config.eval.generate: beam search as in Vaswani et al. (4 beams, alpha 0.6) for seq2seq,
-# top-k sampling for samples of a language model.
-SEQ2SEQ_DEFAULTS = {'strategy': 'beam', 'num_beams': 4, 'length_penalty': 0.6}
+# top-k sampling for samples of a language model. The beam's settings apply only while the strategy is beam, so
+# that eval.generate.strategy=greedy alone asks for greedy decoding.
+SEQ2SEQ_DEFAULTS = {'strategy': 'beam'}
+BEAM_DEFAULTS = {'num_beams': 4, 'length_penalty': 0.6}
 LM_DEFAULTS = {'strategy': 'sample', 'temperature': 0.8, 'top_k': 40, 'max_new_tokens': 32}
 
 
@@ -36,6 +38,8 @@ def generate_config(eval_cfg: EvalConfig, tokenizer: Tokenizer, data: tasks.Data
   defaults: dict[str, Any] = dict(SEQ2SEQ_DEFAULTS if seq2seq else LM_DEFAULTS)
   if seq2seq:
     defaults['max_new_tokens'] = data.targets_len
+    if eval_cfg.generate.get('strategy', defaults['strategy']) == 'beam':
+      defaults |= BEAM_DEFAULTS
   defaults |= {'eos_id': tokenizer.eos_id, 'pad_id': tokenizer.pad_id if tokenizer.pad_id is not None else 0,
                'decoder_start_id': tokenizer.pad_id if tokenizer.pad_id is not None else 0}
   return decoding.GenerateConfig.from_dict(defaults | dict(eval_cfg.generate))

@@ -43,6 +43,7 @@ class Metric(enum.StrEnum):
   SOP_ACCURACY = 'sop_accuracy'  # ALBERT's sentence order (mlm_sop): examples whose segment order is predicted
   BITS_PER_BYTE = 'bits_per_byte'
   BLEU = 'bleu'
+  CHRF = 'chrf'
   ROUGE1 = 'rouge1'
   ROUGE2 = 'rouge2'
   ROUGEL = 'rougeL'

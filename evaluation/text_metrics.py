@@ -1,7 +1,8 @@
-"""Generation metrics on decoded strings: corpus BLEU (sacrebleu) and ROUGE-1/2/L (rouge-score).
+"""Generation metrics on decoded strings: corpus BLEU and chrF (sacrebleu) and ROUGE-1/2/L (rouge-score).
 
-Both are the reference packages, not re-implementations: BLEU scores are only comparable across papers
-when computed by sacrebleu with its default 13a tokenisation, and ROUGE by Google's rouge-score with the
+All are the reference packages, not re-implementations: BLEU scores are only comparable across papers
+when computed by sacrebleu with its default 13a tokenisation, chrF by sacrebleu's chrF2 (character n-grams
+1-6, beta 2, no word n-grams, whitespace ignored), and ROUGE by Google's rouge-score with the
 Porter stemmer (the T5 / PEGASUS setting). They are imported inside the functions, so `import evaluation`
 stays cheap (sacrebleu and nltk take most of a second to import).
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from evaluation.metrics import Metric
 
-__all__ = ['bleu', 'rouge']
+__all__ = ['bleu', 'chrf', 'rouge']
 
 _ROUGE_TYPES = (Metric.ROUGE1, Metric.ROUGE2, Metric.ROUGEL)
 
@@ -33,6 +34,17 @@ def _check_texts(predictions: Sequence[str], references: Sequence[object], name:
     raise ValueError(f'{name}: every prediction must be a str (decode the token ids first)')
 
 
+def _streams(references: Sequence[str] | Sequence[Sequence[str]], name: str) -> list[list[str]]:
+  """sacrebleu's reference streams: stream j holds the j-th reference of every example."""
+  if all(isinstance(r, str) for r in references):
+    return [list(references)]
+  counts = {len(r) for r in references}
+  if len(counts) != 1 or any(isinstance(r, str) for r in references):
+    raise ValueError(f'{name}: references must all be strings, or all lists of the same length; got lists '
+                     f'of lengths {sorted(counts)}')
+  return [list(stream) for stream in zip(*references)]
+
+
 def bleu(predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> float:
   """Corpus BLEU, 0-100, by sacrebleu.corpus_bleu with its defaults (13a tokenisation, exp smoothing).
 
@@ -43,16 +55,19 @@ def bleu(predictions: Sequence[str], references: Sequence[str] | Sequence[Sequen
   _check_texts(predictions, references, 'bleu')
   import sacrebleu  # pylint: disable=import-outside-toplevel  # lazy: see the module docstring
 
-  if all(isinstance(r, str) for r in references):
-    streams = [list(references)]
-  else:
-    counts = {len(r) for r in references}
-    if len(counts) != 1 or any(isinstance(r, str) for r in references):
-      raise ValueError(f'bleu: references must all be strings, or all lists of the same length; got lists '
-                       f'of lengths {sorted(counts)}')
-    # sacrebleu takes reference streams: stream j holds the j-th reference of every example.
-    streams = [list(stream) for stream in zip(*references)]
-  return float(sacrebleu.corpus_bleu(list(predictions), streams).score)
+  return float(sacrebleu.corpus_bleu(list(predictions), _streams(references, 'bleu')).score)
+
+
+def chrf(predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> float:
+  """Corpus chrF2, 0-100, by sacrebleu.corpus_chrf with its defaults: character n-gram precision and recall
+  for n = 1..6 (whitespace removed), each summed over the corpus, averaged over n, combined as F-beta, beta 2.
+
+  Args: as `bleu`.
+  """
+  _check_texts(predictions, references, 'chrf')
+  import sacrebleu  # pylint: disable=import-outside-toplevel  # lazy: see the module docstring
+
+  return float(sacrebleu.corpus_chrf(list(predictions), _streams(references, 'chrf')).score)
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str],

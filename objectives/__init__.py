@@ -67,7 +67,7 @@ class ObjectiveSpec:
 
 
 _TOKEN_METRICS = frozenset({Metric.PERPLEXITY, Metric.ACCURACY})
-TEXT_METRICS = (Metric.BLEU, Metric.ROUGE1, Metric.ROUGE2, Metric.ROUGEL)  # scored on generated text
+TEXT_METRICS = (Metric.BLEU, Metric.CHRF, Metric.ROUGE1, Metric.ROUGE2, Metric.ROUGEL)  # on generated text
 
 SPECS: dict[Objective, ObjectiveSpec] = {
     Objective.CAUSAL_LM: ObjectiveSpec(

@@ -407,7 +407,8 @@ def test_format_table():
 
 def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   """seq2seq: eval.py decodes every source with beam search and scores the texts against the dataset's own
-  references; the metrics equal sacrebleu / rouge-score on the written hypotheses."""
+  references; the metrics equal sacrebleu / rouge-score on the written hypotheses; the copy-the-source
+  baseline is scored beside them and the samples are written."""
   from configs import seq2seq_tiny  # pylint: disable=import-outside-toplevel
   from evaluation import text_metrics  # pylint: disable=import-outside-toplevel
   config = seq2seq_tiny.get_config()
@@ -418,7 +419,8 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   runner.train_and_evaluate(config, tmp_path)
   config.eval = ml_collections.ConfigDict({'max_examples': 12, 'num_samples': 2, 'generate': {'max_new_tokens': 8}})
   results = evaluation_main.evaluate_checkpoint(config, tmp_path)['validation']
-  assert {'loss', 'perplexity', 'bleu', 'rouge1', 'rouge2', 'rougeL'} <= set(results)
+  assert {'loss', 'perplexity', 'bleu', 'chrf', 'rouge1', 'rouge2', 'rougeL', 'source_copy_bleu',
+          'source_copy_chrf'} <= set(results)
   rows = [line.split('\t', 1) for line in (tmp_path / 'eval/step_2/validation.tsv').read_text().splitlines()[1:]]
   hypotheses = [text for _, text in rows]
   assert len(hypotheses) == 12
@@ -427,6 +429,25 @@ def test_seq2seq_bleu_and_rouge_of_generated_text(tmp_path: Path):
   references = [task.source[i]['target'] for i in range(12)]
   assert results['bleu'] == pytest.approx(text_metrics.bleu(hypotheses, references))
   assert results['rougeL'] == pytest.approx(text_metrics.rouge(hypotheses, references)['rougeL'])
+  assert results['chrf'] == pytest.approx(text_metrics.chrf(hypotheses, references))
+  sources = [task.source[i]['source'] for i in range(12)]
+  assert results['source_copy_chrf'] == pytest.approx(text_metrics.chrf(sources, references))
+  assert results['source_copy_bleu'] == pytest.approx(text_metrics.bleu(sources, references))
+  samples = (tmp_path / 'eval/step_2/validation_samples.txt').read_text()
+  assert samples.startswith('# beam decoding') and samples.count('source:    ') == 2 and sources[1] in samples
+
+
+@pytest.mark.parametrize('given, strategy, beams', [({}, 'beam', 4), ({'strategy': 'greedy'}, 'greedy', 1),
+                                                     ({'num_beams': 2}, 'beam', 2)])
+def test_seq2seq_generate_config(given: dict, strategy: str, beams: int):
+  """The seq2seq defaults are beam search with 4 beams; strategy=greedy alone asks for greedy decoding."""
+  import types  # pylint: disable=import-outside-toplevel
+  from evaluation import generation  # pylint: disable=import-outside-toplevel
+  from evaluation.config import EvalConfig  # pylint: disable=import-outside-toplevel
+  tokenizer = types.SimpleNamespace(eos_id=1, pad_id=0)
+  data = types.SimpleNamespace(objective='seq2seq', targets_len=24)
+  cfg = generation.generate_config(EvalConfig(objective=tasks.Objective.SEQ2SEQ, generate=given), tokenizer, data)
+  assert (cfg.strategy.value, cfg.num_beams, cfg.max_new_tokens) == (strategy, beams, 24)
 
 
 def test_train_and_eval_command_lines(tmp_path: Path):

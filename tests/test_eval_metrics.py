@@ -195,6 +195,22 @@ def test_bleu_multiple_references() -> None:
     text_metrics.bleu(['a', 'b'], [['a', 'x'], ['b']])
 
 
+def test_chrf_hand_checked() -> None:
+  """chrF2: character n-gram precision P and recall R (spaces removed) averaged over the orders 1..6 that both
+  sides have, then (1 + 4) P R / (4 P + R)."""
+  assert text_metrics.chrf(['ab'], ['ab']) == pytest.approx(100.0)
+  assert text_metrics.chrf(['a b'], ['ab']) == pytest.approx(100.0)  # whitespace is not a character here
+  # 1-grams: 2 of 3 match both ways; 2-grams 1 of 2; 3-grams 0 of 1: P = R = (2/3 + 1/2 + 0) / 3.
+  assert text_metrics.chrf(['abc'], ['abd']) == pytest.approx(100 * (2 / 3 + 1 / 2) / 3)
+  # P = 1 (orders 1, 2), R = (2/3 + 1/2) / 2 = 7/12: beta 2 weighs recall: 5 * 7/12 / (4 + 7/12) = 7/11.
+  assert text_metrics.chrf(['ab'], ['abc']) == pytest.approx(100 * 7 / 11)
+  # Corpus level: counts summed over sentences: 1-grams 2/3 (a, b of a, b, x), 2-grams 1/1.
+  assert text_metrics.chrf(['ab', 'x'], ['ab', 'y']) == pytest.approx(100 * (2 / 3 + 1) / 2)
+  assert text_metrics.chrf(['xyz'], ['abc']) == 0.0
+  with pytest.raises(ValueError, match='chrf: 2 predictions but 1 references'):
+    text_metrics.chrf(['a', 'b'], ['a'])
+
+
 def test_rouge_identical_disjoint_and_known() -> None:
   assert text_metrics.rouge(['the cat sat on the mat'], ['the cat sat on the mat']) == {
       'rouge1': 100.0, 'rouge2': 100.0, 'rougeL': 100.0}

