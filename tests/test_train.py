@@ -247,6 +247,22 @@ def test_gpt_loss_falls(reference):
   assert reference.final['perplexity'] == pytest.approx(math.exp(reference.final['loss']))
 
 
+def test_startup_breakdown_is_printed_and_logged(reference, interrupted):
+  """Every launch prints one start-up line before its first progress line and logs it as one 'startup' row of
+  metrics.jsonl at the step it starts from (not in TensorBoard); the phases and 'other' add up to the total."""
+  (row,) = metrics.read_metrics(reference.workdir / metrics.JSONL_NAME, metrics.Split.STARTUP)
+  assert row['step'] == 0 and row['compile_s'] > 0 and row['init_s'] > 0 and row['first_batch_s'] > 0
+  phases = sum(v for k, v in row.items() if k.endswith('_s') and k != 'total_s')
+  assert phases == pytest.approx(row['total_s'])
+  assert not (reference.workdir / metrics.TB_DIR / metrics.Split.STARTUP.value).exists()
+  rows = metrics.read_metrics(interrupted.workdir / metrics.JSONL_NAME, metrics.Split.STARTUP)
+  assert [r['step'] for r in rows] == [0, interrupted.resumed_from, interrupted.terminated_latest]
+  lines = interrupted.terminated_output.splitlines()
+  first_progress = next(i for i, line in enumerate(lines) if re.match(r'step \d+/', line))
+  (startup,) = [i for i, line in enumerate(lines) if line.startswith('start-up ')]
+  assert startup < first_progress and re.search(r'compile \d+\.\d \(2 programs\), restore \d+\.\d', lines[startup])
+
+
 @pytest.mark.parametrize('name,overrides', [
     ('bert_tiny', {'optim.learning_rate': 3e-3}),  # MLM
     ('t5_tiny', {'optim.learning_rate': 1e-2, 'model.head_dim': 16}),  # span corruption
