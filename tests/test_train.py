@@ -3,8 +3,8 @@ a run moves onto another mesh or onto two processes, bad inputs fail before comp
 
 Runs are tiny (1 layer, width 32, BPE vocabulary of 600, 32 tokens, batch 8) on the 8 simulated CPU devices
 of conftest.py. One uninterrupted GPT run (`reference`, 200 steps) is what the resume, mesh and
-multi-process tests compare with. XLA's persistent compilation cache (a temporary folder, also given to
-the `python train.py` subprocesses) lets the runs of one program compile it once.
+multi-process tests compare with. XLA's persistent compilation cache (conftest.py's temporary folder, also
+the `python train.py` subprocesses') lets the runs of one program compile it once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import model
 from trainer import runner
@@ -144,22 +143,6 @@ def interrupt(workdir: Path, overrides: Mapping[str, Any], ready: Callable[[], b
 
 # --- fixtures ------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-  """XLA's persistent compilation cache for this module (and the environment that gives it to subprocesses);
-  the previous settings come back afterwards."""
-  settings = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
-              'jax_persistent_cache_min_compile_time_secs': 0.0, 'jax_persistent_cache_min_entry_size_bytes': 0}
-  previous = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()  # the cache is set up once per process: make it see the folder
-  yield subprocess_env(**{name.upper(): str(value) for name, value in settings.items()})
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
 @dataclasses.dataclass(frozen=True)
 class Reference:
   workdir: Path
@@ -187,7 +170,7 @@ class Interrupted:
 
 
 @pytest.fixture(scope='module')
-def interrupted(reference, compile_cache_env, tmp_path_factory) -> Interrupted:
+def interrupted(reference, tmp_path_factory) -> Interrupted:
   """The reference run's config, run as `python train.py` and SIGKILLed once a checkpoint of step >= 20
   is committed; resumed as `python train.py` and SIGTERMed a few steps later; then resumed in this process
   to the end."""
@@ -195,12 +178,12 @@ def interrupted(reference, compile_cache_env, tmp_path_factory) -> Interrupted:
   workdir = logs / 'run'
   copy_tokenizer(reference.workdir, workdir)
   killed = interrupt(workdir, GPT, lambda: latest_step(workdir) >= 20, signal.SIGKILL, logs / 'killed.log',
-                     compile_cache_env)
+                     subprocess_env())
   resumed_from = latest_step(workdir)
   # Without periodic checkpoints, the only one this run can leave is the one SIGTERM makes it write.
   log = logs / 'terminated.log'
   terminated = interrupt(workdir, GPT | {'train.checkpoint_every': 10 * STEPS},
-                         lambda: printed_step(log) >= resumed_from + 5, signal.SIGTERM, log, compile_cache_env)
+                         lambda: printed_step(log) >= resumed_from + 5, signal.SIGTERM, log, subprocess_env())
   terminated_latest = latest_step(workdir)
   final = runner.train_and_evaluate(make_config('gpt_tiny', GPT), workdir)
   return Interrupted(workdir, killed, resumed_from, terminated, log.read_text(), terminated_latest, final)

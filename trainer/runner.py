@@ -27,7 +27,7 @@ from absl import logging
 
 import model
 import objectives
-from core import timing
+from core import compile_cache, timing
 from core.paths import user_path
 from core.timing import Phase, phase
 from data import bucketing, sources, tasks
@@ -412,6 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # here). config.distributed is not pinned: it differs between the processes of one run (process_id) and
   # between launches (the coordinator's port).
   with phase(Phase.CHECKS):
+    compile_cache.enable(TrainConfig.from_dict(config.train).compilation_cache)  # before anything compiles
     if checkpoint.checkpoint_dir(workdir).is_dir():
       with checkpoint.Checkpointer(workdir, read_only=True) as reader:
         reader.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',),
