@@ -118,6 +118,8 @@ class Run:
   workdir: Path
   distill: distill.DistillConfig = distill.DistillConfig()
   teacher: distill.Teacher | None = None  # loaded when distill.teacher is set and build_run is asked to
+  # data.length_buckets: every training example's length and the buckets compiled (`train_buckets`).
+  bucketing: tuple[np.ndarray, tuple[int, ...]] | None = None
 
 
 def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher: bool = False) -> Run:
@@ -261,15 +263,27 @@ def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | Non
              bucketed: bool = False) -> InputIterator:
   """The task's batches; `bucketed` (training with data.length_buckets): of similar lengths, each cut to a
   bucket (data/bucketing.py), which needs every example's length (computed here, once)."""
-  buckets = run.data.length_buckets if bucketed else ()
+  lengths, buckets = None, ()
+  if bucketed and run.data.length_buckets:  # the training split's (run.task)
+    lengths, buckets = train_buckets(run)
   config = PipelineConfig(global_batch_size=run.train.batch_size, seed=run.train.seed, shuffle=shuffle,
                           num_epochs=num_epochs, worker_count=run.data.worker_count, length_buckets=buckets,
                           bucket_window=run.data.bucket_window)
-  with phase(Phase.TOKENIZE):
-    lengths = bucketing.example_lengths(task.source, task.transform) if buckets else None
   with phase(Phase.PIPELINE):
     return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
                                       process_count=jax.process_count(), lengths=lengths))
+
+
+def train_buckets(run: Run) -> tuple[np.ndarray, tuple[int, ...]]:
+  """(every training example's length, the buckets of data.length_buckets worth a program: `bucketing.choose_buckets`),
+  computed once per run (it tokenizes the split) and said in one line."""
+  if run.bucketing is None:
+    with phase(Phase.TOKENIZE):
+      lengths = bucketing.example_lengths(run.task.source, run.task.transform)
+    choice = bucketing.choose_buckets(lengths, run.data.length_buckets, run.train.batch_size)
+    say(choice.line(run.data.length_buckets))
+    run.bucketing = lengths, choice.buckets
+  return run.bucketing
 
 
 class TrainSteps:
@@ -296,11 +310,11 @@ class TrainSteps:
 
 
 def train_batch_shapes(run: Run) -> list[dict[str, jax.ShapeDtypeStruct]]:
-  """Every global batch shape of the training stream: one, or one per data.length_buckets bucket."""
+  """Every global batch shape of the training stream: one, or one per bucket chosen of data.length_buckets."""
   shapes = _global_shapes(run)
   if not run.data.length_buckets:
     return [shapes]
-  per_bucket = bucketing.bucket_shapes({k: v.shape for k, v in shapes.items()}, run.data.length_buckets)
+  per_bucket = bucketing.bucket_shapes({k: v.shape for k, v in shapes.items()}, train_buckets(run)[1])
   return [{k: jax.ShapeDtypeStruct(shape, shapes[k].dtype) for k, shape in bucket.items()} for bucket in per_bucket]
 
 
