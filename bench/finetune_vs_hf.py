@@ -214,7 +214,8 @@ def main() -> None:
   if args.side:  # a child: run one side, write its result
     Path(args.result).write_text(json.dumps(SIDES[args.side](args)))
     return
-  argv = [a for a in sys.argv[1:] if a != '--small'] + ['--max_train', str(args.max_train), '--epochs', str(args.epochs)]
+  argv = [a for a in sys.argv[1:] if a != '--small']
+  argv += ['--max_train', str(args.max_train), '--epochs', str(args.epochs)]
   sides = [s.strip() for s in args.sides.split(',') if s.strip()]
   # Our side's compiled programs in a folder of this benchmark: its first run compiles, the next ones reuse.
   env = dict(os.environ, TJ_COMPILATION_CACHE=tempfile.mkdtemp(prefix='finetune_jax_cache_'))

@@ -21,7 +21,8 @@ Files, all under `workdir`, written by process 0 only:
                         of a metric overlay in TensorBoard as two runs.
   metrics.jsonl         one JSON object per `write`: {"step": 120, "split": "train", "wall_time": <unix s>,
                         "loss": 5.21, ...}; split "startup" (one row per launch, not in TensorBoard): the
-                        seconds of each start-up phase before the first step (core/timing.py). Strict JSON: NaN and +-inf are written as the strings "NaN",
+                        seconds of each start-up phase before the first step (core/timing.py). Strict JSON:
+                        NaN and +-inf are written as the strings "NaN",
                         "Infinity", "-Infinity" (which float() parses back; `read_metrics` does it), so no
                         information is lost and every JSON parser reads the file.
 
