@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import model
-from core import cli
+from core import cli, compile_cache
 from model import hf
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (optionally :arg).')
@@ -86,11 +86,13 @@ def describe(cfg: model.ModelConfig, params: dict[str, Any], batch: int, length:
 
 def main(argv: list[str]) -> None:
   del argv
+  config = _CONFIG.value
+  compile_cache.enable(config.train.get('compilation_cache', compile_cache.AUTO) if config is not None else
+                       compile_cache.AUTO)
   if _HF_DIR.value:
     cfg, params = hf.from_pretrained(_HF_DIR.value)
     length = _LENGTH.value or min(128, cfg.max_len)
-  elif _CONFIG.value is not None:
-    config = _CONFIG.value
+  elif config is not None:
     cfg = model.ModelConfig.from_dict(config.model)
     params = model.init_params(model.build(cfg), jax.random.key(config.train.seed))
     length = _LENGTH.value or config.data.seq_len

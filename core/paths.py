@@ -15,3 +15,11 @@ from pathlib import Path
 def user_path(path: str | os.PathLike[str]) -> Path:
   """`path` as an absolute, normalised local path: '~/runs/x' -> '/home/me/runs/x', 'runs/x' -> '<cwd>/runs/x'."""
   return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+CACHE_ROOT = '~/.cache/transformers_jax'  # downloads, compiled programs: what a rerun reuses
+
+
+def user_cache_dir(name: str) -> Path:
+  """The folder `name` of this project's user cache, CACHE_ROOT/<name>."""
+  return user_path(CACHE_ROOT) / name

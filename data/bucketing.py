@@ -30,6 +30,8 @@ is trimmed for now; the decoder keeps data.decoder_seq_len.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -188,6 +190,53 @@ def bucket_shapes(batch_shapes: Mapping[str, tuple[int, ...]], buckets: Sequence
                        f'of {name!r} {batch_shapes[name]}')
   return [{name: (shape[0], b, *shape[2:]) if name in features else tuple(shape)
            for name, shape in batch_shapes.items()} for b in buckets]
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketChoice:
+  """The buckets a run compiles, of data.length_buckets, from the training split's lengths (`choose_buckets`)."""
+
+  buckets: tuple[int, ...]  # the chosen ones, the last always data.seq_len
+  counts: dict[int, int]  # configured bucket -> training examples it holds (before merging)
+  merged: dict[int, int]  # dropped bucket -> the chosen bucket its examples go to
+  threshold: int  # a bucket holding fewer examples (with those merged into it) is merged into the next
+
+  def line(self, configured: tuple[int, ...]) -> str:
+    """'data.length_buckets=(16, 24, 32, 48, 64): compiling (16, 32, 64) ...; 24 (80 examples) merged into 32, ...'."""
+    kept = ', '.join(f'{b} ({self.counts[b]:,})' for b in self.buckets)
+    head = f'data.length_buckets={configured}: compiling {self.buckets}, training examples per bucket {kept}'
+    empty = [b for b in self.merged if not self.counts[b]]
+    few = [f'{b} ({self.counts[b]:,}) into {to}' for b, to in self.merged.items() if self.counts[b]]
+    if few:
+      head += f'; merged {", ".join(few)} (fewer than {self.threshold:,}: 2% of the split or one global batch)'
+    return head + (f'; empty: {", ".join(map(str, empty))}' if empty else '')
+
+
+MIN_BUCKET_SHARE = 0.02  # a bucket with fewer examples than this share of the split (or one global batch) is merged
+
+
+def choose_buckets(lengths: np.ndarray, buckets: tuple[int, ...], global_batch_size: int) -> BucketChoice:
+  """The buckets worth one compiled program each: a pure function of the lengths and the config, so a resumed
+  run chooses the same ones (its batches are the same rows anyway: the order does not depend on the buckets).
+
+  Smallest first, a bucket whose examples (with those of the smaller buckets merged into it) are fewer than
+  max(2% of the split, one global batch) is dropped and its examples go to the next larger bucket; an empty
+  bucket is always dropped; the last (data.seq_len) is always kept. lengths: (N,) of `check_lengths`.
+  """
+  lengths = np.minimum(np.asarray(lengths, np.int64), buckets[-1])
+  per_bucket = np.bincount(np.searchsorted(np.asarray(buckets), lengths), minlength=len(buckets))
+  counts = {b: int(c) for b, c in zip(buckets, per_bucket)}
+  threshold = max(math.ceil(MIN_BUCKET_SHARE * len(lengths)), global_batch_size)
+  chosen, merged, pending, carried = [], {}, [], 0
+  for b in buckets:
+    carried += counts[b]
+    if b == buckets[-1] or carried >= threshold:
+      chosen.append(b)
+      merged |= {dropped: b for dropped in pending}
+      pending, carried = [], 0
+    else:
+      pending.append(b)
+  return BucketChoice(tuple(chosen), counts, merged, threshold)
 
 
 def example_lengths(source: Sequence[Any], transform: Callable[[int, Any], Mapping[str, np.ndarray]],

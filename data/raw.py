@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from core.paths import user_path
+from core.paths import user_cache_dir, user_path
 
 
 class FetchError(RuntimeError):
@@ -28,7 +28,7 @@ class FetchError(RuntimeError):
 
 def default_cache_dir() -> Path:
   """`$TJ_RAW_DIR`, else `~/.cache/transformers_jax/raw`."""
-  return user_path(os.environ.get('TJ_RAW_DIR', Path.home() / '.cache' / 'transformers_jax' / 'raw'))
+  return user_path(os.environ['TJ_RAW_DIR']) if 'TJ_RAW_DIR' in os.environ else user_cache_dir('raw')
 
 
 def npm_package(name: str, version: str, cache_dir: Path | None = None) -> Path:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.config import known_fields, parse_enum
+from core.timing import Phase, phase
 from data import batch, examples, packing, sources
 from data.datasets import next_sentence
 from data.tokenization import Tokenizer, load_tokenizer
@@ -211,8 +212,10 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
     elif 'auto' in config.tokenizer:
       corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir,
                                           seq2seq_features=config.seq2seq_features, rules=config.read_rules))
-    tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
-  rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
+    with phase(Phase.TOKENIZER):
+      tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
+  with phase(Phase.TOKENIZE):  # corpus objectives tokenize every document here; the others per example
+    rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
   if len(rows):  # the builder's features are those of the batch schema: a slip fails here, not in a compile
     batch.check_example(transform(0, rows[0]), f'data.objective={config.objective.value}')
   return Task(rows, transform, tokenizer, source.info, config)

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 import objectives
+from core import compile_cache
 from core.paths import user_path
 from data import tasks
 from evaluation import metrics as M
@@ -35,7 +36,7 @@ from evaluation import generation, predict, submission, text_metrics
 from evaluation.config import EvalConfig
 from objectives import Generation, Scoring
 from trainer import checkpoint, runner
-from trainer.config import schema_defaults
+from trainer.config import TrainConfig, schema_defaults
 
 Results = dict[str, dict[str, float]]
 
@@ -141,6 +142,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str |
   if saved is not None:
     config = effective_config(saved, config, where=f'{workdir} (step {resolved})')
   eval_cfg = EvalConfig.from_config(config)
+  compile_cache.enable(TrainConfig.from_dict(config.train).compilation_cache)  # before anything compiles
   run = runner.build_run(config, workdir)  # every input checked; nothing compiled yet
   params = checkpoint.restore_params(workdir, run.abstract.params, resolved)
   out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'

@@ -301,3 +301,17 @@ def test_understated_lengths_fail_rather_than_cut_tokens():
   with pytest.raises(ValueError, match='would cut real tokens'):
     next(it)
   it.close()
+
+
+def test_choose_buckets_keeps_those_worth_a_program():
+  """Buckets holding fewer than max(2% of the split, one global batch) examples are merged into the next larger
+  (with what was merged into them), empty ones dropped, the last always kept: a pure function of lengths + config."""
+  lengths = np.array([3] * 40 + [5] * 10 + [6] * 5 + [12] * 45 + [16] * 2)  # N = 102: 2% -> 3, one batch: 8
+  choice = bucketing.choose_buckets(lengths, (4, 6, 8, 12, 16), global_batch_size=8)
+  assert choice.buckets == (4, 6, 12, 16) and choice.merged == {8: 12} and choice.threshold == 8
+  assert choice.counts == {4: 40, 6: 15, 8: 0, 12: 45, 16: 2}
+  few = bucketing.choose_buckets(np.array([3] * 5 + [5] * 2 + [12] * 50), (4, 6, 8, 12, 16), global_batch_size=8)
+  assert few.buckets == (12, 16) and few.merged == {4: 12, 6: 12, 8: 12}  # 5, then 7 examples: fewer than 8
+  assert few.line((4, 6, 8, 12, 16)) == (
+      'data.length_buckets=(4, 6, 8, 12, 16): compiling (12, 16), training examples per bucket 12 (50), 16 (0); '
+      'merged 4 (5) into 12, 6 (2) into 12 (fewer than 8: 2% of the split or one global batch); empty: 8')

@@ -3,8 +3,8 @@ a run moves onto another mesh or onto two processes, bad inputs fail before comp
 
 Runs are tiny (1 layer, width 32, BPE vocabulary of 600, 32 tokens, batch 8) on the 8 simulated CPU devices
 of conftest.py. One uninterrupted GPT run (`reference`, 200 steps) is what the resume, mesh and
-multi-process tests compare with. XLA's persistent compilation cache (a temporary folder, also given to
-the `python train.py` subprocesses) lets the runs of one program compile it once.
+multi-process tests compare with. XLA's persistent compilation cache (conftest.py's temporary folder, also
+the `python train.py` subprocesses') lets the runs of one program compile it once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import model
 from trainer import runner
@@ -144,22 +143,6 @@ def interrupt(workdir: Path, overrides: Mapping[str, Any], ready: Callable[[], b
 
 # --- fixtures ------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-  """XLA's persistent compilation cache for this module (and the environment that gives it to subprocesses);
-  the previous settings come back afterwards."""
-  settings = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
-              'jax_persistent_cache_min_compile_time_secs': 0.0, 'jax_persistent_cache_min_entry_size_bytes': 0}
-  previous = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()  # the cache is set up once per process: make it see the folder
-  yield subprocess_env(**{name.upper(): str(value) for name, value in settings.items()})
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
 @dataclasses.dataclass(frozen=True)
 class Reference:
   workdir: Path
@@ -187,7 +170,7 @@ class Interrupted:
 
 
 @pytest.fixture(scope='module')
-def interrupted(reference, compile_cache_env, tmp_path_factory) -> Interrupted:
+def interrupted(reference, tmp_path_factory) -> Interrupted:
   """The reference run's config, run as `python train.py` and SIGKILLed once a checkpoint of step >= 20
   is committed; resumed as `python train.py` and SIGTERMed a few steps later; then resumed in this process
   to the end."""
@@ -195,12 +178,12 @@ def interrupted(reference, compile_cache_env, tmp_path_factory) -> Interrupted:
   workdir = logs / 'run'
   copy_tokenizer(reference.workdir, workdir)
   killed = interrupt(workdir, GPT, lambda: latest_step(workdir) >= 20, signal.SIGKILL, logs / 'killed.log',
-                     compile_cache_env)
+                     subprocess_env())
   resumed_from = latest_step(workdir)
   # Without periodic checkpoints, the only one this run can leave is the one SIGTERM makes it write.
   log = logs / 'terminated.log'
   terminated = interrupt(workdir, GPT | {'train.checkpoint_every': 10 * STEPS},
-                         lambda: printed_step(log) >= resumed_from + 5, signal.SIGTERM, log, compile_cache_env)
+                         lambda: printed_step(log) >= resumed_from + 5, signal.SIGTERM, log, subprocess_env())
   terminated_latest = latest_step(workdir)
   final = runner.train_and_evaluate(make_config('gpt_tiny', GPT), workdir)
   return Interrupted(workdir, killed, resumed_from, terminated, log.read_text(), terminated_latest, final)
@@ -245,6 +228,22 @@ def assert_loss_falls(workdir: Path, final: Mapping[str, float], drop: float) ->
 def test_gpt_loss_falls(reference):
   assert_loss_falls(reference.workdir, reference.final, drop=1.2)
   assert reference.final['perplexity'] == pytest.approx(math.exp(reference.final['loss']))
+
+
+def test_startup_breakdown_is_printed_and_logged(reference, interrupted):
+  """Every launch prints one start-up line before its first progress line and logs it as one 'startup' row of
+  metrics.jsonl at the step it starts from (not in TensorBoard); the phases and 'other' add up to the total."""
+  (row,) = metrics.read_metrics(reference.workdir / metrics.JSONL_NAME, metrics.Split.STARTUP)
+  assert row['step'] == 0 and row['compile_s'] > 0 and row['init_s'] > 0 and row['first_batch_s'] > 0
+  phases = sum(v for k, v in row.items() if k.endswith('_s') and k != 'total_s')
+  assert phases == pytest.approx(row['total_s'])
+  assert not (reference.workdir / metrics.TB_DIR / metrics.Split.STARTUP.value).exists()
+  rows = metrics.read_metrics(interrupted.workdir / metrics.JSONL_NAME, metrics.Split.STARTUP)
+  assert [r['step'] for r in rows] == [0, interrupted.resumed_from, interrupted.terminated_latest]
+  lines = interrupted.terminated_output.splitlines()
+  first_progress = next(i for i, line in enumerate(lines) if re.match(r'step \d+/', line))
+  (startup,) = [i for i, line in enumerate(lines) if line.startswith('start-up ')]
+  assert startup < first_progress and re.search(r'compile \d+\.\d \(2 programs\), restore \d+\.\d', lines[startup])
 
 
 @pytest.mark.parametrize('name,overrides', [

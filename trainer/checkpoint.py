@@ -94,6 +94,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     'train.num_steps', 'train.num_epochs', 'train.log_every', 'train.eval_every', 'train.eval_batches',
     'train.checkpoint_every', 'train.keep',
     'train.logits_chunk',  # how the same loss is computed (trainer/losses.projected_cross_entropy_sums)
+    'train.compilation_cache',  # where compiled programs are kept
     'mesh.*', 'data.worker_count', 'data.data_dir', 'eval.*', *(f'model.{f}' for f in EXECUTION_FIELDS),
 )
 

@@ -8,6 +8,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from core import compile_cache
 from core.config import defaults, known_fields, parse_enum
 from data.tasks import DataConfig
 from evaluation.config import EvalConfig
@@ -63,6 +64,9 @@ class TrainConfig:
   # Regression: the head predicts in units of the training labels' mean and std (model.target_mean /
   # target_scale, from the training split), as it would on standardized labels; predictions stay in label units.
   standardize_targets: bool = False
+  # XLA's persistent compilation cache (core/compile_cache.py): 'auto' ($TJ_COMPILATION_CACHE, else
+  # ~/.cache/transformers_jax/jax_cache), a folder, or '' for off. A rerun with the same shapes compiles nothing.
+  compilation_cache: str = compile_cache.AUTO
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'nan_policy', parse_enum(NanPolicy, self.nan_policy, field='train.nan_policy',

@@ -20,7 +20,9 @@ Files, all under `workdir`, written by process 0 only:
                         per `write` holding every scalar; tags are the metric names, so train and eval curves
                         of a metric overlay in TensorBoard as two runs.
   metrics.jsonl         one JSON object per `write`: {"step": 120, "split": "train", "wall_time": <unix s>,
-                        "loss": 5.21, ...}. Strict JSON: NaN and +-inf are written as the strings "NaN",
+                        "loss": 5.21, ...}; split "startup" (one row per launch, not in TensorBoard): the
+                        seconds of each start-up phase before the first step (core/timing.py). Strict JSON:
+                        NaN and +-inf are written as the strings "NaN",
                         "Infinity", "-Infinity" (which float() parses back; `read_metrics` does it), so no
                         information is lost and every JSON parser reads the file.
 
@@ -58,6 +60,9 @@ _NON_FINITE = {'NaN': math.nan, 'Infinity': math.inf, '-Infinity': -math.inf}
 class Split(enum.Enum):
   TRAIN = 'train'
   EVAL = 'eval'
+  # One row per launch, at the step it starts from: seconds per start-up phase (core/timing.py). Not a curve:
+  # kept out of TensorBoard, and readers of metrics.jsonl select train or eval rows.
+  STARTUP = 'startup'
 
 
 # Model FLOPs and peak FLOP/s.
@@ -352,7 +357,7 @@ class MetricWriter:
       self._jsonl = open(path, 'a')
       # Purge the crashed run's later events of every split now rather than at the split's next write: an
       # eval step that the resumed run does not reach again would otherwise stay visible in TensorBoard.
-      for split in Split:
+      for split in (Split.TRAIN, Split.EVAL):
         if resume_step is not None and os.path.isdir(os.path.join(self.workdir, TB_DIR, split.value)):
           self._events_for(split)
 
@@ -378,7 +383,8 @@ class MetricWriter:
       row |= {name: _to_json(v) for name, v in values.items()}
       self._jsonl.write(json.dumps(row, allow_nan=False) + '\n')
       self._jsonl.flush()  # to the OS: a process crash loses nothing; no fsync (slow on network disks)
-      self._write_event(split, int(step), wall_time, values)
+      if split is not Split.STARTUP:
+        self._write_event(split, int(step), wall_time, values)
       if time.monotonic() - self._last_flush >= self._flush_every:
         self.flush()
     return values

@@ -27,7 +27,9 @@ from absl import logging
 
 import model
 import objectives
+from core import compile_cache, timing
 from core.paths import user_path
+from core.timing import Phase, phase
 from data import bucketing, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
@@ -116,6 +118,8 @@ class Run:
   workdir: Path
   distill: distill.DistillConfig = distill.DistillConfig()
   teacher: distill.Teacher | None = None  # loaded when distill.teacher is set and build_run is asked to
+  # data.length_buckets: every training example's length and the buckets compiled (`train_buckets`).
+  bucketing: tuple[np.ndarray, tuple[int, ...]] | None = None
 
 
 def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher: bool = False) -> Run:
@@ -163,7 +167,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
   run = Run(train, model_cfg, data, task, eval_task, mesh, abstract, tx, schedule, step_cfg, module, workdir,
             distill_cfg)
   if with_teacher and distill_cfg.enabled:
-    run.teacher = load_teacher(run)
+    with phase(Phase.TEACHER):
+      run.teacher = load_teacher(run)
   return run
 
 
@@ -258,13 +263,27 @@ def _batches(run: Run, task: tasks.Task, *, shuffle: bool, num_epochs: int | Non
              bucketed: bool = False) -> InputIterator:
   """The task's batches; `bucketed` (training with data.length_buckets): of similar lengths, each cut to a
   bucket (data/bucketing.py), which needs every example's length (computed here, once)."""
-  buckets = run.data.length_buckets if bucketed else ()
+  lengths, buckets = None, ()
+  if bucketed and run.data.length_buckets:  # the training split's (run.task)
+    lengths, buckets = train_buckets(run)
   config = PipelineConfig(global_batch_size=run.train.batch_size, seed=run.train.seed, shuffle=shuffle,
                           num_epochs=num_epochs, worker_count=run.data.worker_count, length_buckets=buckets,
                           bucket_window=run.data.bucket_window)
-  lengths = bucketing.example_lengths(task.source, task.transform) if buckets else None
-  return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
-                                    process_count=jax.process_count(), lengths=lengths))
+  with phase(Phase.PIPELINE):
+    return InputIterator(make_dataset(task.source, task.transform, config, process_index=jax.process_index(),
+                                      process_count=jax.process_count(), lengths=lengths))
+
+
+def train_buckets(run: Run) -> tuple[np.ndarray, tuple[int, ...]]:
+  """(every training example's length, the buckets of data.length_buckets worth a program: `bucketing.choose_buckets`),
+  computed once per run (it tokenizes the split) and said in one line."""
+  if run.bucketing is None:
+    with phase(Phase.TOKENIZE):
+      lengths = bucketing.example_lengths(run.task.source, run.task.transform)
+    choice = bucketing.choose_buckets(lengths, run.data.length_buckets, run.train.batch_size)
+    say(choice.line(run.data.length_buckets))
+    run.bucketing = lengths, choice.buckets
+  return run.bucketing
 
 
 class TrainSteps:
@@ -273,6 +292,7 @@ class TrainSteps:
   def __init__(self, run: Run, compiled: Mapping[tuple[Any, ...], jax.stages.Compiled]) -> None:
     self._run = run
     self._steps = dict(compiled)
+    self.programs = len(self._steps)  # compiled up front
 
   @staticmethod
   def key(shapes: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -290,11 +310,11 @@ class TrainSteps:
 
 
 def train_batch_shapes(run: Run) -> list[dict[str, jax.ShapeDtypeStruct]]:
-  """Every global batch shape of the training stream: one, or one per data.length_buckets bucket."""
+  """Every global batch shape of the training stream: one, or one per bucket chosen of data.length_buckets."""
   shapes = _global_shapes(run)
   if not run.data.length_buckets:
     return [shapes]
-  per_bucket = bucketing.bucket_shapes({k: v.shape for k, v in shapes.items()}, run.data.length_buckets)
+  per_bucket = bucketing.bucket_shapes({k: v.shape for k, v in shapes.items()}, train_buckets(run)[1])
   return [{k: jax.ShapeDtypeStruct(shape, shapes[k].dtype) for k, shape in bucket.items()} for bucket in per_bucket]
 
 
@@ -315,7 +335,7 @@ def compile_steps(run: Run) -> tuple[TrainSteps, jax.stages.Compiled]:
   # Several processes compile one at a time, in the same order: a GPU cluster shares autotuning results
   # between the processes' compiles of the same program.
   workers = len(os.sched_getaffinity(0)) if jax.process_count() == 1 else 1
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+  with phase(Phase.COMPILE), concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
     # The eval batches are never cut: the last shape, data.seq_len (the last bucket, or the only shape).
     eval_future = pool.submit(compile_eval_step, run.module, run.step_cfg, run.mesh, run.abstract.params,
                               train_shapes[-1])
@@ -407,23 +427,29 @@ def _initial_params(run: Run, init_from: str, params: Any) -> Any:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
   launched = time.perf_counter()
+  clock = timing.Clock()  # the start-up breakdown, printed and logged before the first step
   workdir = user_path(workdir)
   # A workdir of another config is an error naming the fields, before any data is read (nothing is written
   # here). config.distributed is not pinned: it differs between the processes of one run (process_id) and
   # between launches (the coordinator's port).
-  if checkpoint.checkpoint_dir(workdir).is_dir():
-    with checkpoint.Checkpointer(workdir, read_only=True) as reader:
-      reader.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',), defaults=schema_defaults())
-  run = build_run(config, workdir, with_teacher=True)  # the teacher is never checkpointed: reloaded on resume
+  with phase(Phase.CHECKS):
+    compile_cache.enable(TrainConfig.from_dict(config.train).compilation_cache)  # before anything compiles
+    if checkpoint.checkpoint_dir(workdir).is_dir():
+      with checkpoint.Checkpointer(workdir, read_only=True) as reader:
+        reader.check_config(config, allowed=checkpoint.RUNTIME_FIELDS + ('distributed.*',),
+                            defaults=schema_defaults())
+    run = build_run(config, workdir, with_teacher=True)  # the teacher is never checkpointed: reloaded on resume
   ckpt = checkpoint.Checkpointer(workdir, config=config, save_every=run.train.checkpoint_every,
                                  keep=run.train.keep, best_metric='loss', best_mode='min')
   train_batches = _batches(run, run.task, shuffle=True, num_epochs=None, bucketed=True)
   train_step, eval_step = compile_steps(run)
+  clock.notes[Phase.COMPILE] = f'{train_step.programs + 1} programs'
 
   # The latest step that reads; a damaged one is reported in one line, set aside (<step>.corrupt) and passed over.
   if ckpt.latest_step() is not None:
     say(f'restoring step {ckpt.latest_step()} from {ckpt.directory}')
-  restored = ckpt.resume(run.abstract, report=say)
+  with phase(Phase.RESTORE):
+    restored = ckpt.resume(run.abstract, report=say)
   if restored is not None:
     start, state = restored.step, restored.state
     train_batches.set_state(restored.data_iterator)
@@ -433,13 +459,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     count = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract.params))
     say(f'initialising {count:,} parameters (train.seed={run.train.seed})' +
         (f', then loading train.init_from={run.train.init_from}' if run.train.init_from else ''))
-    state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
-    if run.train.init_from:
-      state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
-    elif run.distill.init_student is distill.InitStudent.ALTERNATE_LAYERS:
-      params, note = distill.alternate_layers(run.teacher.params, run.teacher.module.cfg, state.params, run.model_cfg)
-      state = state.replace(params=params)
-      say(f'distill.init_student=alternate_layers: {note}')
+    with phase(Phase.INIT):
+      state = _initial_state(run)
 
   stop = {'signal': None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
@@ -454,7 +475,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   with metrics.MetricWriter(workdir, resume_step=start) as writer:
     try:
       for step in range(start + 1, run.train.num_steps + 1):
-        state, step_metrics = train_step(state, next(train_batches), rng)
+        if step == start + 1:
+          with phase(Phase.FIRST_BATCH):
+            batch = next(train_batches)
+          clock.stop()
+          say(clock.line())
+          writer.write(start, metrics.Split.STARTUP, clock.as_metrics())
+        else:
+          batch = next(train_batches)
+        state, step_metrics = train_step(state, batch, rng)
         ckpt.check_for_errors()  # a background save that failed (disk full) stops the run now, not at the next save
         if pending is not None:
           _check_finite(run, ckpt, *pending)
@@ -492,6 +521,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   say(summary(run, eval_metrics, seconds=time.perf_counter() - launched,
               stopped_at=step if stop['signal'] is not None else None))
   return eval_metrics
+
+
+def _initial_state(run: Run) -> TrainState:
+  """A fresh state of train.seed, with train.init_from's weights or the teacher's alternate layers."""
+  state = init_train_state(run.module, run.tx, jax.random.key(run.train.seed), run.abstract)
+  if run.train.init_from:
+    state = state.replace(params=_initial_params(run, run.train.init_from, state.params))
+  elif run.distill.init_student is distill.InitStudent.ALTERNATE_LAYERS:
+    params, note = distill.alternate_layers(run.teacher.params, run.teacher.module.cfg, state.params, run.model_cfg)
+    state = state.replace(params=params)
+    say(f'distill.init_student=alternate_layers: {note}')
+  return state
 
 
 def summary(run: Run, final: Mapping[str, float], *, seconds: float, stopped_at: int | None = None) -> str:
