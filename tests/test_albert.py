@@ -23,6 +23,7 @@ from core.config import ConfigError
 from data import sources, tasks
 from model import hf
 from tests.test_hf import _mask, assert_close, our_outputs
+from tests import hf_cases
 from trainer import metrics, runner
 
 B, T, LENGTHS = 3, 9, (9, 6, 2)  # rows 2 and 3 are padded
@@ -83,16 +84,7 @@ def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
   return Case(name, m, hf_dir, inputs, hf_outputs(m, inputs), cfg, params)
 
 
-@pytest.fixture(scope='module')
-def get_case(tmp_path_factory: pytest.TempPathFactory):
-  """Loads each case once per module, whichever test asks first."""
-  cache: dict[str, Case] = {}
-  return lambda name: cache[name] if name in cache else cache.setdefault(name, load_case(name, tmp_path_factory))
-
-
-@pytest.fixture(scope='module', params=list(CASES))
-def case(request: pytest.FixtureRequest, get_case) -> Case:
-  return get_case(request.param)
+get_case, case = hf_cases.fixtures(load_case, CASES)
 
 
 def test_import_matches_hf(case: Case) -> None:

@@ -23,6 +23,7 @@ import transformers
 
 import model
 from model import hf
+from tests import hf_cases
 
 B, T, T_DEC = 3, 9, 6
 # Real tokens per row; the rest is padding (zeros at the end of the attention mask).
@@ -167,16 +168,7 @@ def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
   return Case(name, m, hf_dir, inputs, hf_outputs(m, inputs), cfg, params, our_outputs(cfg, params, inputs))
 
 
-@pytest.fixture(scope='module')
-def get_case(tmp_path_factory: pytest.TempPathFactory):
-  """Loads each case once per module, whichever test asks first."""
-  cache: dict[str, Case] = {}
-  return lambda name: cache[name] if name in cache else cache.setdefault(name, load_case(name, tmp_path_factory))
-
-
-@pytest.fixture(scope='module', params=list(CASES))
-def case(request: pytest.FixtureRequest, get_case) -> Case:
-  return get_case(request.param)
+get_case, case = hf_cases.fixtures(load_case, CASES)
 
 
 def test_import_matches_hf(case: Case) -> None:

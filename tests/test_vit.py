@@ -25,6 +25,7 @@ from core.config import ConfigError
 from model import hf
 from model.layers import PatchEmbed
 from model.positions import bicubic_weights, interpolate_grid_positions
+from tests import hf_cases
 from trainer import metrics
 
 B = 2
@@ -91,15 +92,7 @@ def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
   return Case(name, m, hf_dir, pixels, hf_outputs(m, pixels), cfg, params)
 
 
-@pytest.fixture(scope='module')
-def get_case(tmp_path_factory: pytest.TempPathFactory):
-  cache: dict[str, Case] = {}
-  return lambda name: cache[name] if name in cache else cache.setdefault(name, load_case(name, tmp_path_factory))
-
-
-@pytest.fixture(scope='module', params=list(CASES))
-def case(request: pytest.FixtureRequest, get_case) -> Case:
-  return get_case(request.param)
+get_case, case = hf_cases.fixtures(load_case, CASES)
 
 
 def test_import_matches_hf(case: Case) -> None:
