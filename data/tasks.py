@@ -31,7 +31,7 @@ import numpy as np
 
 from core.config import known_fields, parse_enum
 from core.timing import Phase, phase
-from data import batch, examples, packing, sources
+from data import batch, examples, packing, sources, token_cache
 from data.datasets import next_sentence
 from data.tokenization import Tokenizer, load_tokenizer
 
@@ -230,9 +230,10 @@ def _texts(source: sources.Source) -> Iterator[str]:
 
 
 def _tokenize(source: sources.Source, tokenizer: Tokenizer) -> list[np.ndarray]:
+  """Every document of the split as ids, from data/token_cache.py when an earlier run tokenized the same texts."""
   (name,) = source.info.text_features
   texts = [source[i][name] for i in range(len(source))]
-  return [np.asarray(ids, np.int32) for ids in tokenizer.encode_batch(texts)]
+  return token_cache.encode(tokenizer, texts, what=f'{source.split} split')
 
 
 def _require(specials: examples.SpecialIds, objective: Objective, *names: str) -> None:
@@ -294,7 +295,7 @@ def _mlm_sop(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, s
   (name,) = source.info.text_features
   # Sentences as next_sentence cuts them (one regex for the code base), tokenized one by one, in document order.
   documents = [next_sentence.split_sentences(source[i][name]) for i in range(len(source))]
-  ids = iter(tokenizer.encode_batch([s for d in documents for s in d]))
+  ids = iter(token_cache.encode(tokenizer, [s for d in documents for s in d], what=f'{source.split} sentences'))
   rows = [chunk for d in documents for chunk in examples.sentence_chunks([next(ids) for _ in d], config.seq_len - 3)]
   if not rows:
     raise ValueError(f'data.source={config.source!r}: no document of its {source.split!r} split has the 2 tokens '

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import hashlib
 import importlib.resources
 import io
 import json
@@ -91,6 +92,12 @@ class Tokenizer(Protocol):
   sentinel_ids: tuple[int, ...]  # sentinel_ids[i] is <extra_id_i>; () when absent.
   pair_layout: PairLayout  # where cls and sep go in a text pair, as HF's tokenizer of this vocabulary puts them.
 
+  @property
+  def fingerprint(self) -> str:
+    """A sha256 hex digest of everything that decides the ids (model bytes, normalisation, specials): two
+    tokenizers with the same fingerprint encode every text alike (the key of data/token_cache.py)."""
+    ...
+
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, no special tokens added."""
     ...
@@ -146,6 +153,7 @@ class SentencePieceTokenizer(_SpecialIds):
 
   def __init__(self, model: bytes, extra_ids: int | None = None, name: str = '<bytes>'):
     self._sp = spm.SentencePieceProcessor(model_proto=model)
+    self.fingerprint = hashlib.sha256(model + f'|extra_ids={extra_ids}'.encode()).hexdigest()
     self._base = self._sp.vocab_size()
     embedded = []  # sentinels in the file: <extra_id_0>, <extra_id_1>, ... while they exist.
     while (i := self._piece_id(sentinel_piece(len(embedded)))) is not None:
@@ -276,6 +284,11 @@ class _RustTokenizer(_SpecialIds):
   def __init__(self, tokenizer: hft.Tokenizer):
     self._tok = tokenizer
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def fingerprint(self) -> str:
+    # The serialised tokenizer holds its vocabulary, merges, normaliser, pre-tokenizer and added tokens.
+    return hashlib.sha256(self._tok.to_str().encode()).hexdigest()
 
   def _id(self, token: str | None) -> int | None:
     return None if token is None else self._tok.token_to_id(token)

@@ -18,6 +18,8 @@ if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 os.environ['TJ_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='jax_cache_tests_')
+# Tokenized splits (data/token_cache.py) likewise: shared by the session and its children, never the user's.
+os.environ['TJ_TOKEN_CACHE'] = tempfile.mkdtemp(prefix='token_cache_tests_')
 
 from core import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -1,0 +1,89 @@
+"""Tokenized texts cached on disk, so that a second run on the same data does not tokenize it again.
+
+  ids = token_cache.encode(tokenizer, texts)   # [np.ndarray int32 per text], from the cache when it has them
+
+The key is a sha256 of the tokenizer's `fingerprint` (its model bytes, normalisation, specials), of the texts
+themselves (in order, each with its length) and of FORMAT: it can never serve ids of other texts or of another
+tokenizer, whatever the source (a builtin dataset rebuilt, a tsv file edited in place, a '+' mixture). Reading
+and hashing the texts costs little next to encoding them (the State of the Union corpus: 0.03 s against 0.8 s).
+
+Where: $TJ_TOKEN_CACHE if set ('' = off), else ~/.cache/transformers_jax/tokenized. One .npz per split
+(all ids concatenated + offsets), written to a temporary file and renamed (several processes may write the same
+entry: whichever renames last wins, with the same bytes). A file that does not read is reported, deleted and
+rebuilt. Entries are never evicted: delete the folder to reclaim the space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+
+from core.paths import user_cache_dir, user_path
+from data.tokenization import Tokenizer
+
+ENV_VAR = 'TJ_TOKEN_CACHE'
+FORMAT = 'token_cache/1'  # change it when what encode() returns changes for the same tokenizer and texts
+# Below this many characters in all, encoding takes milliseconds: not worth a file.
+MIN_CHARS = 100_000
+
+
+def folder() -> Path | None:
+  """The cache folder, or None when $TJ_TOKEN_CACHE is '' (off)."""
+  value = os.environ.get(ENV_VAR)
+  if value is None:
+    return user_cache_dir('tokenized')
+  return user_path(value) if value else None
+
+
+def key(tokenizer: Tokenizer, texts: Sequence[str]) -> str:
+  """The cache key of `texts` encoded by `tokenizer` (module docstring)."""
+  digest = hashlib.sha256(f'{FORMAT}|{tokenizer.fingerprint}|{len(texts)}'.encode())
+  for text in texts:
+    data = text.encode('utf-8', 'surrogatepass')
+    digest.update(len(data).to_bytes(8, 'little'))
+    digest.update(data)
+  return digest.hexdigest()
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], *, what: str = 'texts') -> list[np.ndarray]:
+  """`tokenizer.encode_batch(texts)` as int32 arrays, read from the cache when it holds them (else encoded and
+  written there). `what` names the texts in the line printed on a hit or a rebuild."""
+  where = folder()
+  if where is None or sum(map(len, texts)) < MIN_CHARS:
+    return _encode(tokenizer, texts)
+  path = where / f'{key(tokenizer, texts)}.npz'
+  if path.is_file():
+    try:
+      with np.load(path) as f:
+        ids, offsets = f['ids'], f['offsets']
+      if len(offsets) != len(texts) + 1 or offsets[-1] != len(ids):
+        raise ValueError(f'{len(offsets) - 1} texts and {len(ids)} ids, for {len(texts)} texts')
+      print(f'tokenized {what}: {len(texts):,} texts, {len(ids):,} ids, from the cache ({path})', flush=True)
+      return np.split(ids, offsets[1:-1])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+      logging.warning('token cache %s does not read (%s): deleted; tokenizing again', path, e)
+      print(f'token cache {path} does not read ({e}): tokenizing {what} again', flush=True)
+      path.unlink(missing_ok=True)
+  out = _encode(tokenizer, texts)
+  lengths = np.fromiter(map(len, out), np.int64, len(out))
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  ids = np.concatenate(out) if out else np.zeros(0, np.int32)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp.npz')
+  try:
+    np.savez(tmp, ids=ids.astype(np.int32), offsets=offsets)
+    os.replace(tmp, path)
+  except OSError as e:  # a full or read-only disk costs the next run its tokenizing, nothing else
+    tmp.unlink(missing_ok=True)
+    logging.warning('token cache %s not written: %s', path, e)
+  return out
+
+
+def _encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+  return [np.asarray(ids, np.int32) for ids in tokenizer.encode_batch(list(texts))]
