@@ -70,3 +70,14 @@ def test_pretraining_transfer_picks_the_learning_rate_on_validation_and_reports_
                                     f'1000={tmp_path / "300"}'])
   with pytest.raises(SystemExit, match=r'--finetunes: 1000 steps is not a budget of --pretraining .*\[300\]'):
     pretraining_transfer.main()
+
+
+def test_inference_speed_times_the_student_beside_its_teacher():
+  """bench/inference_speed.py as the README runs it (smaller): one row per config, the first the 1.00x reference."""
+  command = [sys.executable, 'bench/inference_speed.py', '--batch_size', '2', '--seq_len', '8', '--rounds', '1',
+             '--batches', '1']
+  run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  rows = [line for line in run.stdout.splitlines() if line.startswith('| glue:') or line.startswith('| distill:')]
+  assert len(rows) == 2 and rows[0].endswith('| 1.00x |'), run.stdout
+  assert '| 6 | 384 | 22,713,986 |' in rows[0] and '| 3 | 384 | 17,390,594 |' in rows[1]
