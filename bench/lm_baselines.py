@@ -1,6 +1,6 @@
 """Classical language-model baselines on gpt_tiny's data: where the tiny GPT stands against n-gram models.
 
-  python bench/lm_baselines.py [--orders 3,4,5] [--workdir runs/gpt_tiny]
+  python bench/lm_baselines.py [--orders 3,4,5] [--workdir runs/gpt_tiny[,runs/other_gpt_run,...]] [--out fig.png]
 
 Trains interpolated modified Kneser-Ney n-gram models (evaluation/ngram.py) of each order, a bigram KN and an
 add-one unigram on the training split of configs/gpt_tiny.py and scores its validation split, with the GPT's
@@ -18,13 +18,16 @@ own tokens and rows, so the figures compare directly with eval.py's for a gpt_ti
   tokens before it (its first n-2 targets), the KN model of the order that context allows scores it.
 - Perplexity = exp(total NLL / tokens); bits per byte = total NLL in bits / the UTF-8 bytes of the decoded
   targets of each row (evaluation/evaluate.py target_bytes, the denominator eval.py uses).
-With --workdir, the validation figures of each <workdir>/eval/step_*/metrics.json are printed beside.
+With --workdir (one gpt_tiny run, or several comma-separated, the first one's tokenizer used), the validation
+figures of each <workdir>/eval/step_*/metrics.json are printed beside; --out draws every row's perplexity as a
+bar chart (PNG).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -107,8 +110,37 @@ def gpt_rows(workdir: Path, split: str) -> list[Row]:
     figures = json.loads(path.read_text()).get(split)
     if match and figures and {'tokens', 'perplexity', 'bits_per_byte'} <= set(figures):
       found.append((int(match[1]), figures))
-  return [(f'gpt_tiny step {step} (eval.py, {workdir})', f['tokens'], f['perplexity'], f['bits_per_byte'], '')
+  shown = os.path.relpath(workdir) if workdir.is_relative_to(Path.cwd()) else workdir  # as the user named it
+  return [(f'gpt_tiny step {step} (eval.py, {shown})', f['tokens'], f['perplexity'], f['bits_per_byte'], '')
           for step, f in sorted(found)]
+
+
+def plot(rows: list[Row], out: Path) -> None:
+  """A dot per row at its validation perplexity (log scale, lower is better), the best n-gram's as a dashed line."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  names = [n.replace(' (eval.py, ', ' (') for n, *_ in rows][::-1]
+  values = [p for _, _, p, _, _ in rows][::-1]
+  gpt = [n.startswith('gpt_tiny') for n in names]
+  fig, ax = plt.subplots(figsize=(10, 0.4 * len(rows) + 1.4))
+  ax.scatter(values, range(len(values)), c=['tab:blue' if g else 'tab:grey' for g in gpt], zorder=3)
+  for y, v in enumerate(values):
+    ax.annotate(f'{v:.2f}', (v, y), xytext=(6, -3), textcoords='offset points', fontsize=8)
+  best = min(v for v, g in zip(values, gpt) if not g)
+  ax.axvline(best, color='tab:grey', linestyle='--', linewidth=1, label=f'best n-gram ({best:.2f})')
+  ax.set_yticks(range(len(names)), names, fontsize=8)
+  ax.set_xscale('log')
+  ax.set_xlim(min(values) * 0.9, max(values) * 1.25)
+  ax.grid(axis='x', which='both', alpha=0.3)
+  ax.set_xlabel('validation perplexity per token, log scale (the same tokens for every row; lower is better)')
+  ax.set_title('tiny GPT runs (blue) against n-gram models (grey)')
+  ax.legend(loc='lower right', fontsize=8)
+  fig.tight_layout()
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  print(f'wrote {out}')
 
 
 def table(rows: list[Row]) -> str:
@@ -120,13 +152,17 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--orders', default='3,4,5', help='Kneser-Ney orders, comma-separated (>= 2)')
-  parser.add_argument('--workdir', default=None, help='a gpt_tiny run: its tokenizer, and its eval figures beside')
+  parser.add_argument('--workdir', default=None, help='gpt_tiny runs, comma-separated: the first one\'s tokenizer, '
+                      'and their eval figures beside')
+  parser.add_argument('--out', default=None, help='a PNG of every row\'s perplexity')
   args = parser.parse_args()
   orders = parse_orders(args.orders)
-  workdir = user_path(args.workdir) if args.workdir else None
-  if workdir is not None and not workdir.is_dir():
-    raise SystemExit(f'--workdir {workdir}: no such folder; give a gpt_tiny run (python train.py --config '
-                     'configs/gpt_tiny.py --workdir ...) or no --workdir')
+  workdirs = [user_path(w.strip()) for w in args.workdir.split(',')] if args.workdir else []
+  for path in workdirs:
+    if not path.is_dir():
+      raise SystemExit(f'--workdir {path}: no such folder; give gpt_tiny runs (python train.py --config '
+                       'configs/gpt_tiny.py --workdir ...) or no --workdir')
+  workdir = workdirs[0] if workdirs else None
   split = EvalConfig.from_config(gpt_tiny.get_config()).splits[0]  # the split eval.py scores first
   train, valid, model_path = load_tasks(workdir, split)
   vocab = train.tokenizer.vocab_size
@@ -152,8 +188,10 @@ def main() -> None:
   for order in sorted({2, *orders}):
     results.append(measure(f'{order}-gram, interpolated modified KN', kneser_ney(order), rows, weights, num_bytes))
     print(table(results[-1:]).splitlines()[-1], flush=True)
-  gpt = gpt_rows(workdir, split) if workdir is not None else []
+  gpt = [row for path in workdirs for row in gpt_rows(path, split)]
   print(table(results + gpt))
+  if args.out:
+    plot(results + gpt, user_path(args.out))
   for name, tokens, *_ in gpt:
     if tokens != results[0][1]:
       print(f'note: {name} scored {tokens:,.0f} tokens, not all {results[0][1]:,.0f} (eval.max_examples set?): its '

@@ -189,3 +189,11 @@ def test_script_flags_and_the_gpt_figures_beside(script, tmp_path: Path):
   rows = script.gpt_rows(tmp_path, 'validation')
   assert [r[0].split(' (')[0] for r in rows] == ['gpt_tiny step 100', 'gpt_tiny step 300']
   assert rows[1][1:4] == (512.0, pytest.approx(math.exp(5.4)), 1.5)
+
+
+def test_script_draws_every_row(script, tmp_path: Path):
+  import matplotlib.image  # pylint: disable=import-outside-toplevel
+  rows = [('5-gram, interpolated modified KN', 100.0, 84.9, 1.30, '1.9'),
+          ('gpt_tiny step 400 (eval.py, runs/x)', 100.0, 76.4, 1.27, '')]
+  script.plot(rows, tmp_path / 'figure.png')
+  assert matplotlib.image.imread(tmp_path / 'figure.png').shape[:2] == (220, 1000)
