@@ -69,14 +69,7 @@ def hf_outputs(m: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
   cls_name, kwargs, scan = CASES[name]
-  torch.manual_seed(list(CASES).index(name))
-  hf_cls = getattr(transformers, cls_name)
-  m = hf_cls(hf_cls.config_class(**kwargs)).eval()
-  with torch.no_grad():  # HF initialises biases to 0 and norms to 1: perturb all, so no mix-up goes unseen
-    for p in m.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  hf_dir = tmp_path_factory.mktemp(name)
-  m.save_pretrained(hf_dir)
+  m, hf_dir = hf_cases.saved_model(name, cls_name, kwargs, list(CASES).index(name), tmp_path_factory)
   rng = np.random.default_rng(0)
   inputs = {'input_ids': rng.integers(0, 97, (B, T)), 'attention_mask': _mask(LENGTHS, T),
             'token_type_ids': rng.integers(0, 2, (B, T))}

@@ -79,14 +79,7 @@ def _pixels(cfg: dict[str, Any], seed: int, size: int | tuple[int, int] | None =
 
 def load_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Case:
   cls_name, kwargs, scan = CASES[name]
-  torch.manual_seed(list(CASES).index(name))
-  hf_cls = getattr(transformers, cls_name)
-  m = hf_cls(hf_cls.config_class(**kwargs)).eval()
-  with torch.no_grad():  # HF initialises biases to 0 and norms to 1: perturb all, so no mix-up goes unseen
-    for p in m.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  hf_dir = tmp_path_factory.mktemp(name)
-  m.save_pretrained(hf_dir)
+  m, hf_dir = hf_cases.saved_model(name, cls_name, kwargs, list(CASES).index(name), tmp_path_factory)
   pixels = _pixels(kwargs, seed=len(name))
   cfg, params = hf.from_pretrained(hf_dir, scan_layers=scan)
   return Case(name, m, hf_dir, pixels, hf_outputs(m, pixels), cfg, params)
