@@ -11,7 +11,7 @@ Commands (the built-in movie-sentiment task; the teacher first, as in the README
       --config.distill.teacher=runs/movie_binary
   python eval.py  --config configs/distill.py:movie_binary --workdir runs/movie_binary_distilled
 The teacher may also be an HF directory of a BertForSequenceClassification of the same vocabulary and labels.
-Expected (README, measured 2026-11-30, 2 seeds): test accuracy 0.831 +- 0.005 (the same student on the labels alone,
+Expected: (README, measured 2026-11-30, 2 seeds) test accuracy 0.831 +- 0.005 (the same student on the labels alone,
 --config.distill.alpha_kl=0 --config.distill.alpha_cos=0: 0.825 +- 0.003; the teacher: 0.841), at 2.36x the
 teacher's inference examples/s (bench/inference_speed.py); its training step costs about half the teacher's plus
 the teacher's forward pass.
