@@ -28,6 +28,7 @@ import io
 import json
 import os
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -151,9 +152,13 @@ class SentencePieceTokenizer(_SpecialIds):
   spiece.model in HF's T5Tokenizer(extra_ids=100) and seqio.
   """
 
-  def __init__(self, model: bytes, extra_ids: int | None = None, name: str = '<bytes>'):
+  def __init__(self, model: bytes, extra_ids: int | None = None, name: str = '<bytes>', *, lowercase: bool = False,
+               strip_accents: bool = False, albert_quotes: bool = False):
     self._sp = spm.SentencePieceProcessor(model_proto=model)
-    self.fingerprint = hashlib.sha256(model + f'|extra_ids={extra_ids}'.encode()).hexdigest()
+    # HF's AlbertTokenizer normalises before the model does: `` and '' -> ", NFKD without combining marks unless
+    # keep_accents, lowercase with do_lower_case (ALBERT's vocabulary has no capitals: 'The' would be <unk>).
+    self._steps = (albert_quotes, strip_accents, lowercase)
+    self.fingerprint = hashlib.sha256(model + f'|extra_ids={extra_ids}|{self._steps}'.encode()).hexdigest()
     self._base = self._sp.vocab_size()
     embedded = []  # sentinels in the file: <extra_id_0>, <extra_id_1>, ... while they exist.
     while (i := self._piece_id(sentinel_piece(len(embedded)))) is not None:
@@ -170,18 +175,37 @@ class SentencePieceTokenizer(_SpecialIds):
     self.cls_id, self.sep_id, self.mask_id = map(self._piece_id, (CLS_PIECE, SEP_PIECE, MASK_PIECE))
 
   @classmethod
-  def from_file(cls, path: str | os.PathLike[str], extra_ids: int | None = None) -> SentencePieceTokenizer:
-    return cls(Path(path).read_bytes(), extra_ids=extra_ids, name=str(path))
+  def from_file(cls, path: str | os.PathLike[str], extra_ids: int | None = None, *, lowercase: bool | None = None,
+                strip_accents: bool | None = None) -> SentencePieceTokenizer:
+    """The model at `path`. `lowercase` / `strip_accents` None: as an ALBERT tokenizer_config.json beside it says
+    (`do_lower_case`, default true; `keep_accents`, default false; and ALBERT's quote replacement), else off."""
+    config = _read_json(Path(path).parent / 'tokenizer_config.json')
+    albert = str(config.get('tokenizer_class', '')).startswith('Albert')
+    if lowercase is None:
+      lowercase = bool(config.get('do_lower_case', True)) if albert else False
+    if strip_accents is None:
+      strip_accents = not config.get('keep_accents', False) if albert else False
+    return cls(Path(path).read_bytes(), extra_ids=extra_ids, name=str(path), lowercase=lowercase,
+               strip_accents=strip_accents, albert_quotes=albert)
+
+  def _prepare(self, text: str) -> str:
+    quotes, accents, lower = self._steps
+    if quotes:
+      text = text.replace('``', '"').replace("''", '"')
+    if accents:
+      text = ''.join(c for c in unicodedata.normalize('NFKD', text) if not unicodedata.combining(c))
+    return text.lower() if lower else text
 
   def _piece_id(self, piece: str) -> int | None:
     i = self._sp.piece_to_id(piece)  # answers unk_id for a piece it does not have.
     return i if self._sp.id_to_piece(i) == piece else None
 
   def encode(self, text: str) -> list[int]:
-    return self._sp.encode(text)
+    return self._sp.encode(self._prepare(text) if any(self._steps) else text)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    return self._sp.encode(list(texts), num_threads=-1)  # -1: one thread per core.
+    texts = [self._prepare(t) for t in texts] if any(self._steps) else list(texts)
+    return self._sp.encode(texts, num_threads=-1)  # -1: one thread per core.
 
   def decode(self, ids: Sequence[int]) -> str:
     ids = _checked(ids, self.vocab_size)
@@ -448,8 +472,8 @@ _OPTIONS: dict[str, tuple[tuple[TokenizerKind, ...], type]] = {
     'algorithm': ((_SP,), SentencePieceAlgorithm),
     'normalization': ((_SP,), Normalization),
     'extra_ids': ((_SP,), int),
-    'lowercase': ((_WP,), bool),
-    'strip_accents': ((_WP,), bool),
+    'lowercase': ((_WP, _SP), bool),
+    'strip_accents': ((_WP, _SP), bool),
     'pad_with_eos': ((_BPE,), bool),
 }
 
@@ -469,8 +493,10 @@ class TokenizerSpec:
   algorithm: SentencePieceAlgorithm = SentencePieceAlgorithm.UNIGRAM
   normalization: Normalization = Normalization.IDENTITY
   extra_ids: int | None = None  # SP sentinels; None: those of the model (DEFAULT_EXTRA_IDS when training).
-  lowercase: bool | None = None  # WP; None: tokenizer_config.json beside vocab.txt, else True.
-  strip_accents: bool | None = None  # WP; None: tokenizer_config.json, else as lowercase.
+  # WP; None: tokenizer_config.json beside vocab.txt, else True. SP: before the model; None: an ALBERT
+  # tokenizer_config.json beside the .model (do_lower_case), else False.
+  lowercase: bool | None = None
+  strip_accents: bool | None = None  # WP; None: tokenizer_config.json, else as lowercase. SP: as lowercase's.
   pad_with_eos: bool = False  # BPE: GPT-2 has no pad; True makes pad_id = eos_id.
 
   def __post_init__(self) -> None:
@@ -620,7 +646,8 @@ def _load_sentencepiece(spec: TokenizerSpec, corpus: Iterable[str] | None,
     extra_ids = DEFAULT_EXTRA_IDS if spec.extra_ids is None else spec.extra_ids
     train_sentencepiece(corpus, path, spec.vocab_size, algorithm=spec.algorithm,
                         normalization=spec.normalization, extra_ids=extra_ids)
-  tok = SentencePieceTokenizer.from_file(path, extra_ids=spec.extra_ids)
+  tok = SentencePieceTokenizer.from_file(path, extra_ids=spec.extra_ids, lowercase=spec.lowercase,
+                                         strip_accents=spec.strip_accents)
   if spec.vocab_size is not None and tok.vocab_size != spec.vocab_size:
     raise ValueError(f'tokenizer vocab_size={spec.vocab_size}, but {path} has {tok.vocab_size} ids: fix '
                      f'vocab_size, or delete the file to retrain it')

@@ -496,3 +496,26 @@ def test_byte_bpe_errors(documents: list[str], tmp_path: Path):
   T.load_tokenizer(f'byte_bpe:{tmp_path}/v/vocab.json,vocab_size=700', corpus=documents)  # trained there
   with pytest.raises(ValueError, match=r'vocab_size=800, but .*vocab.json has 700 ids'):
     T.load_tokenizer(f'byte_bpe:{tmp_path}/v/vocab.json,vocab_size=800')
+
+
+@pytest.mark.parametrize('do_lower_case, keep_accents', [(True, False), (False, False), (True, True)])
+def test_albert_sentencepiece_normalises_as_hf(tmp_path: Path, do_lower_case: bool, keep_accents: bool) -> None:
+  """An ALBERT checkpoint's spiece.model with its tokenizer_config.json: the ids of HF's AlbertTokenizer, whose
+  normalisers (quotes, accents, lowercase) run before the model's own; without them 'The' is <unk>."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  texts = ["The Whale swam ``far'' away; café Ñandú naïve résumé.", 'Call me Ishmael. Some years ago, never mind how '
+           'long precisely, having little or no money in my purse.', 'the quick brown fox jumps over the lazy dog']
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(texts * 200), model_prefix=str(tmp_path / 'spiece'),
+                                 vocab_size=60, model_type='unigram', normalization_rule_name='nmt_nfkc', pad_id=0,
+                                 unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=['[CLS]', '[SEP]', '[MASK]'],
+                                 hard_vocab_limit=False, minloglevel=2)
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
+      {'tokenizer_class': 'AlbertTokenizer', 'do_lower_case': do_lower_case, 'keep_accents': keep_accents}))
+  hf = transformers.AlbertTokenizer.from_pretrained(tmp_path)
+  ours = T.load_tokenizer(f'sentencepiece:{tmp_path / "spiece.model"}')
+  probes = texts + ["  Two  spaces ``quoted'' THE END  ", 'Ärger über Öl, l\'été à Noël']
+  assert ours.encode_batch(probes) == [hf(t, add_special_tokens=False)['input_ids'] for t in probes]
+  assert [ours.encode(t) for t in probes] == ours.encode_batch(probes)
+  plain = T.load_tokenizer(f'sentencepiece:{tmp_path / "spiece.model"},lowercase=false,strip_accents=false')
+  assert plain.fingerprint != ours.fingerprint  # a token cache never hands one's ids to the other
+  assert plain.encode_batch(probes) != ours.encode_batch(probes)
