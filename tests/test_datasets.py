@@ -157,7 +157,7 @@ def test_digits_bad_row_names_the_line(tmp_path: Path) -> None:
 
 
 def test_digits_from_the_installed_scikit_learn(tmp_path: Path) -> None:
-  """The real file (scikit-learn of requirements-test.txt holds the one its wheel ships): 1,797 images split
+  """The real file (the scikit-learn of requirements.txt holds the one its wheel ships): 1,797 images split
   1,463 / 159 / 175, equal to sklearn.datasets.load_digits row for row."""
   sklearn_datasets = pytest.importorskip('sklearn.datasets')
   manual = Path(sklearn_datasets.__file__).parents[2]  # site-packages: sklearn/datasets/data/digits.csv.gz
