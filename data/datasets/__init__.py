@@ -8,7 +8,7 @@
 | `movie_sentiment/{binary,regression}` | 10,605 movie-review sentences, SST-2-like | ~80/10/10 | pip |
 | `sentiment_snippets/<domain>_<task>`, `/corpus` | tweets, amazon, nyt x binary, regression; corpus | ~80/10/10 | pip |
 | `sentence_reversal` | seq2seq: a 4-16 word movie-review sentence -> its words reversed | ~80/10/10 | pip |
-| `digits` | 1,797 8x8 grey images of handwritten digits 0..9 (scikit-learn's), pixel counts 0..16 | ~80/10/10 | pip (wheel) |
+| `digits` | 1,797 8x8 grey handwritten digits, 10 classes (scikit-learn's), pixels 0..16 | ~80/10/10 | pip wheel |
 | `glue_tsv/<task>` | GLUE from the official TSV files, as TFDS glue/<task> | GLUE's | --glue_dir |
 
 All are written as array_record (`file_format='array_record'`), so neither building nor reading them needs
