@@ -228,13 +228,13 @@ def test_train_and_eval_on_digits(data_dir: Path, tmp_path: Path) -> None:
   train = [sys.executable, 'train.py', '--config', 'configs/vit_digits.py', f'--workdir={workdir}', *same,
            '--config.train.num_epochs=0', '--config.train.num_steps=5', '--config.train.batch_size=16',
            '--config.train.log_every=2']
-  done = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  done = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'builtin:digits (image_classification): 1,463 training rows, 159 validation rows; 1x8x8 images' in done.stdout
   assert 'SentencePiece' not in done.stdout
   evaluate = [sys.executable, 'eval.py', '--config', 'configs/vit_digits.py', f'--workdir={workdir}', *same,
               "--config.eval.baselines=('rbf_svm',)"]
-  done = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  done = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   out = workdir / 'eval' / 'step_5'
   saved = json.loads((out / 'metrics.json').read_text())
