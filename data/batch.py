@@ -12,11 +12,12 @@
   loss_weights            float32  weight   the decoder length  1 where a position counts in the loss
   label                   int32 or float32  target  -           a sequence's class, or its value (regression)
   sentence_order_label    int32    target   -                   ALBERT's sentence order: 0 in order, 1 swapped
+  pixel_values            float32  input    channels            an image (C, H, W), normalised (data/images.py)
 
 The example builders (data/tasks.py) produce these and nothing else (`check_example`), length bucketing
 trims the encoder-length ones (`ENCODER_LENGTH`), the losses read the targets and weights, and the model
 is called with the inputs (`model_inputs`), whose names are `model.Transformer`'s arguments. A new feature
-(ViT's pixel_values, QA's start and end positions) is one line here.
+(QA's start and end positions) is one line here.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ FEATURES: Mapping[str, Feature] = {
     'loss_weights': Feature(('float32',), Role.WEIGHT),
     'label': Feature(('int32', 'float32'), Role.TARGET),
     'sentence_order_label': Feature(('int32',), Role.TARGET),
+    'pixel_values': Feature(('float32',), Role.INPUT),
 }
 
 # The label of an example that has none (a test split, a row without its label): it weighs 0 in every loss and

@@ -113,6 +113,7 @@ class Stream(enum.IntEnum):
   MLM = 1
   SPAN_CORRUPTION = 2
   SOP = 3  # ALBERT's sentence order: where segment A ends, and whether A and B are swapped
+  AUGMENT = 4  # an image's training augmentation: where it is cropped, whether it is flipped (data/images.py)
 
 
 def example_rng(seed: int, epoch: int, index: int, stream: Stream) -> np.random.Generator:

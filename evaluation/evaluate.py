@@ -6,6 +6,8 @@ was trained with (saved with the checkpoint; a given config may change only how 
 see `effective_config`), onto the mesh of that config (any shape: the checkpoint's own mesh does not
 matter), runs every example of `eval.splits` in order and reports (evaluation/config.py):
   classification / regression  accuracy, F1, Matthews correlation, Pearson, Spearman (as config.eval.metrics)
+  image classification         accuracy (Matthews), each class's accuracy, <split>_confusion.png, and the
+                               scikit-learn baselines of eval.baselines beside them, the training time
   language models              loss, perplexity, token accuracy; bits per byte for causal LMs; samples;
                                mlm_sop: its MLM and sentence-order losses, sentence-order accuracy
   sequence-to-sequence         loss, perplexity, and BLEU / chrF / ROUGE of generated text against the references,
@@ -32,11 +34,12 @@ from core import compile_cache
 from core.paths import user_path
 from data import tasks
 from evaluation import metrics as M
-from evaluation import generation, predict, submission, text_metrics
+from evaluation import generation, images, predict, submission, text_metrics
 from evaluation.config import EvalConfig
 from objectives import Generation, Scoring
 from trainer import checkpoint, runner
 from trainer.config import TrainConfig, schema_defaults
+from trainer.metrics import format_duration
 
 Results = dict[str, dict[str, float]]
 
@@ -149,15 +152,29 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str |
   batch_size = eval_cfg.batch_size or run.train.batch_size
   predictor = predict.Predictor(run.module, run.mesh)
   results: Results = {}
-  for split in eval_cfg.splits:
-    task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer)
+  # Evaluation never augments, not even the training split.
+  split_tasks = {split: tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer,
+                                         augment=False) for split in eval_cfg.splits}
+  for split, task in split_tasks.items():
     results[split] = score_split(run, predictor, params, task, eval_cfg, batch_size, out / f'{split}.tsv')
   for split, key in zip(eval_cfg.predict_splits, eval_cfg.submission):
-    task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer)
+    task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer, augment=False)
     write_submission(run, predictor, params, task, key, batch_size, out / 'submission')
+  extra: dict[str, Any] = {}
+  if eval_cfg.baselines:
+    train = tasks.build_task(run.data, tasks.TRAIN_SPLIT, seed=run.train.seed, augment=False)
+    for split, figures in images.baselines(eval_cfg.baselines, train, split_tasks).items():
+      results[split] |= figures
+  if objectives.spec(run.data.objective).per_class and (timing := images.training_seconds(workdir)) is not None:
+    extra['training_seconds'] = timing[0]
   if jax.process_index() == 0:
-    submission.write_metrics_json(out / 'metrics.json', {'step': resolved, 'source': run.data.source, **results})
+    submission.write_metrics_json(out / 'metrics.json', {'step': resolved, 'source': run.data.source, **results,
+                                                         **extra})
     print(format_table(results, title=f'{run.data.source} step {resolved} ({out})'), flush=True)
+    if 'training_seconds' in extra:
+      seconds, first, last = timing
+      print(f'training time: {seconds:.1f} s ({format_duration(seconds)}) from step {first} to step {last} '
+            f'(metrics.jsonl wall_time; compiling and the first step excluded)', flush=True)
   return results
 
 
@@ -174,7 +191,16 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
     if jax.process_index() == 0:
       submission.write_predictions(predictions_path, preds, label_names=task.info.label_names or None,
                                    regression=regression)
-    return M.compute(eval_cfg.metrics, preds, labels) | {'examples': float(len(preds))}
+    out = M.compute(eval_cfg.metrics, preds, labels) | {'examples': float(len(preds))}
+    if spec.per_class:
+      names = task.info.label_names or tuple(str(k) for k in range(task.info.num_classes))
+      out |= images.per_class_accuracy(preds, labels, names)
+      if jax.process_index() == 0:
+        matrix = images.confusion_matrix(preds, labels, len(names))
+        accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+        images.plot_confusion(matrix, names, predictions_path.with_name(f'{predictions_path.stem}_confusion.png'),
+                              f'{task.config.source} {task.source.split}: accuracy {accuracy:.4f}')
+    return out
   sums = predictor.token_sums(params, batches)
   loss, weight = float(sums['loss'].sum()), float(sums['weight'].sum())
   out = {'loss': loss / max(weight, 1.0), 'tokens': weight}

@@ -6,6 +6,7 @@
   spec.scoring                how a split is scored (the loop's validation and eval.py)
   spec.generation             what eval.py generates: LM samples, or translations scored by BLEU / ROUGE
   spec.metrics, spec.allowed  eval.py's default metrics, and those that make sense at all
+  spec.per_class              eval.py also scores each class and draws the confusion matrix (images)
 
 What the data side needs of an objective (the kind of source it reads, how an example is built) lives with
 the examples in data/tasks.py, which may import neither model/ nor this package. Adding an objective: its
@@ -58,6 +59,8 @@ class ObjectiveSpec:
   metrics: tuple[Metric, ...]  # eval.py's, when config.eval.metrics is empty
   allowed: frozenset[Metric]  # a CoLA config asking for BLEU is a mistake worth an error
   generation: Generation = Generation.NONE
+  # eval.py adds each class's accuracy to the metrics and draws the confusion matrix (<split>_confusion.png).
+  per_class: bool = False
 
   @property
   def perplexity(self) -> bool:
@@ -96,6 +99,10 @@ SPECS: dict[Objective, ObjectiveSpec] = {
         family=Family.ENCODER, head=Head.PRETRAINING, loss=LossKind.PRETRAINING, scoring=Scoring.TOKENS,
         metrics=(Metric.PERPLEXITY, Metric.ACCURACY, Metric.SOP_ACCURACY),
         allowed=_TOKEN_METRICS | {Metric.SOP_ACCURACY}),
+    # ViT: the classifier on [CLS] (or the mean patch) against each image's class; F1 is binary, so not here.
+    Objective.IMAGE_CLASSIFICATION: ObjectiveSpec(
+        family=Family.ENCODER, head=Head.CLASSIFIER, loss=LossKind.CLASSIFICATION, scoring=Scoring.CLASSES,
+        metrics=(Metric.ACCURACY,), allowed=frozenset({Metric.ACCURACY, Metric.MATTHEWS}), per_class=True),
 }
 
 

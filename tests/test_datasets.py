@@ -4,6 +4,7 @@ fixtures (compared row by row with TFDS's own glue reader), and once from the re
 from __future__ import annotations
 
 import csv
+import gzip
 import html
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data import datasets, prepare, raw
-from data.datasets import common, hutto, next_sentence, sentence_reversal
+from data.datasets import common, digits, hutto, next_sentence, sentence_reversal
 from tests.fixtures import raw_packages
 
 GLUE_FIXTURES = Path(__file__).parent / 'fixtures' / 'glue'
@@ -49,7 +50,8 @@ def built(raw_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 def test_prepare_builds_every_builtin_config(built: tuple[Path, list[prepare.Report]]) -> None:
   data_dir, reports = built
   assert [r.name for r in reports] == prepare.expand(['sotu', 'moby_dick', 'next_sentence', 'movie_sentiment',
-                                                      'sentiment_snippets', 'sentence_reversal', 'bible'])
+                                                      'sentiment_snippets', 'sentence_reversal', 'bible',
+                                                      'digits'])
   assert all(r.outcome is prepare.Outcome.BUILT for r in reports), [r.line() for r in reports]
   totals = {r.name: sum(n for _, n in r.counts) for r in reports}
   assert totals['sotu'] == len(raw_packages.SPEECH_STEMS)
@@ -59,6 +61,7 @@ def test_prepare_builds_every_builtin_config(built: tuple[Path, list[prepare.Rep
   assert totals['sentiment_snippets/corpus'] == 12 + 6 + 3 + 4  # movies, tweets, amazon and nyt documents.
   assert totals['sentence_reversal'] == 9  # the movie sentences of 4 to 16 words.
   assert totals['bible/en-es'] == totals['bible/es-en'] == 12  # tests/fixtures/sword_modules.py
+  assert totals['digits'] == raw_packages.DIGIT_ROWS
 
 
 def test_prepare_is_idempotent(built: tuple[Path, list[prepare.Report]], raw_cache: Path) -> None:
@@ -119,6 +122,55 @@ def test_sentence_reversal_targets_and_splits(built: tuple[Path, list[prepare.Re
       seen.append(int(r['idx']))
   assert sorted(seen) == [i for i, t in enumerate(texts) if 4 <= len(t.split()) <= 16]
   assert sentence_reversal.reverse_words('A dull,  dreary mess.') == 'mess. dreary dull, A'
+
+
+def test_digits_images_labels_and_splits(built: tuple[Path, list[prepare.Report]], raw_cache: Path,
+                                          tmp_path: Path) -> None:
+  """Every row in exactly one split, by the hash of its index (so the same in a second build), with its pixels and
+  class as the file has them."""
+  splits = _all_splits(built[0], 'digits')
+  assert set(splits) == {'train', 'validation', 'test'}
+  rows = raw_packages.digit_rows()
+  seen = []
+  for split, records in splits.items():
+    for r in records:
+      i = int(r['idx'])
+      assert common.split_of(f'digits/{i}', common.SPLITS_80_10_10) == split
+      assert r['image'].shape == (8, 8, 1) and r['image'].dtype == np.uint8
+      assert r['image'].reshape(-1).tolist() == rows[i][0] and int(r['label']) == rows[i][1]
+      seen.append(i)
+  assert sorted(seen) == list(range(raw_packages.DIGIT_ROWS))  # disjoint, and none lost
+  again = tmp_path / 'again'
+  prepare.build('digits', again, manual_dir=raw_cache / raw_packages.SKLEARN_DIR)
+  assert {k: [int(r['idx']) for r in v] for k, v in _all_splits(again, 'digits').items()} == {
+      k: [int(r['idx']) for r in v] for k, v in splits.items()}
+
+
+def test_digits_bad_row_names_the_line(tmp_path: Path) -> None:
+  data = tmp_path / 'raw' / 'sklearn' / 'datasets' / 'data'
+  data.mkdir(parents=True)
+  with gzip.open(data / 'digits.csv.gz', 'wt') as f:
+    f.write(','.join(['0'] * 65) + '\n' + ','.join(['0'] * 63 + ['17', '3']) + '\n')
+  with pytest.raises(ValueError, match=r'digits.csv.gz line 2: expected 64 pixel counts 0..16 and a class 0..9'):
+    digits.read_rows(tmp_path / 'raw')
+  with pytest.raises(FileNotFoundError, match=r'digits: sklearn/datasets/data/digits.csv.gz not found in the raw '
+                                              r'folder .* Run `python -m data.prepare digits`'):
+    digits.read_rows(tmp_path)
+
+
+def test_digits_from_the_installed_scikit_learn(tmp_path: Path) -> None:
+  """The real file (the scikit-learn of requirements.txt holds the one its wheel ships): 1,797 images split
+  1,463 / 159 / 175, equal to sklearn.datasets.load_digits row for row."""
+  sklearn_datasets = pytest.importorskip('sklearn.datasets')
+  manual = Path(sklearn_datasets.__file__).parents[2]  # site-packages: sklearn/datasets/data/digits.csv.gz
+  built = prepare.build('digits', tmp_path, manual_dir=manual)
+  assert dict(prepare.counts(built)) == {'train': 1463, 'validation': 159, 'test': 175}
+  reference = sklearn_datasets.load_digits()
+  for split in ('train', 'test'):
+    records = _records(tmp_path, 'digits', split)
+    idx = np.array([int(r['idx']) for r in records])
+    np.testing.assert_array_equal(np.stack([r['image'][..., 0] for r in records]), reference.images[idx])
+    np.testing.assert_array_equal([int(r['label']) for r in records], reference.target[idx])
 
 
 def test_ground_truth_parsing(raw_cache: Path) -> None:
@@ -324,6 +376,7 @@ def test_real_packages(tmp_path: Path) -> None:
   try:
     speeches, vader = prepare.raw_dir('sotu'), prepare.raw_dir('movie_sentiment')
     prepare.raw_dir('moby_dick')
+    prepare.raw_dir('digits')
   except raw.FetchError as e:
     pytest.skip(f'raw packages not available: {e}')
   # bible's Debian packages come through apt-get, which a test does not run (checked by hand, see bible.py).
@@ -339,6 +392,7 @@ def test_real_packages(tmp_path: Path) -> None:
   assert sum(counts['sentiment_snippets/amazon_regression'].values()) == 3708
   assert sum(counts['sentiment_snippets/nyt_binary'].values()) == 5190
   assert counts['sentence_reversal'] == {'train': 3400, 'validation': 415, 'test': 450}
+  assert counts['digits'] == {'train': 1463, 'validation': 159, 'test': 175}
   labels = np.array([int(r['label']) for r in _records(tmp_path / 'a', 'movie_sentiment/binary', 'train')])
   assert 0.45 < labels.mean() < 0.55
   # Every speech in exactly one split; next_sentence draws both sentences of a pair from one split.

