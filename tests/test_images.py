@@ -188,7 +188,7 @@ def test_an_image_objective_on_a_text_source(data_dir: Path, tmp_path: Path) -> 
                                        r"classification dataset; .*image_classification reads an 'image' feature"):
     runner.build_run(config, tmp_path / 'run')
   text_model = _run_config(data_dir, model__inputs='tokens', model__image_size=None, model__patch_size=None,
-                           model__num_channels=None, model__pooler=True)
+                           model__num_channels=None, model__pooler=True, model__pooling='cls')
   with pytest.raises(ValueError, match=r'data.objective=image_classification feeds images \(pixel_values\), but '
                                        r'model.inputs=tokens reads token ids: set model.inputs=patches'):
     runner.build_run(text_model, tmp_path / 'run')
