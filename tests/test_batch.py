@@ -20,8 +20,8 @@ def test_model_inputs_are_the_models_arguments():
 
 
 @pytest.mark.parametrize('example, message', [
-    ({'input_ids': np.zeros(3, np.int32), 'pixel_values': np.zeros(3, np.float32)},
-     r"where: feature 'pixel_values' is not in the batch schema \(data/batch.py\)"),
+    ({'input_ids': np.zeros(3, np.int32), 'bounding_boxes': np.zeros(3, np.float32)},
+     r"where: feature 'bounding_boxes' is not in the batch schema \(data/batch.py\)"),
     ({'input_ids': np.zeros(3, np.int64)}, r"where: feature 'input_ids' is int64, the batch schema says int32"),
     ({'label': np.float64(1.0)}, r"feature 'label' is float64, the batch schema says int32 or float32"),
 ])
