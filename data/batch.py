@@ -13,11 +13,13 @@
   label                   int32 or float32  target  -           a sequence's class, or its value (regression)
   sentence_order_label    int32    target   -                   ALBERT's sentence order: 0 in order, 1 swapped
   pixel_values            float32  input    channels            an image (C, H, W), normalised (data/images.py)
+  start_positions         int32    target   -                   extractive QA: the token where the answer starts
+  end_positions           int32    target   -                   extractive QA: the token where it ends (inclusive)
 
 The example builders (data/tasks.py) produce these and nothing else (`check_example`), length bucketing
 trims the encoder-length ones (`ENCODER_LENGTH`), the losses read the targets and weights, and the model
 is called with the inputs (`model_inputs`), whose names are `model.Transformer`'s arguments. A new feature
-(QA's start and end positions) is one line here.
+is one line here.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ FEATURES: Mapping[str, Feature] = {
     'label': Feature(('int32', 'float32'), Role.TARGET),
     'sentence_order_label': Feature(('int32',), Role.TARGET),
     'pixel_values': Feature(('float32',), Role.INPUT),
+    'start_positions': Feature(('int32',), Role.TARGET),
+    'end_positions': Feature(('int32',), Role.TARGET),
 }
 
 # The label of an example that has none (a test split, a row without its label): it weighs 0 in every loss and

@@ -63,6 +63,9 @@ class Head(enum.Enum):
   # The MLM head and the sentence-order classifier on the pooled [CLS] (ALBERT's pretraining, HF's
   # AlbertForPreTraining): 'logits' (B, T, V) and 'sop_logits' (B, SENTENCE_ORDER_CLASSES).
   PRETRAINING = 'pretraining'
+  # Extractive question answering (HF's *ForQuestionAnswering): Linear(d_model, 2) on every token's final hidden
+  # state, 'logits' (B, T, 2) float32: [..., 0] the start of the answer span, [..., 1] its end.
+  SPAN = 'span'
 
   @property
   def lm(self) -> bool:

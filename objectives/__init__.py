@@ -30,6 +30,9 @@ class LossKind(enum.Enum):
   # TOKENS on the MLM logits, plus the cross-entropy of 'sop_logits' (B, 2) against sentence_order_label (each
   # example weighs 1): the two means added (ALBERT's pretraining loss, HF AlbertForPreTraining's).
   PRETRAINING = 'pretraining'
+  # Extractive QA (Head.SPAN): the cross-entropy over the positions of logits[..., 0] against start_positions
+  # and of logits[..., 1] against end_positions, averaged (HF's *ForQuestionAnswering); each example weighs 1.
+  SPAN = 'span'
 
   @property
   def tokens(self) -> bool:
