@@ -37,7 +37,7 @@ from core.config import known_fields, parse_enum
 from core.timing import Phase, phase
 from data import batch, examples, images, packing, sources, token_cache
 from data.datasets import next_sentence
-from data.tokenization import Tokenizer, load_tokenizer
+from data.tokenization import Tokenizer
 
 Example = dict[str, np.ndarray]
 Transform = Callable[[int, Any], Example]
@@ -276,7 +276,7 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
       corpus = _texts(sources.open_source(config.source, 'train', data_dir=config.data_dir,
                                           seq2seq_features=config.seq2seq_features, rules=config.read_rules))
     with phase(Phase.TOKENIZER):
-      tokenizer = load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
+      tokenizer = token_cache.load_tokenizer(config.tokenizer, corpus=corpus, auto_dir=tokenizer_dir)
   specials = special_ids(tokenizer) if tokenizer is not None else None
   with phase(Phase.TOKENIZE):  # corpus objectives tokenize every document here; the others per example
     rows, transform = entry.build(config, source, tokenizer, specials, seed)

@@ -92,3 +92,21 @@ def test_sentencepiece_fingerprint_follows_the_model(tmp_path: Path) -> None:
   a = load_tokenizer('sentencepiece:auto,vocab_size=380', corpus=corpus, auto_dir=tmp_path / 'a')
   b = load_tokenizer('sentencepiece:auto,vocab_size=385', corpus=corpus, auto_dir=tmp_path / 'b')
   assert a.fingerprint != b.fingerprint and len(a.fingerprint) == 64
+
+
+def test_a_trained_vocabulary_is_reused_by_a_new_workdir(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+  """The second workdir gets the first one's model byte for byte without training; other texts train anew."""
+  spec = 'sentencepiece:auto,vocab_size=400'
+  first = token_cache.load_tokenizer(spec, corpus=iter(TEXTS), auto_dir=tmp_path / 'a')
+  (model,) = (tmp_path / 'a').glob('*.model')
+  trained = []
+  real_train = tokenization.train_sentencepiece
+  monkeypatch.setattr(tokenization, 'train_sentencepiece', lambda *a, **k: trained.append(1) or real_train(*a, **k))
+  capsys.readouterr()
+  second = token_cache.load_tokenizer(spec, corpus=iter(TEXTS), auto_dir=tmp_path / 'b')
+  assert not trained and 'copied from the cache' in capsys.readouterr().out
+  assert (tmp_path / 'b' / model.name).read_bytes() == model.read_bytes()
+  assert second.encode(TEXTS[3]) == first.encode(TEXTS[3])
+  token_cache.load_tokenizer(spec, corpus=iter(TEXTS[:30]), auto_dir=tmp_path / 'c')
+  assert trained == [1]

@@ -528,11 +528,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if step == start + 1 or step % run.train.log_every == 0:
           values = writer.write(step, metrics.Split.TRAIN, step_metrics)
           meter.tick(step)
+          rates = None
           if step % run.train.log_every == 0:
             rates = meter.rates()
             if rates is not None:
               writer.write(step, metrics.Split.TRAIN, rates.as_metrics())
-            writer.print_progress(step, run.train.num_steps, values, rates)
+          # The first step's line too (its loss, no rates yet): a user sees the run train seconds after launch,
+          # not log_every steps later.
+          writer.print_progress(step, run.train.num_steps, values, rates)
         evaluated = None
         if step % run.train.eval_every == 0 or step == run.train.num_steps:
           with meter.paused():
