@@ -32,6 +32,15 @@ and the catalog's `tfds:mnist`, `tfds:cifar10`, `tfds:imagenette/160px`, ...; `s
 (height, width, channels) uint8 array (decoded by TFDS with Pillow: no TensorFlow). TaskInfo gives the image
 feature, its shape (None where images differ in size) and whether a mirrored image keeps its class.
 
+Extractive QA sources (TaskKind.QA) hold SQuAD's fields, every one normalised to
+`{'id', 'title', 'question', 'context', 'answers': {'text': [...], 'answer_start': [...]}}` (no answer: empty lists,
+SQuAD v2's unanswerable questions): the catalog's `tfds:squad/v1.1` and `tfds:squad/v2.0` (and any catalog dataset
+with squadlike features), `builtin:cloze`, a user's `json:<path>` in SQuAD's own nested format (data -> paragraphs ->
+qas, several answers per question) and a `tsv:` file with the columns id, context, question, answer_text,
+answer_start (and optionally title; one answer per row, both empty for none). TaskInfo.unanswerable says whether
+questions may have no answer (v2: the evaluation then weighs the null answer, evaluation/qa.py). Whether each
+answer stands at its answer_start in its context is checked where the features are built (data/qa.py).
+
 Text corpora joined by '+' are one corpus: split by split, every document of the first, then of the next
 (each in proportion to its size; examples are shuffled later, data/pipeline.py), each reduced to its text as
 `text`. Only corpora mix: a labelled or seq2seq part is an error naming it.
@@ -47,6 +56,7 @@ import enum
 import functools
 import importlib
 import io
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -64,6 +74,7 @@ class SourceKind(enum.Enum):
   BUILTIN = 'builtin'  # 'builtin:<name>[/<config>]', a builder of data/datasets.
   TFDS = 'tfds'  # 'tfds:<name>[/<config>][:<version>]', the TFDS catalog.
   TSV = 'tsv'  # 'tsv:<path>', a .tsv or .csv file (or '{split}' pattern, or folder) with a header row.
+  JSON = 'json'  # 'json:<path>', extractive QA in SQuAD's JSON format (a .json file, '{split}' pattern, or folder).
 
 
 class TaskKind(enum.Enum):
@@ -72,6 +83,7 @@ class TaskKind(enum.Enum):
   CORPUS = 'corpus'  # text only: for language-model pretraining.
   SEQ2SEQ = 'seq2seq'  # a source text and a target text: translation, summarisation.
   IMAGE_CLASSIFICATION = 'image_classification'  # an image and its class.
+  QA = 'qa'  # extractive QA: a question, a context, and the answers' texts and character starts in the context.
 
 
 class SourceError(ValueError):
@@ -118,7 +130,8 @@ def valid_forms() -> str:
   return ("valid forms: 'builtin:<name>[/<config>]' with " + '; '.join(builtins) +
           " | 'tfds:<name>[/<config>]', a TFDS catalog dataset prepared as array_record (e.g. 'tfds:glue/sst2') "
           "| 'tsv:<path>', a .tsv/.csv file with a header naming text[, text_b][, label] (or source, target for "
-          "seq2seq) ('{split}' in the path, or a folder of <split>.tsv files, gives one file per split) | "
+          "seq2seq; id, context, question, answer_text, answer_start for QA) ('{split}' in the path, or a folder of "
+          "<split>.tsv files, gives one file per split) | 'json:<path>', extractive QA in SQuAD's JSON format | "
           "text corpora joined by '+' ('builtin:sotu+builtin:moby_dick')")
 
 
@@ -168,8 +181,16 @@ class TaskInfo:
   image_feature: str | None = None
   image_shape: tuple[int | None, int | None, int] | None = None
   horizontal_flips: bool = True
+  # Extractive QA: the answers feature ({'text', 'answer_start'} lists; text_features is then ('question',
+  # 'context')), and whether a question may have none (SQuAD v2).
+  answer_feature: str | None = None
+  unanswerable: bool = False
 
   def __post_init__(self) -> None:
+    if self.answer_feature is not None and (self.text_features != QA_TEXT or self.label_feature is not None or
+                                            self.target_feature is not None):
+      raise SourceError(f'data.source={self.source!r}: an extractive QA source has the texts {list(QA_TEXT)}, '
+                        f'answers and no label; found text {list(self.text_features)}, label {self.label_feature!r}')
     if self.image_feature is not None:
       if self.text_features or self.label_feature is None or not self.num_classes or self.image_shape is None:
         raise SourceError(f'data.source={self.source!r}: an image classification source has an image, no text and '
@@ -189,6 +210,8 @@ class TaskInfo:
   def kind(self) -> TaskKind:
     if self.image_feature is not None:
       return TaskKind.IMAGE_CLASSIFICATION
+    if self.answer_feature is not None:
+      return TaskKind.QA
     if self.target_feature is not None:
       return TaskKind.SEQ2SEQ
     if self.label_feature is None:
@@ -256,6 +279,12 @@ def open_source(spec: str, split: str, *, data_dir: str | Path | None = None, gl
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
     return _open_tsv(spec, parsed.target, split, seq2seq_features, rules)
+  if parsed.kind is SourceKind.JSON:
+    task = _json_task(spec, parsed.target)
+    if split not in task.files:
+      raise SourceError(f'data.source={spec!r} has no {split!r} file (found: {", ".join(task.files)}); put '
+                        f"'{{split}}' in the path (e.g. 'json:squad/{{split}}.json') or use a folder of <split>.json")
+    return Source(task.records[split], task.info, split)
   builder = _builder(spec, parsed, data_dir, glue_dir, build)
   info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
   _check_declared_names(spec, info, rules)
@@ -277,6 +306,8 @@ def task_info(spec: str, *, data_dir: str | Path | None = None, seq2seq_features
   parsed = SourceSpec.parse(spec)
   if parsed.kind is SourceKind.TSV:
     return _tsv_task(spec, parsed.target, seq2seq_features, rules).info
+  if parsed.kind is SourceKind.JSON:
+    return _json_task(spec, parsed.target).info
   builder = _builder(spec, parsed, data_dir, None, build=False)
   info = _seq2seq_override(spec, _builder_task_info(spec, builder), _text_features(builder), seq2seq_features)
   _check_declared_names(spec, info, rules)
@@ -436,6 +467,8 @@ def _builder_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo
   declared = datasets.task_features(builder)
   if (image := _image_task_info(spec, builder)) is not None:
     return image
+  if (qa := _qa_task_info(spec, builder)) is not None:
+    return qa
   if declared:
     text, label, target = declared
     if target is not None:
@@ -458,6 +491,24 @@ def _builder_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo
   raise SourceError(f'data.source={spec!r}: label feature {label!r} is {feature}, neither a ClassLabel nor a float')
 
 
+QA_TEXT = ('question', 'context')  # the texts of an extractive QA example, in the order of its input pair
+_ANSWERS = 'answers'
+
+
+def _qa_task_info(spec: str, builder: tfds.core.DatasetBuilder) -> TaskInfo | None:
+  """The QA TaskInfo of a builder with SQuAD's features (question and context Texts, answers a Sequence of text
+  and answer_start: TFDS's squadlike_features; v2.0 adds is_impossible), else None."""
+  features = builder.info.features
+  answers = features[_ANSWERS] if _ANSWERS in features else None
+  if not (isinstance(answers, tfds.features.Sequence) and isinstance(answers.feature, tfds.features.FeaturesDict)
+          and {'text', 'answer_start'} <= set(answers.feature.keys())):
+    return None
+  if not all(isinstance(features[k], tfds.features.Text) for k in QA_TEXT if k in features) or not all(
+      k in features for k in QA_TEXT):
+    return None
+  return TaskInfo(spec, QA_TEXT, None, 0, answer_feature=_ANSWERS, unanswerable='is_impossible' in features)
+
+
 def _supervised_text_pair(builder: tfds.core.DatasetBuilder) -> tuple[str, str] | None:
   """(source, target) when the builder's supervised_keys are two different Text features, else None.
 
@@ -477,14 +528,15 @@ _TSV_DELIMITERS = {'.tsv': '\t', '.csv': ','}
 _SPLIT_FILES = {tfds.Split.VALIDATION: ('validation', 'dev')}  # GLUE-style dev.tsv serves as validation.
 
 
-def _tsv_files(spec: str, path: str) -> dict[str, Path]:
-  """{split: file} of a tsv: target: a '{split}' pattern, a folder of <split>.tsv/.csv, or one file (train)."""
+def _tsv_files(spec: str, path: str, suffixes: Sequence[str] = tuple(_TSV_DELIMITERS)) -> dict[str, Path]:
+  """{split: file} of a tsv: (or json:) target: a '{split}' pattern, a folder of <split><suffix>, or one file
+  (train)."""
   standard = (tfds.Split.TRAIN, tfds.Split.VALIDATION, tfds.Split.TEST)
   path = str(user_path(path))
   if '{split}' in path:
     candidates = {s: [Path(path.replace('{split}', stem)) for stem in _SPLIT_FILES.get(s, (s,))] for s in standard}
   elif Path(path).is_dir():
-    candidates = {s: [Path(path) / f'{stem}{ext}' for stem in _SPLIT_FILES.get(s, (s,)) for ext in _TSV_DELIMITERS]
+    candidates = {s: [Path(path) / f'{stem}{ext}' for stem in _SPLIT_FILES.get(s, (s,)) for ext in suffixes]
                   for s in standard}
   else:
     candidates = {tfds.Split.TRAIN: [Path(path)]}
@@ -493,13 +545,16 @@ def _tsv_files(spec: str, path: str) -> dict[str, Path]:
   if not found:
     raise SourceError(f'data.source={spec!r}: no such file or folder ({path}); {valid_forms()}')
   for p in found.values():
-    if p.suffix not in _TSV_DELIMITERS:
-      raise SourceError(f'data.source={spec!r}: {p.name} must end in .tsv (tab) or .csv (comma)')
+    if p.suffix not in suffixes:
+      raise SourceError(f'data.source={spec!r}: {p.name} must end in ' +
+                        (' or '.join(suffixes) if suffixes != tuple(_TSV_DELIMITERS) else '.tsv (tab) or .csv (comma)'))
   return found
 
 
 # The column pairs of a seq2seq file: (source, target), ours and T5's (seqio's 'inputs'/'targets') names.
 _TSV_SEQ2SEQ_COLUMNS = (('source', 'target'), ('inputs', 'targets'))
+# The columns of an extractive QA file (title optional): one answer per row, answer_start its character offset.
+_TSV_QA_COLUMNS = frozenset({'id', 'context', 'question', 'answer_text', 'answer_start'})
 _LABELLED_SPLITS = (tfds.Split.TRAIN, tfds.Split.VALIDATION)  # every row labelled; test rows need not be.
 _NOT_UTF8 = re.compile('[\udc80-\udcff]')  # a byte that is not UTF-8, as 'surrogateescape' decodes it
 _LINE_END = re.compile('\r\n|\r|\n')  # the line ends csv counts (its reader's line_num)
@@ -631,12 +686,17 @@ def _swallows_rows(value: str, columns: int, delimiter: str) -> bool:
   return columns > 1 and looks_like_rows >= 2 and looks_like_rows * 2 > len(lines)
 
 
+def _qa_columns(columns: Sequence[str]) -> bool:
+  return set(columns) - {'title'} == _TSV_QA_COLUMNS
+
+
 def _check_columns(spec: str, path: Path, columns: list[str]) -> None:
-  seq2seq = any(set(columns) == set(pair) for pair in _TSV_SEQ2SEQ_COLUMNS)
+  seq2seq = any(set(columns) == set(pair) for pair in _TSV_SEQ2SEQ_COLUMNS) or _qa_columns(columns)
   if not seq2seq and ('text' not in columns or not set(columns) <= {'text', 'text_b', 'label'}):
     raise SourceError(f'data.source={spec!r}: {path} has the columns {columns}; the header must name text, '
                       f'optionally text_b and label (and no others), or for seq2seq source and target (or '
-                      f'inputs and targets)')
+                      f'inputs and targets), or for extractive QA id, context, question, answer_text, answer_start '
+                      f'(and optionally title)')
 
 
 class _LabelReader:
@@ -754,6 +814,9 @@ def _checked_tsv(spec: str, stamps: tuple[tuple[str, str, int, int], ...], seq2s
                                label_names=reader.names if reader.kind is TaskKind.CLASSIFICATION else ())
   checked = {split: _records(table, info, reader, split) for split, table in tables.items()}
   _apply_policy({split: (tables[split], bad) for split, (_, _, bad) in checked.items()}, rules)
+  if info.answer_feature is not None:  # some question without an answer: SQuAD v2's kind of task
+    info = dataclasses.replace(info, unanswerable=any(not r[_ANSWERS]['text'] for records, _, _ in checked.values()
+                                                      for r in records))
   if reader is not None and reader.kind is TaskKind.CLASSIFICATION:
     records, lines, _ = checked.get(tfds.Split.TRAIN) or next(iter(checked.values()))
     info = dataclasses.replace(info, label_stats=_label_stats(info, records, lines))
@@ -778,6 +841,12 @@ def _columns_task(spec: str, files: dict[str, Path], tables: dict[str, _Table],
   if len(pairs) > 1:
     raise SourceError(f'data.source={spec!r}: the columns of {", ".join(map(str, files.values()))} differ; every '
                       f'split needs the same text columns (source and target for seq2seq)')
+  qa = {_qa_columns(t.columns) for t in tables.values()}
+  if qa == {True}:
+    return TaskInfo(spec, QA_TEXT, None, 0, answer_feature=_ANSWERS)
+  if len(qa) > 1:
+    raise SourceError(f'data.source={spec!r}: the columns of {", ".join(map(str, files.values()))} differ; every '
+                      f'split needs the same columns (id, context, question, answer_text, answer_start for QA)')
   pair = pairs.pop()
   if pair is not None:
     return _seq2seq_override(spec, TaskInfo(spec, (pair[0],), None, 0, target_feature=pair[1]), pair,
@@ -800,6 +869,12 @@ def _records(table: _Table, info: TaskInfo, reader: _LabelReader | None, split: 
   records, lines, bad = [], [], list(table.bad)
   for line, row in table.rows:
     record: dict[str, Any] = {name: row[name] for name in info.tokenized_features}
+    if info.answer_feature is not None:
+      answer, problem, why = _tsv_answer(row)
+      if problem is not None:
+        bad.append(_BadRow(line, 'answer_start', problem, why))
+        continue
+      record |= {'id': row['id'], 'title': row.get('title', ''), _ANSWERS: answer}
     if reader is not None:
       label, problem, why = reader.read(row.get('label'), split)
       if problem is not None:
@@ -810,6 +885,18 @@ def _records(table: _Table, info: TaskInfo, reader: _LabelReader | None, split: 
     records.append(record)
     lines.append(line)
   return records, lines, sorted(bad, key=lambda b: b.line)
+
+
+def _tsv_answer(row: dict[str, str]) -> tuple[dict[str, list[Any]], _Problem | None, str]:
+  """The answers of a QA row ({'text': [...], 'answer_start': [...]}; none when both fields are empty), or a
+  problem: an answer_start that is not an integer >= 0, or one field without the other."""
+  text, start = row['answer_text'], row['answer_start'].strip()
+  if not text and not start:
+    return {'text': [], 'answer_start': []}, None, ''
+  if not _INTEGER.fullmatch(start) or int(start) < 0 or not text:
+    return ({}, _Problem.NOT_A_NUMBER, f'answer_start {_show(start)} with answer_text {_show(text)}: give the '
+            'answer and its character offset (an integer >= 0) in the context, or leave both empty (no answer)')
+  return {'text': [text], 'answer_start': [int(start)]}, None, ''
 
 
 def _apply_policy(checked: dict[str, tuple[_Table, list[_BadRow]]], rules: ReadRules) -> None:
@@ -848,3 +935,53 @@ def _open_tsv(spec: str, path: str, split: str, seq2seq_features: tuple[str, str
 
 __all__ = ['BadRows', 'DataError', 'LabelStats', 'ReadRules', 'Source', 'SourceError', 'SourceKind', 'SourceSpec',
            'TaskInfo', 'TaskKind', 'open_source', 'task_info', 'valid_forms']
+
+
+@dataclasses.dataclass(frozen=True)
+class _JsonTask:
+  info: TaskInfo
+  files: dict[str, Path]
+  records: dict[str, list[dict[str, Any]]]
+
+
+def _json_task(spec: str, path: str) -> _JsonTask:
+  """The TaskInfo, split files and records of a json: source (read once while the files are unchanged)."""
+  files = _tsv_files(spec, path, suffixes=('.json',))
+  stamps = tuple((split, str(p), p.stat().st_mtime_ns, p.stat().st_size) for split, p in files.items())
+  return _read_json_task(spec, stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_json_task(spec: str, stamps: tuple[tuple[str, str, int, int], ...]) -> _JsonTask:
+  files = {split: Path(name) for split, name, _, _ in stamps}
+  records = {split: _squad_records(path) for split, path in files.items()}
+  unanswerable = any(not r[_ANSWERS]['text'] for rows in records.values() for r in rows)
+  info = TaskInfo(spec, QA_TEXT, None, 0, answer_feature=_ANSWERS, unanswerable=unanswerable)
+  return _JsonTask(info, files, records)
+
+
+def _squad_records(path: Path) -> list[dict[str, Any]]:
+  """The questions of a SQuAD JSON file ({'data': [{'title', 'paragraphs': [{'context', 'qas': [{'id', 'question',
+  'answers': [{'text', 'answer_start'}], 'is_impossible'?}]}]}]}), one record each; an impossible question
+  (v2.0) has no answers (its plausible_answers are not read)."""
+  try:
+    data = json.loads(path.read_text(encoding='utf-8'))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise DataError(f'{path}: not a UTF-8 JSON file ({e}): save it as SQuAD\'s JSON') from e
+  records, where = [], 'data'
+  try:
+    for a, article in enumerate(data['data']):
+      for p, paragraph in enumerate(article['paragraphs']):
+        for q, qa in enumerate(paragraph['qas']):
+          where = f'data[{a}].paragraphs[{p}].qas[{q}]'
+          answers = [] if qa.get('is_impossible') else qa['answers']
+          records.append({'id': str(qa['id']), 'title': str(article.get('title', '')),
+                          'question': qa['question'], 'context': paragraph['context'],
+                          _ANSWERS: {'text': [x['text'] for x in answers],
+                                     'answer_start': [int(x['answer_start']) for x in answers]}})
+  except (KeyError, TypeError, ValueError) as e:
+    raise DataError(f'{path}: {where} is not in SQuAD\'s format (missing or wrong {e}): each question needs id, '
+                    'question and answers [{text, answer_start}] under data -> paragraphs (context) -> qas') from e
+  if not records:
+    raise DataError(f'{path}: no questions under data -> paragraphs -> qas: add some, or remove the file')
+  return records

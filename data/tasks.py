@@ -17,6 +17,9 @@
       example -> source ids + EOS (data.seq_len), target ids + EOS (data.decoder_seq_len, default seq_len)
       -> encoder inputs, teacher-forced decoder inputs, targets; the raw target text stays in
       `task.source[i][task.info.target_feature]`, the reference for BLEU / ROUGE of generated text
+  extractive_qa on a QA source ('tfds:squad/v1.1', 'builtin:cloze', 'json:...'; data/qa.py):
+      example -> every window [CLS] question [SEP] context-window [SEP] with the answer's start / end tokens;
+      the rows are these features (built at start-up), not the examples
 
 Every feature has a fixed shape, so the train step compiles once. `EXAMPLES` (at the end) holds, per
 objective, the kind of source it reads and its builder; objectives/__init__.py the rest of its spec.
@@ -35,7 +38,7 @@ import numpy as np
 
 from core.config import known_fields, parse_enum
 from core.timing import Phase, phase
-from data import batch, examples, images, packing, sources, token_cache
+from data import batch, examples, images, packing, qa, sources, token_cache
 from data.datasets import next_sentence
 from data.tokenization import Tokenizer
 
@@ -52,6 +55,7 @@ class Objective(enum.Enum):
   SEQ2SEQ = 'seq2seq'  # source text -> target text (translation, summarisation) on an encoder-decoder.
   MLM_SOP = 'mlm_sop'  # ALBERT's pretraining: MLM on a pair of segments + their order (in order or swapped).
   IMAGE_CLASSIFICATION = 'image_classification'  # pixel_values -> a class (ViT).
+  EXTRACTIVE_QA = 'extractive_qa'  # question + context -> the answer's start and end tokens (SQuAD; data/qa.py).
 
 
 class Masking(enum.Enum):
@@ -111,6 +115,10 @@ class DataConfig:
   # class: digits, mnist, ...).
   crop_padding: int = 0
   flip: bool = False
+  # extractive_qa (data/qa.py): consecutive windows of a long context overlap by this many tokens (HF run_qa's
+  # doc_stride; 0: no striding, every context must fit one window), and the question keeps at most max_query_len.
+  doc_stride: int = 128
+  max_query_len: int = 64
 
   def __post_init__(self) -> None:
     object.__setattr__(self, 'objective', to_objective(self.objective))
@@ -132,6 +140,9 @@ class DataConfig:
         raise ValueError(f'data.label_names={list(self.label_names)}: the class names must be distinct, non-empty '
                          "strings, in class-id order, e.g. ('negative', 'positive')")
     self._check_images()
+    for name in ('doc_stride', 'max_query_len'):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < (name == 'max_query_len'):
+        raise ValueError(f'data.{name}={getattr(self, name)!r}: must be an integer >= {int(name == "max_query_len")}')
     if self.seq_len < 4:
       raise ValueError(f'data.seq_len={self.seq_len}: must be at least 4')
     if self.decoder_seq_len is not None and self.decoder_seq_len < 2:
@@ -263,6 +274,10 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
       hint = (" (seq2seq needs a source text and a target text: a 'tsv:' file with source and target columns, a "
               "translation or summarisation 'tfds:' dataset, 'builtin:sentence_reversal', or two text features "
               'named by data.source_feature and data.target_feature)')
+    if sources.TaskKind.QA in (kind, wanted):
+      hint = (" (extractive_qa reads questions, contexts and answers: 'tfds:squad/v1.1', 'tfds:squad/v2.0', "
+              "'builtin:cloze', 'json:<SQuAD JSON>', or a 'tsv:' file with id, context, question, answer_text and "
+              'answer_start columns)')
     raise ValueError(f'data.objective={config.objective.value} does not fit data.source={config.source!r}, a '
                      f'{kind.value} dataset; pick a matching objective or source{hint}')
   entry = EXAMPLES[config.objective]
@@ -462,6 +477,16 @@ def _classification(config: DataConfig, source: sources.Source, tokenizer: Token
   return source, transform
 
 
+def _extractive_qa(config: DataConfig, source: sources.Source, tokenizer: Tokenizer, specials: examples.SpecialIds,
+                   seed: int) -> tuple[Any, Transform]:
+  """Every window of every example as a row (`qa.build_features`): training uses them all, as HF's run_qa."""
+  del seed  # nothing is drawn
+  _require(specials, config.objective, 'cls', 'sep', 'pad')
+  table = qa.build_features(source, tokenizer, specials, seq_len=config.seq_len, doc_stride=config.doc_stride,
+                            max_query_len=config.max_query_len, where=f'data.source={config.source!r} {source.split}')
+  return table, lambda i, row: dict(row)
+
+
 TRAIN_SPLIT = 'train'  # the split a run trains on, the one that is augmented and measured for normalisation
 
 
@@ -546,4 +571,5 @@ EXAMPLES: dict[Objective, Examples] = {
     Objective.MLM_SOP: Examples(sources.TaskKind.CORPUS, _mlm_sop, _mlm_targets, masks=True, segment_pairs=True),
     Objective.IMAGE_CLASSIFICATION: Examples(sources.TaskKind.IMAGE_CLASSIFICATION, _image_classification,
                                              tokenized=False),
+    Objective.EXTRACTIVE_QA: Examples(sources.TaskKind.QA, _extractive_qa),
 }

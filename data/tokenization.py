@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers as hft  # HF's Rust library
 from sentencepiece import sentencepiece_model_pb2
@@ -110,6 +111,22 @@ class Tokenizer(Protocol):
   def decode(self, ids: Sequence[int]) -> str:
     """The text of `ids`, special tokens (pad, eos, cls, sep, mask, sentinels) left out."""
     ...
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """`encode(text)` and each token's (start, end) character span in `text` as given (before any lowercasing or
+    accent stripping), leading whitespace left out: extractive QA maps predicted tokens back to the text."""
+    ...
+
+
+def _trimmed(text: str, offsets: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+  """Spans without their leading whitespace (a byte-level BPE token or a '▁' piece holds the space before its
+  word), so that text[start:end] is what the token stands for."""
+  out = []
+  for start, end in offsets:
+    while start < end and text[start].isspace():
+      start += 1
+    out.append((start, end))
+  return out
 
 
 def _checked(ids: Sequence[int], vocab_size: int) -> list[int]:
@@ -206,6 +223,24 @@ class SentencePieceTokenizer(_SpecialIds):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     texts = [self._prepare(t) for t in texts] if any(self._steps) else list(texts)
     return self._sp.encode(texts, num_threads=-1)  # -1: one thread per core.
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    prepared = self._prepare(text) if any(self._steps) else text
+    if len(prepared) != len(text):  # NFKD without accents, '' -> ": positions in `text` are lost
+      raise ValueError('encode_with_offsets: this SentencePiece tokenizer rewrites the text before encoding '
+                       '(strip_accents or ALBERT\'s quotes), so its pieces have no offsets in the original text; '
+                       'use a tokenizer without them (e.g. wordpiece) for extractive QA')
+    pieces = self._sp.encode(prepared, out_type='proto').pieces
+    # sentencepiece gives byte offsets into the UTF-8 text: to characters.
+    char_of_byte = np.zeros(len(prepared.encode('utf-8')) + 1, np.int64)
+    byte = 0
+    for k, c in enumerate(prepared):
+      width = len(c.encode('utf-8'))
+      char_of_byte[byte:byte + width] = k
+      byte += width
+    char_of_byte[byte] = len(prepared)
+    return [p.id for p in pieces], _trimmed(text, [(int(char_of_byte[p.begin]), int(char_of_byte[p.end]))
+                                                  for p in pieces])
 
   def decode(self, ids: Sequence[int]) -> str:
     ids = _checked(ids, self.vocab_size)
@@ -319,6 +354,11 @@ class _RustTokenizer(_SpecialIds):
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    # The Rust pipeline aligns every normalisation step (lowercasing, accents) back to the input's characters.
+    encoding = self._tok.encode(text, add_special_tokens=False)
+    return encoding.ids, _trimmed(text, encoding.offsets)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     # The fast variant skips computing offsets, which the pipeline never uses.

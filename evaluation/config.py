@@ -13,6 +13,9 @@
                        beam search (4 beams, length penalty 0.6), language models top-k sampling
   eval.baselines       image classification: scikit-learn models fitted on the training images and scored on
                        each split beside the model (evaluation/images.py: logistic_regression, rbf_svm)
+  eval.n_best, eval.max_answer_length, eval.null_threshold
+                       extractive QA's post-processing (evaluation/qa.py): start and end candidates per window,
+                       the longest answer in tokens, and how far a span must beat the null answer (SQuAD v2)
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class EvalConfig:
   prompt_len: int = 16
   generate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   baselines: tuple[Baseline, ...] = ()
+  n_best: int = 20  # HF run_qa's n_best_size
+  max_answer_length: int = 30  # tokens, HF run_qa's
+  null_threshold: float = 0.0
 
   def __post_init__(self) -> None:
     for name in ('splits', 'predict_splits', 'submission'):
@@ -72,6 +78,9 @@ class EvalConfig:
     if self.baselines and self.objective is not Objective.IMAGE_CLASSIFICATION:
       raise ValueError(f'eval.baselines={[b.value for b in self.baselines]}: scikit-learn models of the pixels, for '
                        f'data.objective=image_classification only, not {self.objective.value}; set eval.baselines=()')
+    for name in ('n_best', 'max_answer_length'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'eval.{name}={getattr(self, name)}: must be >= 1')
     if not self.splits and not self.predict_splits:
       raise ValueError('eval.splits and eval.predict_splits are both empty: name at least one split')
 

@@ -12,6 +12,9 @@ matter), runs every example of `eval.splits` in order and reports (evaluation/co
                                mlm_sop: its MLM and sentence-order losses, sentence-order accuracy
   sequence-to-sequence         loss, perplexity, and BLEU / chrF / ROUGE of generated text against the references,
                                with the BLEU and chrF of copying the source text (source_copy_*) beside them
+  extractive QA                SQuAD's exact match and F1 of the answers gathered over every window of a question
+                               (evaluation/qa.py), the word-overlap baseline's (overlap_*) beside them;
+                               <split>_predictions.json ({id: text}) and <split>_nbest.json
 It writes <workdir>/eval/step_<N>/metrics.json, a predictions TSV per split (index, prediction), the GLUE
 submission files of `eval.predict_splits`, seq2seq and LM samples (<split>_samples.txt) and prints a table.
 """
@@ -34,7 +37,7 @@ from core import compile_cache
 from core.paths import user_path
 from data import tasks
 from evaluation import metrics as M
-from evaluation import generation, images, predict, submission, text_metrics
+from evaluation import generation, images, predict, qa, submission, text_metrics
 from evaluation.config import EvalConfig
 from objectives import Generation, Scoring
 from trainer import checkpoint, runner
@@ -184,6 +187,8 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
   limit = eval_cfg.max_examples or None
   batches = predict.split_batches(task, batch_size, limit=limit)
   spec = objectives.spec(run.data.objective)
+  if spec.scoring is Scoring.SPANS:
+    return score_spans(task, predictor.span_logits(params, batches), eval_cfg, predictions_path)
   if spec.scoring in (Scoring.CLASSES, Scoring.VALUES):
     regression = spec.scoring is Scoring.VALUES
     preds = predictor.classes(params, batches, regression=regression)
@@ -242,6 +247,23 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
       predictions_path.parent.mkdir(parents=True, exist_ok=True)
       predictions_path.with_name(f'{predictions_path.stem}_samples.txt').write_text(text + '\n')
       print(f'samples ({gen_cfg.strategy.value}):\n{text}', flush=True)
+  return out
+
+
+def score_spans(task: tasks.Task, logits: np.ndarray, eval_cfg: EvalConfig, predictions_path: Path
+                ) -> dict[str, float]:
+  """Extractive QA: SQuAD's EM and F1 of the answers from `logits` (F, T, 2), the first F features of the split,
+  the word-overlap baseline's on the same questions, and <split>_predictions.json / _nbest.json."""
+  nbest = qa.predict_answers(task.source, logits, n_best=eval_cfg.n_best, max_answer_length=eval_cfg.max_answer_length,
+                             null_threshold=eval_cfg.null_threshold, unanswerable=task.info.unanswerable)
+  golds = qa.golds_of(task.source.examples, list(nbest))
+  wanted = set(eval_cfg.metrics)
+  out = {k: v for k, v in qa.squad_scores(qa.best_answers(nbest), golds).items() if k in wanted}
+  baseline = qa.squad_scores(qa.overlap_baseline(task.source.examples), golds)
+  out |= {f'overlap_{k}': v for k, v in baseline.items() if k in wanted}
+  out['questions'] = float(len(golds))
+  if jax.process_index() == 0:
+    qa.write_predictions(predictions_path.with_name(f'{predictions_path.stem}_predictions.json'), nbest)
   return out
 
 

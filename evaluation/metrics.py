@@ -47,6 +47,9 @@ class Metric(enum.StrEnum):
   ROUGE1 = 'rouge1'
   ROUGE2 = 'rouge2'
   ROUGEL = 'rougeL'
+  # Extractive QA (evaluation/qa.py): SQuAD's official scores of the predicted answer texts, in percent.
+  EXACT_MATCH = 'exact_match'
+  SQUAD_F1 = 'squad_f1'  # token F1 against the best-matching gold answer (not F1, GLUE's binary F1)
 
 
 def _pair(predictions: ArrayLike, labels: ArrayLike, name: str,

@@ -4,6 +4,7 @@
   batches = split_batches(task, global_batch_size)        # in source order; the last one padded
   preds = predictor.classes(params, batches, regression=False)   # (N,) class ids (or regression values)
   sums = predictor.token_sums(params, batches)            # language models: per-example loss, weight, hits (+ SOP)
+  logits = predictor.span_logits(params, batches)         # extractive QA: (N, T, 2) start and end logits
 
 Unlike the training pipeline (data/pipeline.py), which shuffles and drops the last partial batch, evaluation
 must see each example exactly once and keep the order (GLUE submission files are indexed by position).
@@ -67,7 +68,8 @@ class Predictor:
     self._compiled: dict[tuple[Any, ...], Any] = {}
     self._fns = {'classes': functools.partial(_classify, module=module, regression=False),
                  'values': functools.partial(_classify, module=module, regression=True),
-                 'tokens': functools.partial(_token_sums, module=module)}
+                 'tokens': functools.partial(_token_sums, module=module),
+                 'spans': functools.partial(_span_logits, module=module)}
 
   def classes(self, params: Any, batches: Iterator[SplitBatch], *, regression: bool) -> np.ndarray:
     """(N,) predictions of every example, in source order (int32 class ids, or float32 values)."""
@@ -77,6 +79,10 @@ class Predictor:
     """Language models: (N,) per-example loss sums (nats), weights (predicted tokens) and correct tokens."""
     parts = list(self._run('tokens', params, batches))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def span_logits(self, params: Any, batches: Iterator[SplitBatch]) -> np.ndarray:
+    """Extractive QA: (N, T, 2) float32 start ([..., 0]) and end ([..., 1]) logits of every feature, in order."""
+    return np.concatenate(list(self._run('spans', params, batches)))
 
   def _run(self, name: str, params: Any, batches: Iterator[SplitBatch]) -> Iterator[Any]:
     """The function over every batch, with the padding rows of the last batch dropped."""
@@ -100,6 +106,11 @@ def _classify(params: Any, batch: Mapping[str, jax.Array], *, module: model.Tran
   """(B,) the predicted class (argmax of the logits) or, for regression, the predicted value."""
   logits = apply_model(module, params, batch, deterministic=True)['logits']
   return logits[:, 0] if regression else jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def _span_logits(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer) -> jax.Array:
+  """(B, T, 2) the span head's start and end logits, float32."""
+  return apply_model(module, params, batch, deterministic=True)['logits'].astype(jnp.float32)
 
 
 def _token_sums(params: Any, batch: Mapping[str, jax.Array], *, module: model.Transformer) -> dict[str, jax.Array]:

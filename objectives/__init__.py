@@ -45,6 +45,9 @@ class Scoring(enum.Enum):
   TOKENS = 'tokens'  # loss, perplexity and accuracy over the weighted target tokens (+ mlm_sop's sentence order)
   CLASSES = 'classes'  # the predicted class of each example against its label (a predictions TSV)
   VALUES = 'values'  # the predicted number of each example against its label (a predictions TSV)
+  # extractive QA: every window's start / end logits gathered per question, the best span's text against the gold
+  # answers (SQuAD's exact match and F1, evaluation/qa.py; <split>_predictions.json)
+  SPANS = 'spans'
 
 
 class Generation(enum.Enum):
@@ -106,6 +109,10 @@ SPECS: dict[Objective, ObjectiveSpec] = {
     Objective.IMAGE_CLASSIFICATION: ObjectiveSpec(
         family=Family.ENCODER, head=Head.CLASSIFIER, loss=LossKind.CLASSIFICATION, scoring=Scoring.CLASSES,
         metrics=(Metric.ACCURACY,), allowed=frozenset({Metric.ACCURACY, Metric.MATTHEWS}), per_class=True),
+    # SQuAD: the span head's start and end logits over every window of a question; the official EM and F1.
+    Objective.EXTRACTIVE_QA: ObjectiveSpec(
+        family=Family.ENCODER, head=Head.SPAN, loss=LossKind.SPAN, scoring=Scoring.SPANS,
+        metrics=(Metric.EXACT_MATCH, Metric.SQUAD_F1), allowed=frozenset({Metric.EXACT_MATCH, Metric.SQUAD_F1})),
 }
 
 

@@ -49,13 +49,15 @@ def built(raw_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 def test_prepare_builds_every_builtin_config(built: tuple[Path, list[prepare.Report]]) -> None:
   data_dir, reports = built
-  assert [r.name for r in reports] == prepare.expand(['sotu', 'moby_dick', 'next_sentence', 'movie_sentiment',
+  assert [r.name for r in reports] == prepare.expand(['sotu', 'moby_dick', 'next_sentence', 'sotu_cloze',
+                                                      'movie_sentiment',
                                                       'sentiment_snippets', 'sentence_reversal', 'bible',
                                                       'digits'])
   assert all(r.outcome is prepare.Outcome.BUILT for r in reports), [r.line() for r in reports]
   totals = {r.name: sum(n for _, n in r.counts) for r in reports}
   assert totals['sotu'] == len(raw_packages.SPEECH_STEMS)
   assert totals['moby_dick'] == len(raw_packages.CHAPTER_STEMS)  # the table of contents is left out.
+  assert totals['sotu_cloze'] == len(raw_packages.SPEECH_STEMS)  # one question ('... on the _____ in ...') each
   assert totals['movie_sentiment/binary'] == totals['movie_sentiment/regression'] == 12
   assert totals['sentiment_snippets/amazon_binary'] == 6
   assert totals['sentiment_snippets/corpus'] == 12 + 6 + 3 + 4  # movies, tweets, amazon and nyt documents.

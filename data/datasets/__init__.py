@@ -5,6 +5,7 @@
 | `sotu` | 233 State of the Union addresses (text, year, president, party) | train/validation ~95/5 | npm |
 | `moby_dick` | Moby-Dick, 138 chapters (text, chapter, title) | train/validation ~95/5 | npm |
 | `next_sentence` | MRPC-like pairs from the speeches: is sentence2 the next sentence? | as sotu | npm |
+| `sotu_cloze` | extractive QA (SQuAD's features): 4,108 one-word cloze questions on passages of the speeches | ~91/4/5 by speech | npm |
 | `movie_sentiment/{binary,regression}` | 10,605 movie-review sentences, SST-2-like | ~80/10/10 | pip |
 | `sentiment_snippets/<domain>_<task>`, `/corpus` | tweets, amazon, nyt x binary, regression; corpus | ~80/10/10 | pip |
 | `sentence_reversal` | seq2seq: a 4-16 word movie-review sentence -> its words reversed | ~80/10/10 | pip |
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.datasets import bible, digits, glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
+from data.datasets import bible, cloze, digits, glue_tsv, moby_dick, next_sentence, sentence_reversal, sentiment, sotu
 from data.datasets.common import AptPackages, RawPackage
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    cls.name: cls for cls in (sotu.Sotu, moby_dick.MobyDick, next_sentence.NextSentence,
+    cls.name: cls for cls in (sotu.Sotu, moby_dick.MobyDick, next_sentence.NextSentence, cloze.SotuCloze,
                               sentiment.MovieSentiment, sentiment.SentimentSnippets,
                               sentence_reversal.SentenceReversal, bible.Bible, digits.Digits, glue_tsv.GlueTsv)
 }
