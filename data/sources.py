@@ -35,7 +35,7 @@ feature, its shape (None where images differ in size) and whether a mirrored ima
 Extractive QA sources (TaskKind.QA) hold SQuAD's fields, every one normalised to
 `{'id', 'title', 'question', 'context', 'answers': {'text': [...], 'answer_start': [...]}}` (no answer: empty lists,
 SQuAD v2's unanswerable questions): the catalog's `tfds:squad/v1.1` and `tfds:squad/v2.0` (and any catalog dataset
-with squadlike features), `builtin:cloze`, a user's `json:<path>` in SQuAD's own nested format (data -> paragraphs ->
+with squadlike features), `builtin:sotu_cloze`, a user's `json:<path>` in SQuAD's own nested format (data -> paragraphs ->
 qas, several answers per question) and a `tsv:` file with the columns id, context, question, answer_text,
 answer_start (and optionally title; one answer per row, both empty for none). TaskInfo.unanswerable says whether
 questions may have no answer (v2: the evaluation then weighs the null answer, evaluation/qa.py). Whether each

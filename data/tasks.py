@@ -17,7 +17,7 @@
       example -> source ids + EOS (data.seq_len), target ids + EOS (data.decoder_seq_len, default seq_len)
       -> encoder inputs, teacher-forced decoder inputs, targets; the raw target text stays in
       `task.source[i][task.info.target_feature]`, the reference for BLEU / ROUGE of generated text
-  extractive_qa on a QA source ('tfds:squad/v1.1', 'builtin:cloze', 'json:...'; data/qa.py):
+  extractive_qa on a QA source ('tfds:squad/v1.1', 'builtin:sotu_cloze', 'json:...'; data/qa.py):
       example -> every window [CLS] question [SEP] context-window [SEP] with the answer's start / end tokens;
       the rows are these features (built at start-up), not the examples
 
@@ -276,7 +276,7 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
               'named by data.source_feature and data.target_feature)')
     if sources.TaskKind.QA in (kind, wanted):
       hint = (" (extractive_qa reads questions, contexts and answers: 'tfds:squad/v1.1', 'tfds:squad/v2.0', "
-              "'builtin:cloze', 'json:<SQuAD JSON>', or a 'tsv:' file with id, context, question, answer_text and "
+              "'builtin:sotu_cloze', 'json:<SQuAD JSON>', or a 'tsv:' file with id, context, question, answer_text and "
               'answer_start columns)')
     raise ValueError(f'data.objective={config.objective.value} does not fit data.source={config.source!r}, a '
                      f'{kind.value} dataset; pick a matching objective or source{hint}')
