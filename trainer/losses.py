@@ -11,8 +11,9 @@ evaluation batches are exact: mean = sum of per-token losses / sum of weights, n
       'sop_weight'); the training loss is the sum of the two means (`mean_loss`)
   span (extractive QA): the cross-entropy over the T positions of logits[..., 0] (B, T, 2) against start_positions
       (B,) and of logits[..., 1] against end_positions, averaged; an example weighs 1 when both positions lie in
-      [0, T), else 0 (HF clamps a position beyond the window to T and ignores it; a negative one is
-      data.batch.UNLABELED); 'correct' where both positions are right (an exact-span accuracy)
+      [0, T), else 0 (HF clamps a position beyond the window to T and ignores that half alone: the same loss
+      unless only one end of a span is outside; a negative position is data.batch.UNLABELED, which HF would clamp
+      to 0); 'correct' where both positions are right (an exact-span accuracy)
 
 Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
 normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do not drift.
