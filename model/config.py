@@ -308,6 +308,15 @@ class ModelConfig:
       if not self.pooler:
         fail('pooler', 'the pretraining head\'s sentence-order classifier reads the pooled first token: set '
              'model.pooler=True')
+    elif self.head is Head.SPAN:
+      if self.family is not Family.ENCODER:
+        fail('head', f'the span head (extractive QA) scores every token of an encoder, but model.family='
+             f'{self.family.value}: use family=encoder')
+      if self.inputs is not Inputs.TOKENS:
+        fail('head', f'the span head picks a span of tokens, but model.inputs={self.inputs.value}: use inputs=tokens')
+      if self.pooler:  # HF's *ForQuestionAnswering have none; a pooler here would train on nothing
+        fail('pooler', 'the span head reads every token\'s hidden state, not the pooled first token (HF\'s '
+             '*ForQuestionAnswering have no pooler): set model.pooler=False')
     if self.head is not Head.CLASSIFIER and self.num_labels:
       fail('num_labels', f'only used by head=classifier, but head={self.head.value}; set num_labels=0')
     if (self.target_mean, self.target_scale) != (0.0, 1.0) and not (self.head is Head.CLASSIFIER and

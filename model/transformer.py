@@ -1,7 +1,7 @@
 """The one Transformer module of all three families; the family and the head are config values.
 
   encoder          token embed -> encoder Stack -> [pooler] -> [MLM head | classifier | both MLM head and
-                   sentence-order classifier]                                          (BERT, ALBERT)
+                   sentence-order classifier | span head on every token]               (BERT, ALBERT)
                    [CLS] + patch embed -> pre-LN encoder Stack -> [pooler] -> [classifier]    (ViT)
   decoder          token embed -> causal decoder Stack -> [LM head]                           (GPT-2)
   encoder_decoder  shared embed -> encoder Stack -> causal decoder Stack with cross-attention
@@ -41,8 +41,8 @@ class VocabKernel(nn.Module):
 class Transformer(nn.Module):
   """`apply` returns {'hidden': (B, T, D) final hidden states, 'logits': head output (if any),
   'pooled': (B, D) (with a pooler; without one, what a classifier reads), 'sop_logits': (B, 2) (the pretraining
-  head), 'encoder_hidden': (B, S, D)
-  (encoder-decoder)}."""
+  head), 'encoder_hidden': (B, S, D) (encoder-decoder)}. The span head's 'logits' are (B, T, 2): each token's
+  score as the answer's start ([..., 0]) and end ([..., 1])."""
 
   cfg: ModelConfig
 
@@ -83,6 +83,8 @@ class Transformer(nn.Module):
       self.sop_dropout = Dropout(cfg.dropout_rate)
       self.sop_classifier = dense(SENTENCE_ORDER_CLASSES, (None, None), use_bias=True, name='sop_classifier',
                                   **dense_kw)
+    if cfg.head is Head.SPAN:  # HF's qa_outputs: no dropout before it (as Bert/Roberta/AlbertForQuestionAnswering)
+      self.qa_outputs = dense(2, (None, None), use_bias=True, name='qa_outputs', **dense_kw)
 
   def _embed_tokens(self, ids: jax.Array) -> jax.Array:
     x = self.token_embed(ids)
@@ -237,6 +239,9 @@ class Transformer(nn.Module):
         out['logits'] = self.classifier(pooled).astype(jnp.float32)
         if cfg.num_labels == 1:  # regression, in the labels' units
           out['logits'] = cfg.target_mean + cfg.target_scale * out['logits']
+      case Head.SPAN:
+        out['logits'] = nn.with_logical_constraint(self.qa_outputs(hidden).astype(jnp.float32),
+                                                   (P.BATCH, P.LENGTH, None))
       case Head.NONE:
         pass
     if cfg.head is Head.PRETRAINING:

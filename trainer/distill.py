@@ -188,8 +188,8 @@ def distillation_sums(cfg: DistillConfig, kind: LossKind, student: Mapping[str, 
   `hidden_validity`). Returns 'hard' (the objective's loss, z-loss included), 'z_loss', 'correct' and 'weight'
   as `losses.loss_sums` gives them, 'kl' (weighted like 'hard'), 'cos' and 'tokens' (the sum of hidden_valid).
   """
-  if kind is LossKind.REGRESSION:
-    raise ValueError('distillation needs class or vocabulary logits, not a regression output')
+  if kind in (LossKind.REGRESSION, LossKind.SPAN):
+    raise ValueError(f'distillation needs class or vocabulary logits, not a {kind.value} output')
   sums = losses.loss_sums(kind, student['logits'], batch, z_loss)
   sums['hard'] = sums.pop('loss')
   weights = losses.position_weights(kind, batch)

@@ -9,6 +9,11 @@ evaluation batches are exact: mean = sum of per-token losses / sum of weights, n
   mlm_sop (PRETRAINING): the token loss of the MLM logits, plus the sentence order's cross-entropy of sop_logits
       (B, 2) against sentence_order_label (B,) with every example weighing 1 ('sop_loss', 'sop_correct',
       'sop_weight'); the training loss is the sum of the two means (`mean_loss`)
+  span (extractive QA): the cross-entropy over the T positions of logits[..., 0] (B, T, 2) against start_positions
+      (B,) and of logits[..., 1] against end_positions, averaged; an example weighs 1 when both positions lie in
+      [0, T), else 0 (HF clamps a position beyond the window to T and ignores that half alone: the same loss
+      unless only one end of a span is outside; a negative position is data.batch.UNLABELED, which HF would clamp
+      to 0); 'correct' where both positions are right (an exact-span accuracy)
 
 Optional z-loss (PaLM, ST-MoE; T5X's `z_loss`): coefficient * log(Z)^2 per token, Z the softmax
 normaliser, added to the cross-entropy; it keeps log Z near 0 so bf16 logits do not drift.
@@ -48,11 +53,14 @@ def loss_kind(objective: Objective | str) -> LossKind:
 
 def position_weights(kind: LossKind, batch: Mapping[str, jax.Array]) -> jax.Array:
   """How much each prediction counts, float32: loss_weights (B, T) (tokens; pretraining's MLM part), 1 per
-  labelled example (B,) (classification), 1 per example (B,) (regression)."""
+  labelled example (B,) (classification), 1 per example whose span lies in the window (B,) (span), 1 per example
+  (B,) (regression)."""
   if kind.tokens:
     return batch['loss_weights'].astype(jnp.float32)
   if kind is LossKind.CLASSIFICATION:
     return _labelled(batch['label'])
+  if kind is LossKind.SPAN:  # the logits' positions are the input's (length bucketing trims both alike)
+    return _in_window(batch['start_positions'], batch['end_positions'], batch['input_ids'].shape[1])
   return jnp.ones(batch['label'].shape, jnp.float32)
 
 
@@ -83,6 +91,11 @@ def mean_loss(sums: Sums, denominators: Sums) -> jax.Array:
 def _labelled(labels: jax.Array) -> jax.Array:
   """1.0 where a class label is a class, 0.0 at data.batch.UNLABELED (or any negative value)."""
   return (labels >= 0).astype(jnp.float32)
+
+
+def _in_window(starts: jax.Array, ends: jax.Array, length: int) -> jax.Array:
+  """(B,) float32: 1.0 where both positions of a span are positions of a window of `length` tokens."""
+  return ((starts >= 0) & (starts < length) & (ends >= 0) & (ends < length)).astype(jnp.float32)
 
 
 def _label_stats(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -116,6 +129,22 @@ def cross_entropy_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array,
   and 'weight'; with `per_example`, over every position of each example: (B,) each."""
   log_z, label_logit, correct = _label_stats(logits.astype(jnp.float32), labels)
   return _weighted_sums(log_z, label_logit, correct, weights, z_loss, per_example)
+
+
+def span_sums(logits: jax.Array, starts: jax.Array, ends: jax.Array, z_loss: float = 0.0, *,
+              per_example: bool = False) -> Sums:
+  """logits (B, T, 2) float32 (start, end); starts, ends (B,) int. Sums over the examples (or, with
+  `per_example`, (B,) each) of 'loss' (the mean of the start's and the end's cross-entropy over the T positions,
+  + z-loss, HF *ForQuestionAnswering's total_loss per example), 'z_loss', 'correct' (1 where both are right) and
+  'weight' (1 per example whose positions both lie in [0, T), see the module docstring)."""
+  length = logits.shape[1]
+  weights = _in_window(starts, ends, length)
+  positions = jnp.clip(jnp.stack([starts, ends], axis=-1), 0, length - 1)  # (B, 2); out of the window weighs 0
+  log_z, label_logit, correct = _label_stats(jnp.swapaxes(logits.astype(jnp.float32), 1, 2), positions)
+  both = jnp.broadcast_to(jnp.min(correct, axis=-1, keepdims=True), correct.shape)  # (B, 2)
+  # Each half weighs half the example: the sums over the last axis are the example's mean and its weight.
+  return _weighted_sums(log_z, label_logit, both, jnp.broadcast_to(weights[:, None] / 2, correct.shape), z_loss,
+                        per_example)
 
 
 def projected_cross_entropy_sums(hidden: jax.Array, kernel: jax.Array, bias: jax.Array | None, labels: jax.Array,
@@ -221,7 +250,7 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
   batch, or with `per_example` (eval.py, which scores every example once) over each example, (B,) each.
 
   logits: (B, T, V) for TOKENS and PRETRAINING (its MLM part: `sentence_order_sums` adds the rest), (B, C) for
-  CLASSIFICATION, (B, 1) for REGRESSION (the model's 'logits').
+  CLASSIFICATION, (B, 1) for REGRESSION, (B, T, 2) for SPAN (the model's 'logits').
   """
   match kind:
     case LossKind.TOKENS | LossKind.PRETRAINING:
@@ -229,6 +258,8 @@ def loss_sums(kind: LossKind, logits: jax.Array, batch: Mapping[str, jax.Array],
     case LossKind.CLASSIFICATION:
       labels = batch['label']
       return cross_entropy_sums(logits, jnp.maximum(labels, 0), _labelled(labels), z_loss, per_example=per_example)
+    case LossKind.SPAN:
+      return span_sums(logits, batch['start_positions'], batch['end_positions'], z_loss, per_example=per_example)
     case LossKind.REGRESSION:
       squared = jnp.square(logits[:, 0].astype(jnp.float32) - batch['label'].astype(jnp.float32))
       ones = jnp.ones_like(squared)

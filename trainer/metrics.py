@@ -79,8 +79,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None 
 def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = None) -> int:
   """Multiply-adds of the matmuls of one example's forward pass, from the architecture.
 
-  Each weight matrix counts where it runs: per token of its stack, per example for a classifier's pooler
-  and head, and once per application of a layer (`num_layers` applications, also when layers share
+  Each weight matrix counts where it runs: per token of its stack (and of the span head), per example for a
+  classifier's pooler and head, and once per application of a layer (`num_layers` applications, also when layers share
   parameters, as ALBERT's do). Attention adds 2·T·H·Q per query and layer (scores and values over all T
   keys, also under a causal mask, as PaLM counts them); cross-attention's keys and values are projected once
   per encoder token. A classifier's last layer computes [CLS] alone (the model's head_only): queries, output and
@@ -130,6 +130,8 @@ def forward_macs(cfg: ModelConfig, seq_len: int, decoder_seq_len: int | None = N
         macs += d * SENTENCE_ORDER_CLASSES  # the sentence-order classifier, once per example
     case Head.CLASSIFIER:
       macs += d * cfg.num_labels
+    case Head.SPAN:
+      macs += t * d * 2  # start and end scores of every token
     case Head.NONE:
       pass
   return macs

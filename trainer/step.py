@@ -79,6 +79,10 @@ class StepConfig:
       raise ValueError(f'distill.teacher={self.distill.teacher!r}: data.objective={self.objective.value} trains two '
                        'heads (MLM and sentence order), which distillation does not compare; distil an mlm or a '
                        "classification objective, or set --config.distill.teacher=''")
+    if self.distill.enabled and self.loss_kind is losses.LossKind.SPAN:
+      raise ValueError(f'distill.teacher={self.distill.teacher!r}: data.objective={self.objective.value} scores '
+                       'answer spans (a start and an end distribution over the tokens), which distillation does not '
+                       "compare; distil a classification or token objective, or set --config.distill.teacher=''")
     if self.distill.enabled and self.chunked_logits:
       raise ValueError(f'train.logits_chunk={self.logits_chunk}: distillation (distill.teacher) needs the student\'s '
                        'whole logits for the KL; set --config.train.logits_chunk=0 (with data.max_targets the '
@@ -300,9 +304,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
 
   Dropout is on, with the key fold_in(rng, state.step). Metrics (float32 scalars): loss (mean over the
   weighted tokens or examples, z-loss included), z_loss (its part of loss), weight (number of weighted
-  tokens / examples), accuracy (not for regression), grad_norm (before clipping), param_norm (after the
-  update), learning_rate (of this update). mlm_sop: loss is the MLM mean plus the sentence order's, mlm_loss and
-  sop_loss are those parts, accuracy the MLM tokens', sop_accuracy the sentence order's.
+  tokens / examples), accuracy (not for regression; span: both positions right), grad_norm (before clipping),
+  param_norm (after the update), learning_rate (of this update). mlm_sop: loss is the MLM mean plus the sentence
+  order's, mlm_loss and sop_loss are those parts, accuracy the MLM tokens', sop_accuracy the sentence order's.
 
   Distilling (`teacher_module` and its `teacher_params`, read and never updated): loss is the distillation
   loss (trainer/distill.py), and distill_kl, distill_hard, distill_cos are its parts, unweighted means.

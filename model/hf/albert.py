@@ -1,5 +1,5 @@
-"""ALBERT (AlbertModel, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertForPreTraining): the table and
-config.json fields.
+"""ALBERT (AlbertModel, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertForPreTraining,
+AlbertForQuestionAnswering): the table and config.json fields.
 
 ALBERT is BERT with factorised embeddings (model.embedding_size, the E -> d_model projection
 `embedding_hidden_mapping_in`) and cross-layer sharing (model.num_layer_groups: HF's `albert_layer_groups.{g}`
@@ -42,6 +42,7 @@ ALBERT_TABLE: tuple[Row, ...] = (
     ('predictions.decoder.weight', 'lm_head/kernel', LINEAR),  # untied only; else a tied duplicate
     *dense('classifier', 'classifier'),
     *dense('sop_classifier.classifier', 'sop_classifier'),
+    *dense('qa_outputs', 'qa_outputs'),  # the span head (AlbertForQuestionAnswering: no pooler)
 )
 
 
@@ -58,8 +59,8 @@ def _albert_fields(hf: Mapping[str, Any], head: Head, tied: bool) -> dict[str, A
       norm=Norm.LAYER, norm_placement=NormPlacement.POST, norm_eps=hf.get('layer_norm_eps', 1e-12), embed_norm=True,
       activation=activation(hf.get('hidden_act', 'gelu_new')), dropout_rate=hf.get('hidden_dropout_prob', 0.0),
       attention_dropout_rate=hf.get('attention_probs_dropout_prob', 0.0), ffn_dropout_rate=0.0,
-      init_std=hf.get('initializer_range', 0.02), head=head, pooler=head is not Head.LM, tie_embeddings=tied,
-      lm_head_bias=head.lm, num_labels=num_labels(hf, head))
+      init_std=hf.get('initializer_range', 0.02), head=head, pooler=head not in (Head.LM, Head.SPAN),
+      tie_embeddings=tied, lm_head_bias=head.lm, num_labels=num_labels(hf, head))
 
 
 def _albert_config(cfg: ModelConfig) -> dict[str, Any]:
@@ -75,9 +76,10 @@ def _albert_config(cfg: ModelConfig) -> dict[str, Any]:
 SPEC = FamilySpec(
     model_type='albert', family=Family.ENCODER,
     classes={'AlbertModel': Head.NONE, 'AlbertForMaskedLM': Head.LM,
-             'AlbertForSequenceClassification': Head.CLASSIFIER, 'AlbertForPreTraining': Head.PRETRAINING},
-    prefix='albert.', head_prefixes=('predictions.', 'classifier.', 'sop_classifier.'), table=ALBERT_TABLE,
-    to_fields=_albert_fields,
+             'AlbertForSequenceClassification': Head.CLASSIFIER, 'AlbertForPreTraining': Head.PRETRAINING,
+             'AlbertForQuestionAnswering': Head.SPAN},
+    prefix='albert.', head_prefixes=('predictions.', 'classifier.', 'sop_classifier.', 'qa_outputs.'),
+    table=ALBERT_TABLE, to_fields=_albert_fields,
     to_config=_albert_config,
     aliases=(('predictions.decoder.weight', 'albert.embeddings.word_embeddings.weight'),),
     buffers=((r'albert\.embeddings\.position_ids', is_arange),

@@ -1,4 +1,5 @@
-"""BERT (BertModel, BertForMaskedLM, BertForSequenceClassification): the table and config.json fields."""
+"""BERT (BertModel, BertForMaskedLM, BertForSequenceClassification, BertForQuestionAnswering): the table and
+config.json fields."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ BERT_TABLE: tuple[Row, ...] = (
     ('cls.predictions.bias', 'lm_bias', VECTOR),
     ('cls.predictions.decoder.weight', 'lm_head/kernel', LINEAR),  # untied only; else a tied duplicate
     *dense('classifier', 'classifier'),
+    *dense('qa_outputs', 'qa_outputs'),  # the span head (*ForQuestionAnswering: no pooler)
 )
 
 
@@ -55,8 +57,8 @@ def bert_fields(hf: Mapping[str, Any], head: Head, tied: bool) -> dict[str, Any]
       norm_eps=hf.get('layer_norm_eps', 1e-12), embed_norm=True, activation=activation(hf.get('hidden_act', 'gelu')),
       dropout_rate=hf.get('hidden_dropout_prob', 0.1),
       attention_dropout_rate=hf.get('attention_probs_dropout_prob', 0.1),
-      ffn_dropout_rate=0.0, init_std=hf.get('initializer_range', 0.02), head=head, pooler=head is not Head.LM,
-      tie_embeddings=tied, lm_head_bias=head is Head.LM,
+      ffn_dropout_rate=0.0, init_std=hf.get('initializer_range', 0.02), head=head,
+      pooler=head not in (Head.LM, Head.SPAN), tie_embeddings=tied, lm_head_bias=head is Head.LM,
       # HF's classifier_dropout (if set) only changes training; ours uses dropout_rate there.
       num_labels=num_labels(hf, head))
 
@@ -73,8 +75,9 @@ def bert_config(cfg: ModelConfig) -> dict[str, Any]:
 
 SPEC = FamilySpec(
     model_type='bert', family=Family.ENCODER,
-    classes={'BertModel': Head.NONE, 'BertForMaskedLM': Head.LM, 'BertForSequenceClassification': Head.CLASSIFIER},
-    prefix='bert.', head_prefixes=('cls.', 'classifier.'), table=BERT_TABLE, to_fields=bert_fields,
+    classes={'BertModel': Head.NONE, 'BertForMaskedLM': Head.LM, 'BertForSequenceClassification': Head.CLASSIFIER,
+             'BertForQuestionAnswering': Head.SPAN},
+    prefix='bert.', head_prefixes=('cls.', 'classifier.', 'qa_outputs.'), table=BERT_TABLE, to_fields=bert_fields,
     to_config=bert_config,
     aliases=(('cls.predictions.decoder.weight', 'bert.embeddings.word_embeddings.weight'),),
     buffers=((r'bert\.embeddings\.position_ids', is_arange),))

@@ -1,6 +1,6 @@
-"""DistilBERT (DistilBertModel, DistilBertForMaskedLM, DistilBertForSequenceClassification): a post-LN encoder
-without token types or pooler; its classifier reads [CLS] through pre_classifier + ReLU (our pooler with
-pooler_activation=relu)."""
+"""DistilBERT (DistilBertModel, DistilBertForMaskedLM, DistilBertForSequenceClassification,
+DistilBertForQuestionAnswering): a post-LN encoder without token types or pooler; its classifier reads [CLS] through
+pre_classifier + ReLU (our pooler with pooler_activation=relu)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ DISTILBERT_TABLE: tuple[Row, ...] = (
     ('vocab_projector.weight', 'lm_head/kernel', LINEAR),  # untied only; else a tied duplicate
     *dense('pre_classifier', 'pooler'),
     *dense('classifier', 'classifier'),
+    *dense('qa_outputs', 'qa_outputs'),
 )
 
 _EPS = 1e-12  # every DistilBERT LayerNorm's; config.json has no field for it.
@@ -43,7 +44,8 @@ def _distilbert_fields(hf: Mapping[str, Any], head: Head, tied: bool) -> dict[st
       attention_dropout_rate=hf.get('attention_dropout', 0.1), ffn_dropout_rate=0.0,
       init_std=hf.get('initializer_range', 0.02), head=head, pooler=classifier,
       pooler_activation=Activation.RELU if classifier else Activation.TANH, tie_embeddings=tied,
-      # HF's seq_classif_dropout only changes training; ours uses dropout_rate there.
+      # HF's seq_classif_dropout only changes training; ours uses dropout_rate there. Its qa_dropout before qa_outputs
+      # too: our span head has none (as the other *ForQuestionAnswering).
       lm_head_bias=head is Head.LM, num_labels=num_labels(hf, head))
 
 
@@ -59,8 +61,8 @@ def _distilbert_config(cfg: ModelConfig) -> dict[str, Any]:
 SPEC = FamilySpec(
     model_type='distilbert', family=Family.ENCODER,
     classes={'DistilBertModel': Head.NONE, 'DistilBertForMaskedLM': Head.LM,
-             'DistilBertForSequenceClassification': Head.CLASSIFIER},
-    prefix='distilbert.', head_prefixes=('vocab_', 'pre_classifier.', 'classifier.'), table=DISTILBERT_TABLE,
-    to_fields=_distilbert_fields, to_config=_distilbert_config,
+             'DistilBertForSequenceClassification': Head.CLASSIFIER, 'DistilBertForQuestionAnswering': Head.SPAN},
+    prefix='distilbert.', head_prefixes=('vocab_', 'pre_classifier.', 'classifier.', 'qa_outputs.'),
+    table=DISTILBERT_TABLE, to_fields=_distilbert_fields, to_config=_distilbert_config,
     aliases=(('vocab_projector.weight', 'distilbert.embeddings.word_embeddings.weight'),),
     buffers=((r'distilbert\.embeddings\.position_ids', is_arange),))

@@ -1,5 +1,6 @@
-"""RoBERTa (RobertaModel, RobertaForMaskedLM, RobertaForSequenceClassification): BERT's encoder under `roberta.`
-with positions from row pad_token_id + 1 (model.position_offset), and its own MLM and classification heads."""
+"""RoBERTa (RobertaModel, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaForQuestionAnswering): BERT's
+encoder under `roberta.` with positions from row pad_token_id + 1 (model.position_offset), and its own MLM and
+classification heads."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ROBERTA_TABLE: tuple[Row, ...] = (
     ('lm_head.bias', 'lm_bias', VECTOR),
     ('lm_head.decoder.weight', 'lm_head/kernel', LINEAR),  # untied only; else a tied duplicate
     *dense('classifier.out_proj', 'classifier'),
+    *dense('qa_outputs', 'qa_outputs'),
 )
 
 # RobertaClassificationHead is dense + tanh on <s>, then out_proj: our pooler and classifier. The task class
@@ -47,8 +49,8 @@ def _roberta_config(cfg: ModelConfig) -> dict[str, Any]:
 SPEC = FamilySpec(
     model_type='roberta', family=Family.ENCODER,
     classes={'RobertaModel': Head.NONE, 'RobertaForMaskedLM': Head.LM,
-             'RobertaForSequenceClassification': Head.CLASSIFIER},
-    prefix='roberta.', head_prefixes=('lm_head.', 'classifier.'), table=ROBERTA_TABLE, head_tables=_POOLERS,
-    to_fields=_roberta_fields, to_config=_roberta_config,
+             'RobertaForSequenceClassification': Head.CLASSIFIER, 'RobertaForQuestionAnswering': Head.SPAN},
+    prefix='roberta.', head_prefixes=('lm_head.', 'classifier.', 'qa_outputs.'), table=ROBERTA_TABLE,
+    head_tables=_POOLERS, to_fields=_roberta_fields, to_config=_roberta_config,
     aliases=(('lm_head.decoder.weight', 'roberta.embeddings.word_embeddings.weight'),),
     buffers=((r'roberta\.embeddings\.position_ids', is_arange), (r'roberta\.embeddings\.token_type_ids', is_zeros)))
