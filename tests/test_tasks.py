@@ -370,7 +370,7 @@ def test_seq2seq_auto_vocabulary_reads_both_sides(seq2seq_tsv, monkeypatch):
     del spec, auto_dir
     seen.extend(corpus)
     return WORDS
-  monkeypatch.setattr(tasks, 'load_tokenizer', load)
+  monkeypatch.setattr(tasks.token_cache, 'load_tokenizer', load)
   for split in ('train', 'validation'):  # the validation task trains on the train split too
     seen.clear()
     config = tasks.DataConfig(source=seq2seq_tsv, objective='seq2seq', seq_len=6)
