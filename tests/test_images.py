@@ -174,8 +174,8 @@ def _run_config(data_dir: Path, **overrides: object):
     (dict(model__num_labels=5), ValueError,
      r"model.num_labels=5, but data.source='builtin:digits' has 10 classes: set --config.model.num_labels=10"),
     (dict(data__seq_len=65), ValueError,
-     r'data.seq_len=65, but the model runs \[CLS\] \+ 16 patches = 17 tokens \(model.image_size=8, '
-     r'model.patch_size=2\): set --config.data.seq_len=17'),
+     r'data.seq_len=65, but the model runs \[CLS\] \+ 4 patches = 5 tokens \(model.image_size=8, '
+     r'model.patch_size=4\): set --config.data.seq_len=5'),
     (dict(model__patch_size=3), ConfigError, r'model.patch_size=3: must divide model.image_size=8'),
     (dict(data__flip=True), ValueError,
      r"data.flip=True: a mirrored image of data.source='builtin:digits' is not one of its class"),
