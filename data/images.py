@@ -3,8 +3,9 @@
   fit        data.image_size None: as stored (one square size, else an error naming the field); else `resize` (the
              shorter side to image_size, bilinear, then the centre square: the usual evaluation crop) or `pad`
              (zeros around, centred; an image larger than image_size is an error)
-  augment    training only: a random image_size crop of the image padded by data.crop_padding zero pixels on each
-             side (He et al. 2016's CIFAR recipe), then a horizontal flip with probability 1/2 (data.flip); the
+  augment    training only: a rotation by up to data.rotate degrees either way (bilinear), a random image_size crop
+             of the image padded by data.crop_padding zero pixels on each side (He et al. 2016's CIFAR recipe), then
+             a horizontal flip with probability 1/2 (data.flip); the
              draws come from example_rng(seed, epoch, index, Stream.AUGMENT), so a resumed run sees the same images
   normalise  (pixel - mean[c]) / std[c] in the source's own units (0..16 for digits, 0..255 for photographs)
 
@@ -52,9 +53,13 @@ def fit(image: np.ndarray, size: int | None, how: ImageFit) -> np.ndarray:
   return resized[top:top + size, left:left + size]
 
 
-def augment(image: np.ndarray, rng: np.random.Generator, *, crop_padding: int, flip: bool) -> np.ndarray:
-  """A random crop of `image` (H, W, C) padded by crop_padding zeros, and a horizontal flip with probability 1/2
-  (if `flip`). Uniform doubles only (`rng.random`, see data/examples.example_rng): offsets floor(u * (2p + 1))."""
+def augment(image: np.ndarray, rng: np.random.Generator, *, crop_padding: int, flip: bool,
+            rotate: float = 0.0) -> np.ndarray:
+  """A rotation by an angle uniform in [-rotate, rotate] degrees (if `rotate`), a random crop of `image` (H, W, C)
+  padded by crop_padding zeros, and a horizontal flip with probability 1/2 (if `flip`). Uniform doubles only
+  (`rng.random`, see data/examples.example_rng): the angle (2u - 1) * rotate, offsets floor(u * (2p + 1))."""
+  if rotate:
+    image = rotated(image, (2 * rng.random() - 1) * rotate)
   if crop_padding:
     height, width, _ = image.shape
     padded = np.pad(image, ((crop_padding, crop_padding), (crop_padding, crop_padding), (0, 0)))
@@ -63,6 +68,15 @@ def augment(image: np.ndarray, rng: np.random.Generator, *, crop_padding: int, f
   if flip and rng.random() < 0.5:
     image = image[:, ::-1]
   return image
+
+
+def rotated(image: np.ndarray, degrees: float) -> np.ndarray:
+  """`image` (H, W, C) turned counter-clockwise by `degrees` about its centre, bilinear, zeros where nothing was:
+  float32 (an 8x8 digit has 17 grey levels; rounding the interpolated pixels back to them would lose the turn)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  channels = [Image.fromarray(image[..., c].astype(np.float32), mode='F').rotate(
+      degrees, resample=Image.Resampling.BILINEAR, fillcolor=0.0) for c in range(image.shape[-1])]
+  return np.stack([np.asarray(c, np.float32) for c in channels], axis=-1)
 
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -115,6 +115,8 @@ class DataConfig:
   # class: digits, mnist, ...).
   crop_padding: int = 0
   flip: bool = False
+  # ... and first a rotation by an angle uniform in [-rotate, rotate] degrees (0: none): handwriting's slant.
+  rotate: float = 0.0
   # extractive_qa (data/qa.py): consecutive windows of a long context overlap by this many tokens (HF run_qa's
   # doc_stride; 0: no striding, every context must fit one window), and the question keeps at most max_query_len.
   doc_stride: int = 128
@@ -179,7 +181,7 @@ class DataConfig:
       object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
     if not self.images:
       given = [f'data.{n}={getattr(self, n)!r}' for n in ('image_size', 'image_mean', 'image_std', 'crop_padding',
-                                                          'flip') if getattr(self, n)]
+                                                          'flip', 'rotate') if getattr(self, n)]
       if given:
         raise ValueError(f'{", ".join(given)}: only data.objective=image_classification reads images, not '
                          f'{self.objective.value}; unset {" and ".join(g.split("=")[0] for g in given)}')
@@ -197,6 +199,8 @@ class DataConfig:
     if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
       raise ValueError(f'data.crop_padding={self.crop_padding!r}: pixels of zero padding around the random crop, '
                        'an integer >= 0 (0: no crop)')
+    if not isinstance(self.rotate, (int, float)) or not 0 <= self.rotate < 180:
+      raise ValueError(f'data.rotate={self.rotate!r}: the largest rotation in degrees, a number in [0, 180) (0: none)')
 
   @property
   def images(self) -> bool:
@@ -282,7 +286,7 @@ def build_task(config: DataConfig, split: str, *, seed: int, tokenizer: Tokenize
                      f'{kind.value} dataset; pick a matching objective or source{hint}')
   entry = EXAMPLES[config.objective]
   if config.images and (not augment or split != TRAIN_SPLIT):
-    config = dataclasses.replace(config, crop_padding=0, flip=False)
+    config = dataclasses.replace(config, crop_padding=0, flip=False, rotate=0.0)
   if tokenizer is None and entry.tokenized:
     corpus = None
     if split == 'train':
@@ -493,7 +497,7 @@ TRAIN_SPLIT = 'train'  # the split a run trains on, the one that is augmented an
 def _image_classification(config: DataConfig, source: sources.Source, tokenizer: None, specials: None,
                           seed: int) -> tuple[Any, Transform]:
   """image -> pixel_values (C, H, W) float32 and label (data/images.py): fitted to data.image_size, augmented
-  when data.crop_padding or data.flip (build_task leaves both off but on the train split), normalised by
+  when data.rotate, data.crop_padding or data.flip (build_task leaves them off but on the train split), normalised by
   data.image_mean / image_std or the training split's figures."""
   del tokenizer, specials  # images have no tokens
   info = source.info
@@ -510,12 +514,13 @@ def _image_classification(config: DataConfig, source: sources.Source, tokenizer:
     mean, std = _training_stats(config.source, config.data_dir, config.image_size, config.image_fit)
   name = info.image_feature
   rng = _rng_of(seed, examples.Stream.AUGMENT, Masking.DYNAMIC)
-  augmenting = bool(config.crop_padding or config.flip)
+  augmenting = bool(config.crop_padding or config.flip or config.rotate)
 
   def transform(i: int, example: Mapping[str, Any]) -> Example:
     image = images.fit(np.asarray(example[name]), config.image_size, config.image_fit)
     if augmenting:
-      image = images.augment(image, rng(i, len(source)), crop_padding=config.crop_padding, flip=config.flip)
+      image = images.augment(image, rng(i, len(source)), crop_padding=config.crop_padding, flip=config.flip,
+                             rotate=config.rotate)
     return {'pixel_values': images.normalise(image, mean, std), 'label': np.int32(example['label'])}
   return source, transform
 

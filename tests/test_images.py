@@ -68,7 +68,7 @@ def test_digits_examples_and_normalisation(data_dir: Path) -> None:
 def test_augmentation_is_drawn_from_seed_epoch_and_index(data_dir: Path) -> None:
   """The same (seed, position) gives the same image in any process; the next epoch (position + N) another crop;
   evaluation splits and augment=False never augment."""
-  config = _data(data_dir, crop_padding=2)
+  config = _data(data_dir, crop_padding=2, rotate=15.0)
   task, again = build_task(config, 'train', seed=3), build_task(config, 'train', seed=3)
   n = len(task.source)
   first = [task.transform(i, task.source[i])['pixel_values'] for i in range(8)]
@@ -80,11 +80,12 @@ def test_augmentation_is_drawn_from_seed_epoch_and_index(data_dir: Path) -> None
              for i, a in enumerate(first))
   mean, std = images.channel_stats(n, lambda i: task.source[i]['image'])  # the run's figures (no data.image_mean)
   rng = examples.example_rng(3, 1, 5, examples.Stream.AUGMENT)  # epoch 1, index 5
-  expected = images.normalise(images.augment(task.source[5]['image'], rng, crop_padding=2, flip=False), mean, std)
+  augmented = images.augment(task.source[5]['image'], rng, crop_padding=2, flip=False, rotate=15.0)
+  expected = images.normalise(augmented, mean, std)
   np.testing.assert_allclose(task.transform(n + 5, task.source[5])['pixel_values'], expected, rtol=1e-6)
   plain = build_task(_data(data_dir), 'train', seed=3)
   for split_task in (build_task(config, 'validation', seed=3), build_task(config, 'train', seed=3, augment=False)):
-    assert split_task.config.crop_padding == 0
+    assert split_task.config.crop_padding == 0 and split_task.config.rotate == 0
   unaugmented = build_task(config, 'train', seed=3, augment=False)
   np.testing.assert_array_equal(unaugmented.transform(n + 5, unaugmented.source[5])['pixel_values'],
                                 plain.transform(5, plain.source[5])['pixel_values'])
@@ -111,6 +112,14 @@ def test_crop_flip_fit() -> None:
   flipped = images.augment(image, _Draws(0.49), crop_padding=0, flip=True)
   np.testing.assert_array_equal(flipped[..., 0], image[:, ::-1, 0])
   np.testing.assert_array_equal(images.augment(image, _Draws(0.5), crop_padding=0, flip=True), image)
+  # rotate: the angle (2u - 1) * rotate degrees, counter-clockwise, drawn before the crop's offsets
+  quarter = images.augment(image, _Draws(1.0), crop_padding=0, flip=False, rotate=90.0)
+  np.testing.assert_array_equal(quarter[..., 0], np.rot90(image[..., 0]))
+  turned = images.augment(image, _Draws(0.0, 0.0, 0.0), crop_padding=1, flip=False, rotate=90.0)[..., 0]
+  np.testing.assert_array_equal(turned[1:, 1:], np.rot90(image[..., 0], -1)[:3, :3])
+  square = np.pad(np.full((2, 2, 1), 16, np.uint8), ((3, 3), (3, 3), (0, 0)))  # a 2x2 block in the middle
+  slanted = images.rotated(square, 10.0)  # interpolated, not rounded back to the 17 grey levels
+  assert slanted.dtype == np.float32 and np.any(slanted % 1 != 0) and abs(slanted.sum() - square.sum()) < 8
   padded = images.fit(np.ones((2, 3, 1), np.uint8), 4, images.ImageFit.PAD)
   np.testing.assert_array_equal(padded[..., 0], [[0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 0]])
   wide = np.zeros((4, 8, 3), np.uint8)
@@ -165,11 +174,13 @@ def _run_config(data_dir: Path, **overrides: object):
     (dict(model__num_labels=5), ValueError,
      r"model.num_labels=5, but data.source='builtin:digits' has 10 classes: set --config.model.num_labels=10"),
     (dict(data__seq_len=65), ValueError,
-     r'data.seq_len=65, but the model runs \[CLS\] \+ 16 patches = 17 tokens \(model.image_size=8, '
-     r'model.patch_size=2\): set --config.data.seq_len=17'),
+     r'data.seq_len=65, but the model runs \[CLS\] \+ 4 patches = 5 tokens \(model.image_size=8, '
+     r'model.patch_size=4\): set --config.data.seq_len=5'),
     (dict(model__patch_size=3), ConfigError, r'model.patch_size=3: must divide model.image_size=8'),
     (dict(data__flip=True), ValueError,
      r"data.flip=True: a mirrored image of data.source='builtin:digits' is not one of its class"),
+    (dict(data__rotate=200.0), ValueError,
+     r'data.rotate=200.0: the largest rotation in degrees, a number in \[0, 180\)'),
     (dict(data__length_buckets=(9, 17)), ValueError,
      r'data.length_buckets=\(9, 17\): every image is the same sequence of patches'),
     (dict(data__objective='classification', data__crop_padding=0, eval__baselines=()), ValueError,
