@@ -502,9 +502,13 @@ def test_per_example_sums_add_up_to_the_batch_sums(kind):
   rng = np.random.default_rng(3)
   logits = {losses.LossKind.TOKENS: rng.normal(size=(4, 5, 7)), losses.LossKind.CLASSIFICATION: rng.normal(size=(4, 3)),
             losses.LossKind.REGRESSION: rng.normal(size=(4, 1)),
-            losses.LossKind.PRETRAINING: rng.normal(size=(4, 5, 7))}[kind]  # its MLM part; the order's below
+            losses.LossKind.PRETRAINING: rng.normal(size=(4, 5, 7)),  # its MLM part; the order's below
+            losses.LossKind.SPAN: rng.normal(size=(4, 5, 2))}[kind]  # start and end logits over 5 tokens
   batch = {'targets': rng.integers(0, 7, (4, 5)), 'loss_weights': (rng.random((4, 5)) < 0.7).astype(np.float32),
-           'label': rng.integers(0, 3, 4) if kind is losses.LossKind.CLASSIFICATION else rng.normal(size=4)}
+           'label': rng.integers(0, 3, 4) if kind is losses.LossKind.CLASSIFICATION else rng.normal(size=4),
+           'input_ids': np.ones((4, 5), np.int32),  # the span loss's length
+           # one span outside the window (weighs 0), so the sums are not all equal weights
+           'start_positions': np.array([0, 2, 4, 7]), 'end_positions': np.array([1, 2, 4, 9])}
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   whole = losses.loss_sums(kind, jnp.asarray(logits, jnp.float32), batch, z_loss=1e-3)
   each = losses.loss_sums(kind, jnp.asarray(logits, jnp.float32), batch, z_loss=1e-3, per_example=True)
