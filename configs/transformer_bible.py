@@ -13,7 +13,9 @@ Command:
 eval.py reports the test split's BLEU and chrF (beam search, 4 beams, length penalty 0.6; the second command:
 greedy), the copy-the-source baseline's (source_copy_bleu, source_copy_chrf), and writes every translation
 (test.tsv) and samples (test_samples.txt) to the eval folder.
-Expected: not measured yet.
+Expected: test BLEU 19.88 / chrF 40.68 with beam search, 17.72 / 39.70 greedy, against 0.12 / 18.23 for copying the
+English source (214 test verses; validation perplexity 14.28 after 2,000 steps). Measured 2026-11-30, one seed:
+1h14m of training on the 2-core CPU shared with three other jobs (load 6-9).
 """
 
 from __future__ import annotations
