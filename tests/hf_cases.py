@@ -7,13 +7,30 @@ built (an HF model of a random small config, saved, imported) once per module, b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import transformers
+
+import model
+
+
+@dataclasses.dataclass
+class Case:
+  """An HF model of a small config, its save_pretrained folder, inputs, HF's outputs under our names ('hidden',
+  'pooled', 'logits', ...), and the same model imported into ours."""
+  name: str
+  hf_model: Any
+  hf_dir: Path
+  inputs: dict[str, np.ndarray]
+  ref: dict[str, np.ndarray]
+  cfg: model.ModelConfig
+  params: Any
 
 
 def fixtures(load_case: Callable[[str, pytest.TempPathFactory], Any],

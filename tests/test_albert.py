@@ -4,7 +4,6 @@ properties of shared layers (one parameter set per group, gradient from every ap
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,7 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 
 
-@dataclasses.dataclass
-class Case:
-  name: str
-  hf_model: Any
-  hf_dir: Path
-  inputs: dict[str, np.ndarray]
-  ref: dict[str, np.ndarray]
-  cfg: model.ModelConfig
-  params: Any
+Case = hf_cases.Case
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,15 +46,7 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 
 
-@dataclasses.dataclass
-class Case:
-  name: str
-  hf_model: Any
-  hf_dir: Path
-  inputs: dict[str, np.ndarray]
-  ref: dict[str, np.ndarray]  # HF's hidden states and (start, end) logits, under our names
-  cfg: model.ModelConfig
-  params: Any
+Case = hf_cases.Case
 
 
 def make_inputs(hf_model: Any, seed: int) -> dict[str, np.ndarray]:
