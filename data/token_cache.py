@@ -56,7 +56,12 @@ def folder() -> Path | None:
 
 def key(tokenizer: Tokenizer, texts: Sequence[str]) -> str:
   """The cache key of `texts` encoded by `tokenizer` (module docstring)."""
-  digest = hashlib.sha256(f'{FORMAT}|{tokenizer.fingerprint}|{len(texts)}'.encode())
+  return _digest(f'{FORMAT}|{tokenizer.fingerprint}', texts)
+
+
+def _digest(prefix: str, texts: Sequence[str]) -> str:
+  """sha256 of `prefix` and the texts, each with its length (so no two lists of texts collide by joining)."""
+  digest = hashlib.sha256(f'{prefix}|{len(texts)}'.encode())
   for text in texts:
     data = text.encode('utf-8', 'surrogatepass')
     digest.update(len(data).to_bytes(8, 'little'))
@@ -116,12 +121,7 @@ def load_tokenizer(spec: TokenizerSpec | str, *, corpus: Iterable[str] | None,
   if target.is_file():
     return tokenization.load_tokenizer(parsed, corpus=None, auto_dir=auto_dir)
   texts = list(corpus)
-  digest = hashlib.sha256(f'{VOCABULARY_FORMAT}|{spm.__version__}|{parsed!r}|{len(texts)}'.encode())
-  for text in texts:
-    data = text.encode('utf-8', 'surrogatepass')
-    digest.update(len(data).to_bytes(8, 'little'))
-    digest.update(data)
-  cached = where / 'vocabularies' / f'{digest.hexdigest()}.model'
+  cached = where / 'vocabularies' / f'{_digest(f"{VOCABULARY_FORMAT}|{spm.__version__}|{parsed!r}", texts)}.model'
   if cached.is_file():
     _copy(cached, target)
     print(f'vocabulary {target.name}: trained on the same texts by an earlier run, copied from the cache '
