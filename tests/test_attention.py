@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model import layers, masks
+from model import layers, masks, random_bits
 from model.attention import MultiHeadAttention, attend
 from model.config import AttentionImpl
 
@@ -93,6 +93,11 @@ def test_dropout_masks_keep_one_minus_rate_and_preserve_the_mean(rate):
   keep, scale = layers.dropout_keep(jax.random.key(0), rate, shape)
   threshold = round((1 - rate) * 65536)
   assert keep.shape == shape and scale == 65536 / threshold
+  # The definition, pinned (runs keep their masks across changes of how they are computed): the low halves
+  # of jax.random.bits' words for the first half of the last axis, the high halves for the rest.
+  words = np.asarray(jax.random.bits(jax.random.key(0), shape[:-1] + (65,), jnp.uint32))
+  want = np.concatenate([(words & 0xFFFF) < threshold, (words >> 16) < threshold], axis=-1)[..., :129]
+  np.testing.assert_array_equal(np.asarray(keep), want)
   assert abs(float(keep.mean()) - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / keep.size)
   assert not np.array_equal(keep, layers.dropout_keep(jax.random.key(1), rate, shape)[0])
   x = jnp.ones(shape)
@@ -101,6 +106,22 @@ def test_dropout_masks_keep_one_minus_rate_and_preserve_the_mean(rate):
   sharding = jax.sharding.NamedSharding(jax.make_mesh((8,), ('data',)), jax.sharding.PartitionSpec('data'))
   sharded = jax.jit(lambda k: layers.dropout_keep(k, rate, shape)[0], out_shardings=sharding)(jax.random.key(0))
   np.testing.assert_array_equal(np.asarray(sharded), np.asarray(keep))
+
+
+@pytest.mark.parametrize('shape', [(), (7,), (3, 5), (2, 3, 4, 5), (32, 4, 16, 9)])
+def test_random_words_are_jax_random_bits(shape):
+  """model.random_bits.words, the unrolled threefry behind the dropout masks, gives jax.random.bits' words bit
+  for bit: typed and raw keys, folded keys, under jit and sharded over 8 devices; an rbg key (no threefry)
+  takes jax.random.bits itself."""
+  keys = [jax.random.key(0), jax.random.fold_in(jax.random.key(123), 9), jax.random.PRNGKey(7),
+          jax.random.key(5, impl='rbg')]
+  for key in keys:
+    want = np.asarray(jax.random.bits(key, shape, jnp.uint32))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: random_bits.words(k, shape))(key)), want)
+  if shape and shape[0] % 8 == 0:
+    sharding = jax.sharding.NamedSharding(jax.make_mesh((8,), ('data',)), jax.sharding.PartitionSpec('data'))
+    sharded = jax.jit(lambda k: random_bits.words(k, shape), out_shardings=sharding)(keys[0])
+    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(jax.random.bits(keys[0], shape, jnp.uint32)))
 
 
 def _module(**kw) -> MultiHeadAttention:
