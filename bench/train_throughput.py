@@ -38,6 +38,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import resource
 import signal
 import statistics
@@ -247,12 +248,37 @@ def load_case(args: argparse.Namespace) -> Case:
   return Case(cfg, config.data.objective, args.batch_size or config.train.batch_size, seq_len, decoder_len, step)
 
 
-def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3, top: int = 15) -> tuple[Any, list]:
+# The parts of a step a profile's ops are summed into, by the jax operation's name (the HLO's op_name: the
+# Flax module path and the named scopes of model/layers.py and trainer/step.py, such as
+# 'jit(train_step)/transpose(jvp(Transformer))/.../layers_0/self_attn/dropout/mul'). The first part with a
+# fragment in one of the name's components wins: dropout inside attention is dropout, the attention's
+# pre-norm ('self_attn_norm') a norm, the MLM head's norm the LM head, the gradient clipping's norm the optimizer.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ('optimizer', ('optimizer',)),  # first: clipping's global norm is not a norm layer
+    ('metrics', ('metrics',)),
+    ('dropout', ('dropout', 'Dropout')),
+    ('LM head + loss', ('loss', 'lm_logits', 'lm_projection', 'lm_head', 'mlm_', 'classifier', 'pooler', 'qa_outputs')),
+    ('norms', ('norm',)),
+    ('attention', ('self_attn', 'cross_attn')),
+    ('feed-forward', ('ffn',)),
+    ('embeddings', ('embed',)),
+)
+OTHER_PART = 'other (residual adds, layout copies)'
+
+
+def op_part(op_name: str) -> str:
+  """The part of the step (PARTS) an op named `op_name` belongs to."""
+  components = [c for c in re.split(r'[/()]', op_name) if c]
+  return next((part for part, fragments in PARTS if any(f in c for f in fragments for c in components)), OTHER_PART)
+
+
+def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3,
+                    top: int = 15) -> tuple[Any, list, list]:
   """jax.profiler trace of `steps` more steps: the ops that took the most time per step, [(name, ms, share)],
-  each named with the jax operation it comes from (the HLO's op_name). On a GPU or TPU the device's 'XLA Ops'
-  line; on the CPU the XLA thread pool's thunks. Loops and waits are left out: their ops are counted inside."""
+  each named with the jax operation it comes from (the HLO's op_name), and every op's time summed by part of
+  the step (PARTS), [(part, ms, share)]. On a GPU or TPU the device's 'XLA Ops' line; on the CPU the XLA thread
+  pool's thunks. Loops and waits are left out: their ops are counted inside."""
   import collections  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory(prefix='profile_') as tmp:
@@ -263,9 +289,10 @@ def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3,
     data = ProfileData.from_file(str(next(Path(tmp).rglob('*.xplane.pb'))))
   totals: collections.Counter = collections.Counter()
   device_planes = [p for p in data.planes if p.name.startswith('/device:') and 'CPU' not in p.name]
-  # A device's ops line by its name in the trace ('XLA Ops'); failing that, its streams' kernels.
+  # A device's ops line by its name in the trace ('XLA Ops'); failing that, its streams' kernels. On the CPU the
+  # thunks run on XLA's Eigen pool or, when the client runs a program inline, on its own thread.
   wanted = ((lambda name: name == 'XLA Ops'), (lambda name: name.startswith('Stream'))) if device_planes else (
-      (lambda name: name.startswith('tf_XLAEigen')),)
+      (lambda name: name.startswith(('tf_XLAEigen', 'tf_XLAPjRtCpuClient'))),)
   for chosen in wanted:
     for plane in device_planes or data.planes:
       for line in plane.lines:
@@ -278,10 +305,16 @@ def profile_top_ops(step: Any, state: Any, batch: Any, rng: Any, steps: int = 3,
   whole = sum(totals.values()) or 1
   hlo = step.as_text()
 
-  def described(name: str) -> str:
-    found = re.search(r'^\s*(?:ROOT )?%' + re.escape(name) + r' = (\S+) .*?op_name="([^"]*)"', hlo, re.M)
-    return f'{name} {found.group(1)} {found.group(2)[-100:]}' if found else name
-  return state, [(described(name), ns / steps / 1e6, ns / whole) for name, ns in totals.most_common(top)]
+  def found(name: str) -> tuple[str, str]:
+    match = re.search(r'^\s*(?:ROOT )?%' + re.escape(name) + r' = (\S+) .*?op_name="([^"]*)"', hlo, re.M)
+    return (match.group(1), match.group(2)) if match else ('', '')
+
+  parts: collections.Counter = collections.Counter()
+  for name, ns in totals.items():
+    parts[op_part(found(name)[1])] += ns
+  ops = [(f'{name} {shape} {op_name[-100:]}' if op_name else name, ns / steps / 1e6, ns / whole)
+         for name, ns in totals.most_common(top) for shape, op_name in [found(name)]]
+  return state, ops, [(part, ns / steps / 1e6, ns / whole) for part, ns in parts.most_common()]
 
 
 def summarise(step_times: list[float], warmup: int, tokens: int, flops_per_token: float,
@@ -339,9 +372,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     jax.block_until_ready(metrics)  # metrics need the whole update (param_norm is of the new parameters)
     times.append(time.perf_counter() - start)
     first_loss = float(metrics['loss']) if first_loss is None else first_loss
-  top_ops = None
+  top_ops = step_parts = None
   if args.profile:
-    state, top_ops = profile_top_ops(step, state, batch, rng)
+    state, top_ops, step_parts = profile_top_ops(step, state, batch, rng)
   stats = [d.memory_stats() or {} for d in mesh.mesh.devices.flat]  # None on the CPU
   if all('peak_bytes_in_use' in s for s in stats):
     peak, peak_kind = max(s['peak_bytes_in_use'] for s in stats), 'peak_bytes_in_use, max over devices'
@@ -364,7 +397,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
           'tokens_per_step': tokens, 'dtype': case.cfg.dtype, 'dropout': case.cfg.dropout_rate, 'logits_chunk': case.step.logits_chunk,
           'params': model.count_params(case.cfg), 'mesh': mesh_cfg.shape(len(devices)), 'steps': args.steps,
           'model_overrides': args.model, 'train_overrides': args.train + args.step, 'ours': ours, 'hf': theirs,
-          'top_ops': top_ops}
+          'top_ops': top_ops, 'step_parts': step_parts}
 
 
 def print_result(r: dict[str, Any]) -> None:
@@ -394,6 +427,9 @@ def print_result(r: dict[str, Any]) -> None:
     print('  ours, top ops per step (jax.profiler; ms, share of the profiled op time):')
     for name, ms, share in r['top_ops']:
       print(f'    {ms:9.2f} ms {100 * share:5.1f}%  {name}')
+    print('  ours, every op by part of the step (forward and backward together):')
+    for part, ms, share in r['step_parts']:
+      print(f'    {ms:9.2f} ms {100 * share:5.1f}%  {part}')
   for mode, figures in theirs.items():
     gap = abs(ours['first_loss'] - figures['first_loss'])
     why = '' if r['dropout'] == 0 else ' (dropout on: the masks differ, so a gap is expected; --dropout 0 checks)'

@@ -135,8 +135,9 @@ def dropout_keep(rng: jax.Array, rate: float, shape: tuple[int, ...]) -> tuple[j
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   """Inverted dropout of x at `rate` (see `dropout_keep`)."""
-  keep, scale = dropout_keep(rng, rate, x.shape)
-  return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+  with jax.named_scope('dropout'):  # names its ops in profiles (bench/train_throughput.py --profile)
+    keep, scale = dropout_keep(rng, rate, x.shape)
+    return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
 
 
 class Dropout(nn.Module):

@@ -26,6 +26,24 @@ def test_train_throughput_runs_both_sides_and_their_first_losses_agree(tmp_path:
   assert abs(ours['first_loss'] - hf['first_loss']) < 1e-4, (ours['first_loss'], hf['first_loss'])
   assert ours['tokens_per_s'] > 0 and hf['tokens_per_s'] > 0 and hf['params'] == figures['params']
   assert figures['top_ops'] and 'ours / HF eager tokens/s' in run.stdout and 'top ops per step' in run.stdout
+  # every op of the profile summed by part of the step: the shares add up, and the named parts are found
+  parts = {part: share for part, _, share in figures['step_parts']}
+  assert abs(sum(parts.values()) - 1) < 1e-6 and 'by part of the step' in run.stdout
+  assert {'LM head + loss', 'attention', 'feed-forward', 'optimizer'} <= set(parts), parts
+
+
+def test_profile_parts_by_op_name():
+  """bench/train_throughput.op_part: the first part with a fragment in a component of the jax op name."""
+  from bench.train_throughput import OTHER_PART, op_part  # pylint: disable=import-outside-toplevel
+  layer = 'jit(train_step)/transpose(jvp(Transformer))/Transformer.decode/decoder/decoder._layers/layers_0'
+  assert op_part(f'{layer}/self_attn/dropout/jit(_where)/select_n') == 'dropout'
+  assert op_part(f'{layer}/self_attn/query/dot_general') == 'attention'
+  assert op_part(f'{layer}/self_attn_norm/mul') == 'norms'
+  assert op_part(f'{layer}/ffn/wi/dot_general') == 'feed-forward'
+  assert op_part('jit(train_step)/jvp(loss)/while/body/closed_call/bcd,vd->bcv/dot_general') == 'LM head + loss'
+  assert op_part('jit(train_step)/jvp(Transformer)/Transformer.mlm_norm/mul') == 'LM head + loss'
+  assert op_part('jit(train_step)/optimizer/jit(norm)/sqrt') == 'optimizer'
+  assert op_part(f'{layer}/add') == op_part('') == OTHER_PART
 
 
 def _sweep_results(workdir: Path, field: str, cells: dict[str, list[dict]]) -> None:

@@ -221,14 +221,15 @@ def model_loss_sums(module: model.Transformer, params: Params, batch: Batch, cfg
   batch, head = _at_targets(batch, cfg)
   out = apply_model(module, params, batch, deterministic=deterministic, rng=rng, logits=not cfg.chunked_logits,
                     **head)
-  if cfg.chunked_logits:
-    hidden, kernel, bias = out['lm_projection']
-    sums = losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'], z_loss,
-                                               chunk=cfg.logits_chunk)
-  else:
-    sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
-  if cfg.loss_kind is losses.LossKind.PRETRAINING:
-    sums |= losses.sentence_order_sums(out['sop_logits'], batch['sentence_order_label'])
+  with jax.named_scope('loss'):  # names its ops in profiles (bench/train_throughput.py --profile)
+    if cfg.chunked_logits:
+      hidden, kernel, bias = out['lm_projection']
+      sums = losses.projected_cross_entropy_sums(hidden, kernel, bias, batch['targets'], batch['loss_weights'],
+                                                 z_loss, chunk=cfg.logits_chunk)
+    else:
+      sums = losses.loss_sums(cfg.loss_kind, out['logits'], batch, z_loss)
+    if cfg.loss_kind is losses.LossKind.PRETRAINING:
+      sums |= losses.sentence_order_sums(out['sop_logits'], batch['sentence_order_label'])
   return sums
 
 
@@ -322,8 +323,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
     tokens = jnp.where(tokens > 0, tokens, 1.0)
     loss_fn = functools.partial(loss_fn, teacher=(teacher_module, teacher_params), tokens=tokens)
   grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, cfg.microbatches)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  with jax.named_scope('optimizer'):  # clipping, AdamW and the update, by name in profiles
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
   if teacher_module is not None:
     metrics = {'loss': distill.distillation_loss(cfg.distill, sums, denominator, tokens),
                'z_loss': sums['z_loss'] / denominator, 'distill_kl': sums['kl'] / denominator,
@@ -335,8 +337,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: 
                 'sop_accuracy': sums['sop_correct'] / denominators['sop_weight']}
   if 'correct' in sums:
     metrics['accuracy'] = sums['correct'] / denominator
-  metrics |= {'weight': weight, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params),
-              'learning_rate': jnp.asarray(schedule(state.step), jnp.float32)}
+  with jax.named_scope('metrics'):
+    metrics |= {'weight': weight, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params),
+                'learning_rate': jnp.asarray(schedule(state.step), jnp.float32)}
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
