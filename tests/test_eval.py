@@ -197,7 +197,7 @@ def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_reg
                              np.clip(preds, 0, 5), atol=6e-4)
 
 
-def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
+def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
   """A causal LM: perplexity = exp(mean loss); bits per byte = loss in bits over the UTF-8 bytes of the
   predicted text, cross-checked with the training loop's own evaluation."""
   config = gpt_tiny.get_config()
@@ -217,6 +217,11 @@ def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
   assert 0 < text_bytes / results['tokens'] < 10  # a few bytes per SentencePiece token
   samples = (tmp_path / 'eval/step_2/validation_samples.txt').read_text().split('\n\n')
   assert len(samples) == 3 and all(' >>> ' in s for s in samples)  # eval.num_samples prompts, continued
+  # eval.generate over the task's defaults is checked before the checkpoint is read: beams while sampling
+  config.eval.generate.num_beams = 2
+  monkeypatch.setattr(checkpoint, 'restore_params', lambda *_: pytest.fail('restored before eval.generate checked'))
+  with pytest.raises(ValueError, match=r'generate.num_beams=2: only used by strategy=beam, not sample'):
+    evaluation_main.evaluate_checkpoint(config, tmp_path, out_dir=tmp_path / 'beams')
 
 
 def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):
