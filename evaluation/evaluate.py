@@ -160,9 +160,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str |
   batch_size = eval_cfg.batch_size or run.train.batch_size
   predictor = predict.Predictor(run.module, run.mesh)
   results: Results = {}
-  # Evaluation never augments, not even the training split.
-  split_tasks = {split: tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer,
-                                         augment=False) for split in eval_cfg.splits}
+  # Evaluation never augments, not even the training split. build_run built the first split's task already (the
+  # run's evaluation during training): it is scored as it is, not read and tokenized a second time.
+  split_tasks = {split: run.eval_task if i == 0 else
+                 tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer, augment=False)
+                 for i, split in enumerate(eval_cfg.splits)}
   for split, task in split_tasks.items():
     results[split] = score_split(run, predictor, params, task, eval_cfg, gen_cfg, batch_size, out / f'{split}.tsv')
   for split, key in zip(eval_cfg.predict_splits, eval_cfg.submission):

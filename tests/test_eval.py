@@ -179,6 +179,22 @@ def test_eval_restores_onto_a_different_mesh(trained_regression, tmp_path: Path)
     assert results['test'][Metric.PEARSON] == pytest.approx(base_results['test'][Metric.PEARSON], abs=1e-4)
 
 
+def test_eval_reads_each_split_once(trained_regression, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+  """eval.py reads and tokenizes every split once: its first split is the task build_run built for the run's own
+  evaluation (it was built a second time, its progress line printed twice)."""
+  config, workdir = trained_regression
+  built, build_task = [], tasks.build_task
+
+  def counted(data: tasks.DataConfig, split: str, **kwargs) -> tasks.Task:
+    built.append(split)
+    return build_task(data, split, **kwargs)
+
+  monkeypatch.setattr(tasks, 'build_task', counted)
+  evaluation_main.evaluate_checkpoint(config, workdir, out_dir=tmp_path)
+  eval_cfg = EvalConfig.from_config(config)
+  assert len(eval_cfg.splits) == 2 and sorted(built) == sorted(['train', *eval_cfg.splits, *eval_cfg.predict_splits])
+
+
 def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_regression, tmp_path: Path):
   """Pearson and Spearman of the model's predictions against the source's labels (scipy as the reference),
   and the predictions file holds those predictions (to its 3 decimals)."""
