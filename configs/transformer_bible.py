@@ -53,7 +53,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       variant['model'],
       data=dict(source='builtin:bible/en-es', tokenizer=f'sentencepiece:auto,vocab_size={_VOCAB}',
                 objective='seq2seq', seq_len=_SEQ_LEN, decoder_seq_len=_SEQ_LEN, length_buckets=_BUCKETS),
-      optim=variant['optim'], train=variant['train'],
-      # The strategy named (beam search is already the seq2seq default) so that the command line can choose
-      # greedy: eval.generate holds only the keys a config gives it.
-      eval=dict(num_samples=8, generate=dict(strategy='beam')))
+      optim=variant['optim'], train=variant['train'], eval=dict(num_samples=8))

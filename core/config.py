@@ -6,7 +6,9 @@ generated from that dataclass, so a default is written once.
 
 `section` lists every field of the dataclass with its default (enums as their values, a None default as a
 typed placeholder, so that `--config.data.decoder_seq_len=128` can set it from the command line), then the
-setup's values on top; a key the dataclass does not have is an error.
+setup's values on top; a key the dataclass does not have is an error. A field whose default is itself a
+ConfigDict (eval.generate: every decoding.GenerateConfig field, unset) is a sub-section: the setup's values go
+over its fields, and a key it lacks is an error too.
 """
 
 from __future__ import annotations
@@ -85,29 +87,52 @@ def _config_value(cls: type, field: dataclasses.Field, value: Any) -> Any:
 def section(cls: type, values: Mapping[str, Any] | None = None, *, name: str,
             exclude: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """The ConfigDict of config section `name`: every field of dataclass `cls` (but `exclude`) at its default,
-  `values` on top. A field without a default must be in `values`; an unknown key is an error."""
-  values = defaults(cls, exclude=exclude) | known_fields(cls, values, section=name, exclude=exclude)
+  `values` on top. A field without a default must be in `values`; an unknown key is an error. A field whose
+  default is a ConfigDict is a sub-section (eval.generate): the values given for it go over its fields one by
+  one, and a key it lacks is an error naming `<name>.<field>`."""
+  given = known_fields(cls, values, section=name, exclude=exclude)
   out = {}
   for field in dataclasses.fields(cls):
     if field.name in exclude:
       continue
-    if field.name not in values:
+    default = _default(field)
+    if isinstance(default, ml_collections.ConfigDict):
+      out[field.name] = _subsection(default, given.get(field.name), name=f'{name}.{field.name}')
+    elif field.name in given or default is not dataclasses.MISSING:
+      out[field.name] = _config_value(cls, field, given.get(field.name, default))
+    else:
       raise ConfigError(f'{name}.{field.name}: required, and the setup does not set it')
-    out[field.name] = _config_value(cls, field, values[field.name])
   return ml_collections.ConfigDict(out)
 
 
+def _subsection(fields: ml_collections.ConfigDict, values: Mapping[str, Any] | None, *,
+                name: str) -> ml_collections.ConfigDict:
+  """`fields` (a sub-section's default, typed for the command line) with `values` set over it."""
+  values = dict(values or {})
+  unknown = set(values) - set(fields)
+  if unknown:
+    raise ConfigError(unknown_keys_message(unknown, fields.keys(), name))
+  fields.update({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()})
+  return fields
+
+
+def _default(field: dataclasses.Field) -> Any:
+  if field.default is not dataclasses.MISSING:
+    return field.default
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return dataclasses.MISSING
+
+
 def defaults(cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-  """{field: default} of the fields of dataclass `cls` that have one (enums as their values)."""
+  """{field: default} of the fields of dataclass `cls` that have one (enums as their values, a sub-section as
+  a dict)."""
   out = {}
   for field in dataclasses.fields(cls):
-    if field.name in exclude:
+    value = _default(field)
+    if field.name in exclude or value is dataclasses.MISSING:
       continue
-    if field.default is not dataclasses.MISSING:
-      value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-      value = field.default_factory()
-    else:
-      continue
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
     out[field.name] = value.value if isinstance(value, enum.Enum) else value
   return out

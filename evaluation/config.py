@@ -9,8 +9,11 @@
   eval.max_examples    score only the first N examples of each split (0: all); for quick checks
   eval.num_samples     language models: generated continuations printed; seq2seq: samples printed
   eval.prompt_len      language models: tokens of each sample's prompt (the start of a validation row)
-  eval.generate        decoding.GenerateConfig fields over the defaults (evaluation/generation.py): seq2seq
-                       beam search (4 beams, length penalty 0.6), language models top-k sampling
+  eval.generate        every decoding.GenerateConfig field (eval.generate.strategy, num_beams, max_new_tokens, ...),
+                       unset unless a config or the command line sets it: an unset field takes the task's default
+                       (evaluation/generation.py: seq2seq beam search, language models top-k sampling, the
+                       tokenizer's ids), else GenerateConfig's. Unset is None, and -1 for eos_id, whose None is a
+                       value (no EOS: always max_new_tokens)
   eval.baselines       image classification: scikit-learn models fitted on the training images and scored on
                        each split beside the model (evaluation/images.py: logistic_regression, rbf_svm)
   eval.n_best, eval.max_answer_length, eval.null_threshold
@@ -21,15 +24,42 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import typing
 from collections.abc import Mapping
 from typing import Any
+
+import ml_collections
+from ml_collections.config_dict import FieldReference, placeholder
 
 import objectives
 from core.config import known_fields, parse_enum
 from data.tasks import Objective, to_objective
+from decoding.config import GenerateConfig
 from evaluation.images import Baseline
 from evaluation.metrics import Metric
 from evaluation.submission import submission_spec
+
+
+UNSET_EOS_ID = -1  # eval.generate.eos_id left to the tokenizer (None there means: no EOS)
+
+
+def unset_generate() -> ml_collections.ConfigDict:
+  """eval.generate's default: every GenerateConfig field unset, typed for the command line (the strategy as its
+  string; eos_id any literal, so that --config.eval.generate.eos_id=None reaches it)."""
+  hints = typing.get_type_hints(GenerateConfig)
+  fields: dict[str, Any] = {}
+  for field in dataclasses.fields(GenerateConfig):
+    hint = hints[field.name]
+    if field.name == 'eos_id':
+      fields[field.name] = FieldReference(UNSET_EOS_ID, field_type=object)
+    else:
+      fields[field.name] = placeholder(str if issubclass(hint, enum.Enum) else hint)
+  return ml_collections.ConfigDict(fields)
+
+
+def _is_set(name: str, value: Any) -> bool:
+  return value != UNSET_EOS_ID if name == 'eos_id' else value is not None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,7 +75,7 @@ class EvalConfig:
   max_examples: int = 0
   num_samples: int = 3
   prompt_len: int = 16
-  generate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  generate: Mapping[str, Any] = dataclasses.field(default_factory=unset_generate)  # the set fields, once built
   baselines: tuple[Baseline, ...] = ()
   n_best: int = 20  # HF run_qa's n_best_size
   max_answer_length: int = 30  # tokens, HF run_qa's
@@ -67,7 +97,8 @@ class EvalConfig:
                        f'entry ({list(self.predict_splits)})')
     for key in self.submission:
       submission_spec(key)  # an unknown task key is an error naming the valid ones
-    object.__setattr__(self, 'generate', dict(self.generate))
+    generate = known_fields(GenerateConfig, self.generate, section='eval.generate', error=ValueError)
+    object.__setattr__(self, 'generate', {k: v for k, v in generate.items() if _is_set(k, v)})
     if self.prompt_len < 1:
       raise ValueError(f'eval.prompt_len={self.prompt_len}: must be >= 1')
     for name in ('batch_size', 'max_examples', 'num_samples'):

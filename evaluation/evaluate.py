@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import decoding
 import objectives
 from core import compile_cache
 from core.paths import user_path
@@ -150,16 +151,22 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str |
   eval_cfg = EvalConfig.from_config(config)
   compile_cache.enable(TrainConfig.from_dict(config.train).compilation_cache)  # before anything compiles
   run = runner.build_run(config, workdir)  # every input checked; nothing compiled yet
+  # eval.generate over the task's defaults here, so that a setting the task cannot decode with fails before any
+  # compile; the tokenizer is the run's (every split's task shares it).
+  gen_cfg = (generation.generate_config(eval_cfg, run.task.tokenizer, run.data)
+             if objectives.spec(run.data.objective).generation is not Generation.NONE else None)
   params = checkpoint.restore_params(workdir, run.abstract.params, resolved)
   out = user_path(out_dir) if out_dir else workdir / 'eval' / f'step_{resolved}'
   batch_size = eval_cfg.batch_size or run.train.batch_size
   predictor = predict.Predictor(run.module, run.mesh)
   results: Results = {}
-  # Evaluation never augments, not even the training split.
-  split_tasks = {split: tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer,
-                                         augment=False) for split in eval_cfg.splits}
+  # Evaluation never augments, not even the training split. build_run built the first split's task already (the
+  # run's evaluation during training): it is scored as it is, not read and tokenized a second time.
+  split_tasks = {split: run.eval_task if i == 0 else
+                 tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer, augment=False)
+                 for i, split in enumerate(eval_cfg.splits)}
   for split, task in split_tasks.items():
-    results[split] = score_split(run, predictor, params, task, eval_cfg, batch_size, out / f'{split}.tsv')
+    results[split] = score_split(run, predictor, params, task, eval_cfg, gen_cfg, batch_size, out / f'{split}.tsv')
   for split, key in zip(eval_cfg.predict_splits, eval_cfg.submission):
     task = tasks.build_task(run.data, split, seed=run.train.seed, tokenizer=run.task.tokenizer, augment=False)
     write_submission(run, predictor, params, task, key, batch_size, out / 'submission')
@@ -181,9 +188,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str |
   return results
 
 
-def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task: tasks.Task, eval_cfg: EvalConfig, batch_size: int,
-                predictions_path: Path) -> dict[str, float]:
-  """The metrics of one split; classification and regression also write their predictions there."""
+def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task: tasks.Task, eval_cfg: EvalConfig,
+                gen_cfg: decoding.GenerateConfig | None, batch_size: int, predictions_path: Path) -> dict[str, float]:
+  """The metrics of one split; classification and regression also write their predictions there. `gen_cfg`:
+  how the objective's text is generated (generation.generate_config), None for those that generate none."""
   limit = eval_cfg.max_examples or None
   batches = predict.split_batches(task, batch_size, limit=limit)
   spec = objectives.spec(run.data.objective)
@@ -222,7 +230,6 @@ def score_split(run: runner.Run, predictor: predict.Predictor, params: Any, task
         out['bits_per_byte'] = M.bits_per_byte(loss, target_bytes(task, limit))
       case M.Metric.SOP_ACCURACY:
         out['sop_accuracy'] = float(sums['sop_correct'].sum()) / max(float(sums['sop_weight'].sum()), 1.0)
-  gen_cfg = generation.generate_config(eval_cfg, task.tokenizer, run.data)
   if spec.generation is Generation.TRANSLATION and set(eval_cfg.metrics) & set(objectives.TEXT_METRICS):
     hypotheses, references = generation.translate_split(run, params, task, gen_cfg, batch_size, limit)
     sources = [task.source[i][task.info.text_features[0]] for i in range(len(hypotheses))]

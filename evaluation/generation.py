@@ -1,6 +1,6 @@
 """Generation in eval.py: BLEU / ROUGE of a sequence-to-sequence task, samples from a language model.
 
-  cfg = generate_config(eval_cfg, tokenizer, data)       # config.eval.generate over the task's defaults
+  cfg = generate_config(eval_cfg, tokenizer, data)       # config.eval.generate's set fields over the task's defaults
   hyps, refs = translate_split(run, params, task, cfg, batch_size, limit)   # texts, in source order
   samples = lm_samples(run, params, task, cfg, count, prompt_len, rng)      # (prompt, continuation) texts
 
@@ -19,27 +19,33 @@ from jax.experimental import multihost_utils
 
 import decoding
 import objectives
+from core.config import parse_enum
 from data import tasks
 from data.tokenization import Tokenizer
 from evaluation import predict
 from evaluation.config import EvalConfig
 
-# Defaults under config.eval.generate: beam search as in Vaswani et al. (4 beams, alpha 0.6) for seq2seq,
-# top-k sampling for samples of a language model. The beam's settings apply only while the strategy is beam, so
-# that eval.generate.strategy=greedy alone asks for greedy decoding.
+# The task's defaults of config.eval.generate's unset fields: beam search as in Vaswani et al. (4 beams, alpha 0.6)
+# for seq2seq, top-k sampling for samples of a language model. The settings of the task's strategy apply only while
+# it is the strategy, so that eval.generate.strategy=greedy alone asks for greedy decoding on any task. Any other
+# field: GenerateConfig's.
 SEQ2SEQ_DEFAULTS = {'strategy': 'beam'}
 BEAM_DEFAULTS = {'num_beams': 4, 'length_penalty': 0.6}
-LM_DEFAULTS = {'strategy': 'sample', 'temperature': 0.8, 'top_k': 40, 'max_new_tokens': 32}
+LM_DEFAULTS = {'strategy': 'sample', 'max_new_tokens': 32}
+SAMPLE_DEFAULTS = {'temperature': 0.8, 'top_k': 40}
 
 
 def generate_config(eval_cfg: EvalConfig, tokenizer: Tokenizer, data: tasks.DataConfig) -> decoding.GenerateConfig:
-  """The task's defaults, the tokenizer's special ids, then `config.eval.generate` on top."""
+  """The fields `config.eval.generate` sets, over the task's defaults and the tokenizer's special ids, over
+  GenerateConfig's own defaults."""
   seq2seq = objectives.spec(data.objective).generation is objectives.Generation.TRANSLATION
   defaults: dict[str, Any] = dict(SEQ2SEQ_DEFAULTS if seq2seq else LM_DEFAULTS)
   if seq2seq:
     defaults['max_new_tokens'] = data.targets_len
-    if eval_cfg.generate.get('strategy', defaults['strategy']) == 'beam':
-      defaults |= BEAM_DEFAULTS
+  strategy = parse_enum(decoding.Strategy, eval_cfg.generate.get('strategy', defaults['strategy']),
+                        field='eval.generate.strategy', what='strategy')
+  if strategy.value == defaults['strategy']:
+    defaults |= BEAM_DEFAULTS if seq2seq else SAMPLE_DEFAULTS
   defaults |= {'eos_id': tokenizer.eos_id, 'pad_id': tokenizer.pad_id if tokenizer.pad_id is not None else 0,
                'decoder_start_id': tokenizer.pad_id if tokenizer.pad_id is not None else 0}
   return decoding.GenerateConfig.from_dict(defaults | dict(eval_cfg.generate))

@@ -179,6 +179,22 @@ def test_eval_restores_onto_a_different_mesh(trained_regression, tmp_path: Path)
     assert results['test'][Metric.PEARSON] == pytest.approx(base_results['test'][Metric.PEARSON], abs=1e-4)
 
 
+def test_eval_reads_each_split_once(trained_regression, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+  """eval.py reads and tokenizes every split once: its first split is the task build_run built for the run's own
+  evaluation (it was built a second time, its progress line printed twice)."""
+  config, workdir = trained_regression
+  built, build_task = [], tasks.build_task
+
+  def counted(data: tasks.DataConfig, split: str, **kwargs) -> tasks.Task:
+    built.append(split)
+    return build_task(data, split, **kwargs)
+
+  monkeypatch.setattr(tasks, 'build_task', counted)
+  evaluation_main.evaluate_checkpoint(config, workdir, out_dir=tmp_path)
+  eval_cfg = EvalConfig.from_config(config)
+  assert len(eval_cfg.splits) == 2 and sorted(built) == sorted(['train', *eval_cfg.splits, *eval_cfg.predict_splits])
+
+
 def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_regression, tmp_path: Path):
   """Pearson and Spearman of the model's predictions against the source's labels (scipy as the reference),
   and the predictions file holds those predictions (to its 3 decimals)."""
@@ -197,7 +213,7 @@ def test_eval_metrics_equal_the_reference_metrics_of_the_predictions(trained_reg
                              np.clip(preds, 0, 5), atol=6e-4)
 
 
-def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
+def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
   """A causal LM: perplexity = exp(mean loss); bits per byte = loss in bits over the UTF-8 bytes of the
   predicted text, cross-checked with the training loop's own evaluation."""
   config = gpt_tiny.get_config()
@@ -217,6 +233,11 @@ def test_language_model_perplexity_and_bits_per_byte(tmp_path: Path):
   assert 0 < text_bytes / results['tokens'] < 10  # a few bytes per SentencePiece token
   samples = (tmp_path / 'eval/step_2/validation_samples.txt').read_text().split('\n\n')
   assert len(samples) == 3 and all(' >>> ' in s for s in samples)  # eval.num_samples prompts, continued
+  # eval.generate over the task's defaults is checked before the checkpoint is read: beams while sampling
+  config.eval.generate.num_beams = 2
+  monkeypatch.setattr(checkpoint, 'restore_params', lambda *_: pytest.fail('restored before eval.generate checked'))
+  with pytest.raises(ValueError, match=r'generate.num_beams=2: only used by strategy=beam, not sample'):
+    evaluation_main.evaluate_checkpoint(config, tmp_path, out_dir=tmp_path / 'beams')
 
 
 def test_fine_tune_from_our_pretraining_run_uses_its_tokenizer(tmp_path: Path):

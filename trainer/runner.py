@@ -185,8 +185,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
     optim_cfg, warmup_note = OptimConfig.for_run(config.optim, train.num_steps)
   if warmup_note:
     say(warmup_note)
-  eval_split = (eval_cfg.splits or ('validation',))[0]
-  eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer)
+  eval_split = (eval_cfg.splits or ('validation',))[0]  # eval.py scores this task as its first split
+  eval_task = tasks.build_task(data, eval_split, seed=train.seed, tokenizer=task.tokenizer, augment=False)
   inputs = (f'{model_cfg.num_channels}x{model_cfg.image_size}x{model_cfg.image_size} images' if data.images else
             f'tokenizer {task.tokenizer.vocab_size:,} ids')
   say(f'data: {data.source} ({data.objective.value}): {len(task.source):,} training rows, {len(eval_task.source):,} '
