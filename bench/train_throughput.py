@@ -9,7 +9,8 @@ batch, in one run.
         (a failing case does not stop the others; --case_timeout S, --cases 'gpt2_small,t5_base fast')
   more: --batch_size, --seq_len, --decoder_seq_len (T5), --dtype float32|bfloat16, --mesh data,fsdp,tensor,
         --warmup, --hf eager,compile|none (--no_hf), --json PATH, --model FIELD=VALUE (any ModelConfig field:
-        attention_impl=cudnn, scan_layers=False, remat=dots, ...), --train FIELD=VALUE (logits_chunk=128, ...)
+        attention_impl=cudnn, scan_layers=False, remat=dots, ...), --train FIELD=VALUE (logits_chunk=128, ...),
+        --xla_flags='--xla_gpu_enable_triton_gemm=false ...' (our side's XLA flags)
   taskset -c 1 python bench/train_throughput.py ...   # a shared CPU: pin both sides to the same free core(s);
                                                       # XLA's pool and torch's threads follow the affinity
 
@@ -98,7 +99,10 @@ TABLES: dict[str, tuple[TableCase, ...]] = {
             TableCase('t5_base fast', 't5_base', 32, 512, 114, _FAST + ('--profile',), 'compile'),
             # last, so that the overall limit of bench/gpu_session.sh cuts it first: is 64 rows GPT-2's best batch?
             TableCase('gpt2_small fast b64', 'gpt2_small', 64, 1024, None,
-                      _FAST + ('--train=logits_chunk=256', '--model=remat=dots'), 'none')),
+                      _FAST + ('--train=logits_chunk=256', '--model=remat=dots'), 'none'),
+            # after it: XLA's Triton GEMMs off (cuBLAS for every product), which some GPT-2-sized runs report faster
+            TableCase('gpt2_small fast no-triton', 'gpt2_small', 16, 1024, None,
+                      _FAST + ('--train=logits_chunk=256', '--xla_flags=--xla_gpu_enable_triton_gemm=false'), 'none')),
     # float32 on this project's CPU, the tiny configs as they are (their CPU settings included), HF eager.
     'cpu': (TableCase('gpt_tiny', 'gpt_tiny', 32, 128, hf='eager', dtype='float32'),
             TableCase('bert_tiny', 'bert_tiny', 32, 128, hf='eager', dtype='float32'),
@@ -396,7 +400,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
           'batch_size': case.batch_size, 'seq_len': case.seq_len, 'decoder_seq_len': case.decoder_len,
           'tokens_per_step': tokens, 'dtype': case.cfg.dtype, 'dropout': case.cfg.dropout_rate, 'logits_chunk': case.step.logits_chunk,
           'params': model.count_params(case.cfg), 'mesh': mesh_cfg.shape(len(devices)), 'steps': args.steps,
-          'model_overrides': args.model, 'train_overrides': args.train + args.step, 'ours': ours, 'hf': theirs,
+          'model_overrides': args.model, 'train_overrides': args.train + args.step, 'xla_flags': args.xla_flags,
+          'ours': ours, 'hf': theirs,
           'top_ops': top_ops, 'step_parts': step_parts}
 
 
@@ -407,7 +412,8 @@ def print_result(r: dict[str, Any]) -> None:
   print(f'\n{r["config"]} ({r["family"]}, {r["objective"]}): batch {r["batch_size"]} x {length} tokens, {r["dtype"]}, '
         f'dropout {r["dropout"]}, {r["params"]:,} parameters'
         + (f' (HF counts {first_hf["params"]:,})' if first_hf else ''))
-  overrides = ' '.join([f'model.{kv}' for kv in r['model_overrides']] + [f'train.{kv}' for kv in r['train_overrides']])
+  overrides = ' '.join([f'model.{kv}' for kv in r['model_overrides']] + [f'train.{kv}' for kv in r['train_overrides']]
+                       + ([f'XLA_FLAGS+={r["xla_flags"]}'] if r.get('xla_flags') else []))
   print(f'  ours: {ours["versions"]} on {ours["device"]}, mesh (data, fsdp, tensor) = {r["mesh"]}'
         + (f'; {overrides}' if overrides else ''))
   if first_hf:
@@ -491,6 +497,7 @@ def run_table(args: argparse.Namespace) -> int:
       command += list(case.flags) + [f'--model={kv}' for kv in args.model] + [f'--train={kv}' for kv in args.train]
       command += [f'--step={kv}' for kv in args.step]
       command += ['--dropout', str(args.dropout)] if args.dropout is not None else []
+      command += [f'--xla_flags={args.xla_flags}'] if args.xla_flags else []
       print(f'\n=== {case.name}: {" ".join(command[2:])}', flush=True)
       start = time.perf_counter()
       error = run_case(command, args.case_timeout)
@@ -541,6 +548,8 @@ def main() -> None:
   parser.add_argument('--case_timeout', type=float, help='with --table: seconds a case may take before it is killed')
   parser.add_argument('--json', help='also write the figures here')
   parser.add_argument('--profile', action='store_true', help='also trace 3 of our steps and print the top ops')
+  parser.add_argument('--xla_flags', default='', help="more XLA flags for our side, added to $XLA_FLAGS before jax "
+                      "starts (e.g. '--xla_gpu_enable_triton_gemm=false')")
   parser.add_argument('--hf_worker', type=Path, help=argparse.SUPPRESS)  # the child process of the HF side
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 1:
@@ -551,6 +560,8 @@ def main() -> None:
   args.hf_modes = [] if args.no_hf or args.hf == 'none' else args.hf.split(',')
   if bad := sorted(set(args.hf_modes) - set(HF_MODES)):
     parser.error(f'--hf {args.hf!r}: unknown {bad}; give some of {",".join(HF_MODES)}, or none')
+  if args.xla_flags and not args.table:  # read by jax's backend when it starts: nothing has imported jax yet
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {args.xla_flags}'.strip()
   if args.hf_worker:
     hf_worker(args.hf_worker)
   elif args.table:

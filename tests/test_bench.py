@@ -17,12 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_throughput_runs_both_sides_and_their_first_losses_agree(tmp_path: Path):
   out = tmp_path / 'figures.json'
   command = [sys.executable, 'bench/train_throughput.py', '--config', 'gpt_tiny', '--batch_size', '4', '--seq_len', '16',
-             '--steps', '1', '--warmup', '1', '--dropout', '0', '--json', str(out), '--profile']
+             '--steps', '1', '--warmup', '1', '--dropout', '0', '--json', str(out), '--profile',
+             '--xla_flags=--xla_cpu_enable_fast_math=false']  # XLA's default; a flag it did not know would abort
   run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   figures = json.loads(out.read_text())
   ours, hf = figures['ours'], figures['hf']['eager']
   assert figures['logits_chunk'] == 8 and figures['tokens_per_step'] == 64
+  assert figures['xla_flags'] == '--xla_cpu_enable_fast_math=false' and 'XLA_FLAGS+=' in run.stdout
   assert abs(ours['first_loss'] - hf['first_loss']) < 1e-4, (ours['first_loss'], hf['first_loss'])
   assert ours['tokens_per_s'] > 0 and hf['tokens_per_s'] > 0 and hf['params'] == figures['params']
   assert figures['top_ops'] and 'ours / HF eager tokens/s' in run.stdout and 'top ops per step' in run.stdout
