@@ -19,19 +19,27 @@ from model.positions import apply_rope
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None, bias: jax.Array | None,
-           scale: float, impl: AttentionImpl, dropout_rate: float = 0.0,
+           scale: float, impl: AttentionImpl, causal: bool = False, dropout_rate: float = 0.0,
            dropout_rng: jax.Array | None = None) -> jax.Array:
   """softmax(scale * q k^T + bias, masked) v.
 
   q: (B, T, N, H); k, v: (B, S, N, H); mask: bool, broadcastable to (B, N, T, S), True = may attend;
-  bias: broadcastable to (B, N, T, S). Returns (B, T, N, H).
+  bias: broadcastable to (B, N, T, S). causal: query t also sees only keys s <= t (the top-left triangle, ANDed
+  with the mask), applied by the kernel (is_causal; cuDNN skips the blocks above the diagonal). Returns (B, T, N, H).
   """
   if bias is not None:
     bias = bias.astype(q.dtype)
   if dropout_rng is None or dropout_rate == 0.0:
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale,
+    if impl is AttentionImpl.CUDNN and mask is not None:
+      # cuDNN reads the mask as an additive bias, which must span (T, S): a key-validity mask (B, 1, 1, S) is
+      # refused unbroadcast ("Bias must have same seq length as QKV", jax issue 28974).
+      mask = jnp.broadcast_to(mask, mask.shape[:-2] + (q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, is_causal=causal,
                                         implementation=impl.value)
   # jax.nn.dot_product_attention has no dropout on the probabilities; BERT-style training needs it.
+  if causal:  # the triangle jax.nn.dot_product_attention builds for is_causal on its XLA route
+    triangle = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))
+    mask = triangle if mask is None else mask & triangle
   logits = jnp.einsum('BTNH,BSNH->BNTS', q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)
@@ -63,11 +71,12 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, mask: jax.Array | None = None,
                bias: jax.Array | None = None, q_positions: jax.Array | None = None,
                kv_positions: jax.Array | None = None, deterministic: bool = True,
-               decode_index: jax.Array | None = None) -> jax.Array:
+               decode_index: jax.Array | None = None, causal: bool = False) -> jax.Array:
     """x: (B, T, D) queries; memory: (B, S, D) keys/values for cross-attention (None = self-attention).
 
     With `decode_index` (self-attention only), the new keys/values are written into the cache at that
-    index and the queries attend over the whole cache; `mask` must then cover (T, cache length).
+    index and the queries attend over the whole cache; `mask` must then cover (T, cache length), causality
+    included. causal: query t sees keys 0..t only, the kernel's flag (`attend`; see masks.self_attention_mask).
     """
     d_model = x.shape[-1]
     kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -91,13 +100,16 @@ class MultiHeadAttention(nn.Module):
     if decode_index is not None:
       if memory is not None:
         raise ValueError('the key/value cache is for self-attention; cross-attention reads the encoder output')
+      if causal:
+        raise ValueError('causal=True with the key/value cache: the queries sit at an offset in the cache, so '
+                         'the mask must hold the triangle (masks.self_attention_mask with q_slots, k_slots)')
       k, v = self._update_cache(k, v, decode_index)
 
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
     out = attend(q, k, v, mask=mask, bias=bias, scale=self.head_dim ** -0.5 if self.scale_logits else 1.0,
-                 impl=self.impl, dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
+                 impl=self.impl, causal=causal, dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
     out = nn.with_logical_constraint(out, (P.BATCH, P.LENGTH, P.HEADS, P.KV))
     return dense(d_model, (P.HEADS, P.KV, P.EMBED), axis=(-2, -1), std=self.init_std, name='out', **kw)(out)
 

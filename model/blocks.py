@@ -33,6 +33,7 @@ class TransformerLayer(nn.Module):
 
   cfg: ModelConfig
   cross: bool
+  causal_flag: bool = False  # self-attention's causal triangle is the kernel's flag, not in self_mask (masks.py)
 
   @nn.compact
   def __call__(self, x: jax.Array, self_mask: jax.Array | None, self_bias: jax.Array | None,
@@ -66,11 +67,12 @@ class TransformerLayer(nn.Module):
       attn = MultiHeadAttention(rope_base=rope, name='self_attn', **attn_kw)
       if rows is None:
         return attn(h, mask=self_mask, bias=self_bias, q_positions=positions, deterministic=deterministic,
-                    decode_index=decode_index)
+                    decode_index=decode_index, causal=self.causal_flag)
       # The first rows' queries over every position's keys and values: the same projections, read as
       # attention with a separate key/value input.
       return attn(h[:, :rows], h, mask=_first_query_rows(self_mask, rows), bias=_first_query_rows(self_bias, rows),
-                  q_positions=positions[:, :rows], kv_positions=positions, deterministic=deterministic)
+                  q_positions=positions[:, :rows], kv_positions=positions, deterministic=deterministic,
+                  causal=self.causal_flag)  # the first rows: the top-left triangle is theirs
 
     # Everything after self-attention is per position, so it runs on the kept rows alone.
     x = sublayer(x, 'self_attn', self_attn, rows)
@@ -131,11 +133,11 @@ class Stack(nn.Module):
         raise ValueError('packed segment ids are not supported while decoding with the cache')
       decode_index, valid, key_slots = self._advance_cache(valid, x.shape[0], length)
       slots = decode_index + slots
-      self_mask = masks.attention_mask(kv_valid=valid, q_slots=slots, k_slots=key_slots)
+      self_mask, causal_flag = masks.self_attention_mask(causal=True, kv_valid=valid, q_slots=slots,
+                                                         k_slots=key_slots)
     else:
       key_slots = slots
-      self_mask = masks.attention_mask(kv_valid=valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
-                                       q_slots=slots if self.causal else None, k_slots=slots)
+      self_mask, causal_flag = masks.self_attention_mask(causal=self.causal, kv_valid=valid, segment_ids=segment_ids)
     # Rows of the learned table with an offset (RoBERTa): counted over the mask from it, padding just below.
     table_rows = offset_positions(positions, valid, cfg.position_offset, length) if cfg.position_offset else None
     if positions is None:
@@ -153,7 +155,8 @@ class Stack(nn.Module):
                 param_dtype=cfg.param_dtype, name='embed_proj')(x)
     x = nn.with_logical_constraint(x, (P.BATCH, P.LENGTH, P.EMBED))
     bias = self._relative_bias(slots, key_slots) if cfg.position is Position.RELATIVE else None
-    x = self._layers(x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows)
+    x = self._layers(x, self_mask, causal_flag, bias, memory, cross_mask, positions, deterministic, decode_index,
+                     first_rows)
     if cfg.norm_placement is NormPlacement.PRE:
       x = norm(cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                name='final_norm')(x)
@@ -213,7 +216,8 @@ class Stack(nn.Module):
                                        num_buckets=cfg.relative_buckets, max_distance=cfg.relative_max_distance)
     return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(cfg.dtype)
 
-  def _layers(self, x, self_mask, bias, memory, cross_mask, positions, deterministic, decode_index, first_rows):
+  def _layers(self, x, self_mask, causal_flag, bias, memory, cross_mask, positions, deterministic, decode_index,
+              first_rows):
     cfg = self.cfg
     layer_cls = TransformerLayer
     if cfg.remat is not Remat.NONE:
@@ -233,10 +237,10 @@ class Stack(nn.Module):
       scanned = nn.scan(body, variable_axes={'params': 0, 'cache': 0},
                         split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
                         length=groups, metadata_params={nn.PARTITION_NAME: P.LAYERS})
-      x, _ = scanned(self.cfg, self.cross, name='layers')(x, *args)
+      x, _ = scanned(self.cfg, self.cross, causal_flag, name='layers')(x, *args)
       return x if first_rows is None else x[:, :first_rows]
     for g in range(groups):
-      layer = layer_cls(self.cfg, self.cross, name=f'layers_{g}')
+      layer = layer_cls(self.cfg, self.cross, causal_flag, name=f'layers_{g}')
       for r in range(self.repeats):  # calling one module again re-uses its parameters
         rows = first_rows if (g, r) == (groups - 1, self.repeats - 1) else None
         x, _ = layer(x, *args, rows)

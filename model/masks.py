@@ -1,4 +1,5 @@
-"""Boolean attention masks, (B, 1, T, S) with True = may attend, built from per-token facts."""
+"""Boolean attention masks, (B, 1, T, S) with True = may attend, built from per-token facts; and the rule for
+when a causal self-attention's triangle is the kernel's flag instead of part of the mask."""
 
 from __future__ import annotations
 
@@ -29,6 +30,29 @@ def attention_mask(*, kv_valid: jax.Array | None = None, q_segment_ids: jax.Arra
   if q_slots is not None:
     conj((k_slots[None, :] <= q_slots[:, None])[None, None])
   return mask
+
+
+def self_attention_mask(*, causal: bool, kv_valid: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                        q_slots: jax.Array | None = None,
+                        k_slots: jax.Array | None = None) -> tuple[jax.Array | None, bool]:
+  """A self-attention's dense mask (or None) and whether the kernel applies the causal triangle (`attend`'s causal).
+
+  kv_valid: (B, S) bool; segment_ids: (B, T) packed examples (T == S). q_slots: (T,), k_slots: (S,) are given
+  when the queries sit at an offset in a longer sequence of keys (decoding with the cache, `causal` only).
+
+  A whole-sequence causal pass (query t and key t are position t) leaves the triangle to the kernel:
+  jax.nn.dot_product_attention(is_causal=True) is cuDNN's CAUSAL mask type, which skips the blocks above the
+  diagonal, where the same triangle in a dense mask reaches cuDNN as an additive bias over all of them. Key
+  validity and packed segments stay dense, (B, 1, 1, S) and (B, 1, T, S). Queries at an offset see keys up to
+  their own slot, not the kernel's top-left triangle, so the cache path's mask keeps the triangle.
+  """
+  if (q_slots is None) != (k_slots is None):
+    raise ValueError('self_attention_mask: give both q_slots and k_slots (decoding with the cache) or neither')
+  if q_slots is not None and not causal:
+    raise ValueError('self_attention_mask: query and key slots are for causal decoding with the cache')
+  dense = attention_mask(kv_valid=kv_valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
+                         q_slots=q_slots, k_slots=k_slots)
+  return dense, causal and q_slots is None
 
 
 def token_validity(attention_mask: jax.Array | None, segment_ids: jax.Array | None) -> jax.Array | None:

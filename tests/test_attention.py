@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -70,6 +72,72 @@ def test_attend_matches_naive(qkv, mask_kind, with_bias, scale):
                impl=AttentionImpl.XLA)
   want = naive_attention(q, k, v, None if mask is None else np.asarray(mask), bias, scale)
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('padding', [False, True])
+@pytest.mark.parametrize('with_bias', [False, True])
+@pytest.mark.parametrize('dropout_rate', [0.0, 0.3])
+def test_causal_flag_equals_the_dense_causal_mask(padding, with_bias, dropout_rate):
+  """attend(causal=True) with the key-validity mask alone gives the values and gradients of the dense causal
+  mask (masks.attention_mask with slots), on the fused XLA route and, with the same key, the dropout route."""
+  rng = np.random.default_rng(6)
+  q, k, v = (jnp.asarray(rng.normal(size=(B, S, N, H)), jnp.float32) for _ in range(3))  # self-attention: T == S
+  kv_valid = np.ones((B, S), bool)
+  kv_valid[0, 4:] = False  # a right-padded row
+  valid = jnp.asarray(kv_valid) if padding else None
+  bias = jnp.asarray(rng.normal(size=(1, N, S, S)), jnp.float32) if with_bias else None  # T5's relative bias
+  flag_mask, flag = masks.self_attention_mask(causal=True, kv_valid=valid)
+  assert flag and (flag_mask is None) != padding and (flag_mask is None or flag_mask.shape == (B, 1, 1, S))
+  dense = masks.attention_mask(kv_valid=valid, q_slots=jnp.arange(S), k_slots=jnp.arange(S))
+  kw = dict(scale=H ** -0.5, impl=AttentionImpl.XLA, dropout_rate=dropout_rate,
+            dropout_rng=jax.random.key(3) if dropout_rate else None)
+
+  def loss(fn, q, k, v, bias):
+    return jnp.sum(jnp.sin(fn(q, k, v, bias)))
+
+  with_flag = lambda q, k, v, bias: attend(q, k, v, mask=flag_mask, bias=bias, causal=True, **kw)
+  with_dense = lambda q, k, v, bias: attend(q, k, v, mask=dense, bias=bias, **kw)
+  np.testing.assert_allclose(with_flag(q, k, v, bias), with_dense(q, k, v, bias), atol=1e-6, rtol=0)
+  argnums = (0, 1, 2, 3) if with_bias else (0, 1, 2)
+  got = jax.grad(functools.partial(loss, with_flag), argnums)(q, k, v, bias)
+  want = jax.grad(functools.partial(loss, with_dense), argnums)(q, k, v, bias)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=1e-6, rtol=0)
+  # ... and the flag did the masking: without it the first query sees the future.
+  unmasked = attend(q, k, v, mask=flag_mask, bias=bias, **kw)
+  assert not np.allclose(unmasked[:, 0], with_dense(q, k, v, bias)[:, 0], atol=1e-3)
+
+
+def test_cached_decoding_keeps_the_triangle_in_the_mask():
+  """Queries at an offset in the cache see keys up to their own slot, not the kernel's top-left triangle."""
+  mask, flag = masks.self_attention_mask(causal=True, q_slots=jnp.arange(2, 4), k_slots=jnp.arange(6))
+  assert not flag
+  np.testing.assert_array_equal(mask[0, 0], np.arange(6)[None, :] <= np.arange(2, 4)[:, None])
+  assert masks.self_attention_mask(causal=False) == (None, False)
+  with pytest.raises(ValueError, match='give both q_slots and k_slots'):
+    masks.self_attention_mask(causal=True, q_slots=jnp.arange(2))
+  with pytest.raises(ValueError, match='causal=True with the key/value cache'):
+    x = jnp.ones((B, T, D))
+    _module().init(jax.random.key(0), x, decode_index=jnp.zeros((), jnp.int32), causal=True)
+
+
+def test_cudnn_route_gets_the_key_mask_over_every_query(monkeypatch):
+  """cuDNN refuses a (B, 1, 1, S) mask (it becomes a bias that must span (T, S), jax issue 28974): attend
+  broadcasts it over the queries there, and passes causal on as is_causal. Checked at the call, as no GPU runs
+  the tests."""
+  seen = {}
+
+  def spy(q, k, v, *, bias, mask, scale, is_causal, implementation):
+    seen.update(mask=mask.shape, is_causal=is_causal, implementation=implementation)
+    return q
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', spy)
+  q = jnp.ones((B, S, N, H), jnp.bfloat16)
+  mask, flag = masks.self_attention_mask(causal=True, kv_valid=jnp.ones((B, S), bool))
+  attend(q, q, q, mask=mask, bias=None, scale=1.0, impl=AttentionImpl.CUDNN, causal=flag)
+  assert seen == dict(mask=(B, 1, S, S), is_causal=True, implementation='cudnn')
+  attend(q, q, q, mask=mask, bias=None, scale=1.0, impl=AttentionImpl.XLA, causal=flag)
+  assert seen == dict(mask=(B, 1, 1, S), is_causal=True, implementation='xla')  # XLA broadcasts it itself
 
 
 def test_attention_dropout_is_unbiased(qkv):

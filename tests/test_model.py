@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import model
-from tests.tiny import DECODERS, TINY, inputs_for, params_for, random_ids
+from model import attention, masks
+from tests.tiny import DECODERS, TINY, VOCAB, inputs_for, params_for, random_ids
 
 
 # RoBERTa's positions (rows from 2 over the mask; packed rows restart them): in the packing test only, as
@@ -58,6 +59,53 @@ def test_causality_by_gradient(name):
     else:
       assert (per_position[:t + 1] > 0).all(), f'{name}: position {t} ignores its past'
       np.testing.assert_array_equal(per_position[t + 1:], 0.0, err_msg=f'{name}: position {t} sees the future')
+
+
+# --- causal self-attention as the kernel's flag ----------------------------------------------------------
+
+def _dense_triangle(*, causal, kv_valid=None, segment_ids=None, q_slots=None, k_slots=None):
+  """masks.self_attention_mask as it was: the causal triangle always in the dense mask, never the flag."""
+  if causal and q_slots is None:
+    q_slots = k_slots = jnp.arange(kv_valid.shape[1])
+  return masks.attention_mask(kv_valid=kv_valid, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
+                              q_slots=q_slots if causal else None, k_slots=k_slots), False
+
+
+@pytest.mark.parametrize('name', ['gpt2', 't5'])
+@pytest.mark.parametrize('scan', [True, False])
+def test_causal_flag_gives_the_dense_masks_logits(name, scan, monkeypatch):
+  """A whole-sequence causal self-attention reaches attend as causal=True with the key-validity mask alone; its
+  logits are the dense causal mask's for a right-padded batch, and a later token changes no earlier logit."""
+  cfg = TINY[name].replace(scan_layers=scan)
+  params = params_of(name) if scan else model.unstack_layers(params_of(name))
+  ids = np.array(random_ids((3, 8), seed=11))
+  ids[2] = ids[0]
+  ids[2, 5] = ids[0, 5] % (VOCAB - 1) + 1  # row 2: row 0 with position 5 changed
+  mask = jnp.asarray(np.arange(8)[None, :] < np.array([7, 4, 7])[:, None], jnp.int32)
+  source = np.array(random_ids((3, 6), seed=12))
+  source[2] = source[0]
+  kw = (inputs_for(cfg, jnp.asarray(source), decoder_ids=jnp.asarray(ids), decoder_mask=mask)
+        if cfg.has_encoder else inputs_for(cfg, jnp.asarray(ids), mask))
+  calls = []
+  attend = attention.attend
+
+  def spy(q, k, v, *, mask, causal=False, **kw):
+    calls.append((causal, None if mask is None else mask.shape))
+    return attend(q, k, v, mask=mask, causal=causal, **kw)
+
+  monkeypatch.setattr(attention, 'attend', spy)
+  run = lambda: np.asarray(jax.jit(lambda p: model.build(cfg).apply({'params': p}, **kw)['logits'])(params))
+  flag = run()
+  assert (True, (3, 1, 1, 8)) in calls  # the decoder's self-attention: the flag and key validity alone
+  assert all(shape != (3, 1, 8, 8) for _, shape in calls)  # no dense (T, S) mask is left
+  monkeypatch.setattr(masks, 'self_attention_mask', _dense_triangle)
+  calls.clear()
+  dense = run()
+  assert not any(causal for causal, _ in calls)
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(flag[real], dense[real], atol=1e-6, rtol=0)
+  np.testing.assert_array_equal(flag[2, :5], flag[0, :5])
+  assert not np.allclose(flag[2, 5], flag[0, 5], atol=1e-3)
 
 
 # --- padding and packing ---------------------------------------------------------------------------------
