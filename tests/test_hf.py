@@ -183,6 +183,8 @@ def test_export_round_trip(case: Case, tmp_path: Path) -> None:
   hf.save_pretrained(case.cfg, case.params, tmp_path)
   config = json.loads((tmp_path / 'config.json').read_text())
   assert config['architectures'] == [type(case.hf_model).__name__]
+  # config.json alone (train.py --dry_run's teacher) reads as the weights-and-config import does
+  assert hf.config_from_pretrained(tmp_path, scan_layers=case.cfg.scan_layers) == case.cfg
   reloaded, info = type(case.hf_model).from_pretrained(tmp_path, output_loading_info=True)
   assert {k: v for k, v in info.items() if v} == {}
   assert_close(hf_outputs(reloaded.eval(), case.inputs), case.ref, case.inputs, atol=1e-5)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import jax
 
-from configs import gpt_tiny
+import model
+from configs import bert_tiny, gpt_tiny
+from model import hf
 from trainer import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,24 @@ def test_dry_run_command_line():
   assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()], bad.stderr  # one line
   assert bad.stderr.startswith('train.py: error: mesh.fsdp=0'), bad.stderr
   assert len(jax.devices()) == 8  # this process's devices are untouched
+
+
+def test_a_distillation_teacher_is_planned_from_its_config_alone(tmp_path: Path):
+  """distill.teacher (here an HF directory holding config.json and no weights): its parameters, in the
+  shardings a run gives them, are part of every device's memory, and its forward pass of the FLOPs."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  transformers.BertConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                          intermediate_size=1024, max_position_embeddings=128,
+                          architectures=['BertForMaskedLM']).save_pretrained(tmp_path)
+  config = bert_tiny.get_config()
+  config.mesh.data = 8
+  config.train.logits_chunk = 0  # distillation's KL takes the student's whole logits
+  student = plan.plan(config)
+  config.distill.update(teacher=str(tmp_path), alpha_cos=0.0)
+  taught = plan.plan(config)
+  teacher_params = model.count_params(hf.config_from_pretrained(tmp_path))
+  assert student.teacher_bytes == 0 and taught.teacher_params == teacher_params > 3 * student.params
+  assert taught.teacher_bytes == 4 * teacher_params  # float32, replicated over data=8
+  assert taught.total_bytes >= student.total_bytes + taught.teacher_bytes - student.temp_bytes
+  assert taught.model_flops > student.model_flops
+  assert 'teacher parameters' in plan.report(taught) and '2 x the teacher' in plan.report(taught)

@@ -21,10 +21,12 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 import model
 from data import tasks
 from data.synthetic import synthetic_batch
+from trainer import distill, runner
 from trainer.config import UNKNOWN_STEPS, TrainConfig
 from trainer.mesh import MeshConfig
 from trainer.metrics import forward_macs
@@ -61,10 +63,12 @@ class Plan:
   temp_bytes: int  # XLA's temporary buffers of the step
   model_flops: float  # per step, all devices: 6 x the forward multiply-adds (trainer.metrics.forward_macs)
   compile_s: float
+  teacher_bytes: int = 0  # per device: a distillation teacher's parameters (distill.teacher), read every step
+  teacher_params: int = 0
 
   @property
   def total_bytes(self) -> int:
-    return self.param_bytes + self.opt_bytes + self.batch_bytes + self.temp_bytes
+    return self.param_bytes + self.opt_bytes + self.batch_bytes + self.temp_bytes + self.teacher_bytes
 
 
 def _bytes_per_device(tree: Any) -> int:
@@ -88,7 +92,14 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   tx, schedule = make_optimizer(optim_cfg)
   module = model.build(model_cfg)
   abstract = abstract_train_state(module, tx, ctx)
-  step_cfg = StepConfig.of(data, train)
+  distill_cfg = distill.DistillConfig.from_dict(config.get('distill'))
+  step_cfg = StepConfig.of(data, train, distill_cfg)
+  teacher = teacher_cfg = None
+  if distill_cfg.enabled:  # its config alone (no weights): its parameters in the shardings a run gives them
+    teacher_cfg = runner.teacher_config(distill_cfg, model_cfg)
+    teacher_module = model.build(teacher_cfg)
+    teacher = distill.Teacher(distill_cfg.teacher, teacher_module,
+                              abstract_train_state(teacher_module, optax.identity(), ctx).params)
   encoder_decoder = model_cfg.family is model.Family.ENCODER_DECODER
   decoder_len = data.targets_len if encoder_decoder else None
   image = (None if model_cfg.inputs is not model.Inputs.PATCHES else
@@ -97,17 +108,22 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                             num_labels=max(model_cfg.num_labels, 1), image_shape=image)
   shapes = {k: jax.ShapeDtypeStruct((train.batch_size,) + v.shape[1:], v.dtype) for k, v in example.items()}
   start = time.perf_counter()
-  compiled = compile_train_step(module, tx, schedule, step_cfg, ctx, abstract, shapes)
+  compiled = compile_train_step(module, tx, schedule, step_cfg, ctx, abstract, shapes, teacher=teacher)
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   batch_shardings = ctx.batch_shardings(shapes, step_cfg.microbatches)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k]) for k, v in shapes.items()}
-  macs = forward_macs(model_cfg, data.seq_len, decoder_len)
+  # Training: 6 x the forward multiply-adds; a teacher only runs forward: 2 x its own.
+  flops = 6.0 * forward_macs(model_cfg, data.seq_len, decoder_len)
+  if teacher_cfg is not None:
+    flops += 2.0 * forward_macs(teacher_cfg, data.seq_len, decoder_len)
   return Plan(devices=len(jax.devices()), mesh=mesh_cfg.shape(len(jax.devices())), params=model.count_params(model_cfg),
               batch_shapes={k: v.shape for k, v in shapes.items()}, param_bytes=_bytes_per_device(abstract.params),
               opt_bytes=_bytes_per_device(abstract.opt_state), batch_bytes=_bytes_per_device(batch),
               temp_bytes=int(memory.temp_size_in_bytes) if memory is not None else 0,
-              model_flops=6.0 * macs * train.batch_size, compile_s=compile_s)
+              model_flops=flops * train.batch_size, compile_s=compile_s,
+              teacher_bytes=_bytes_per_device(teacher.params) if teacher else 0,
+              teacher_params=model.count_params(teacher_cfg) if teacher_cfg else 0)
 
 
 def report(p: Plan, memory_gb: float | None = None) -> str:
@@ -123,9 +139,11 @@ def report(p: Plan, memory_gb: float | None = None) -> str:
       f'    optimizer state             {p.opt_bytes / MIB:12,.1f} MiB',
       f'    batch                       {p.batch_bytes / MIB:12,.1f} MiB',
       f'    temporaries (XLA, CPU est.) {p.temp_bytes / MIB:12,.1f} MiB   activations, gradients, update',
+  ] + ([f'    teacher parameters          {p.teacher_bytes / MIB:12,.1f} MiB   distill.teacher, '
+        f'{p.teacher_params:,} parameters, read every step'] if p.teacher_params else []) + [
       f'    total                       {p.total_bytes / MIB:12,.1f} MiB',
-      f'  FLOPs per step: {p.model_flops:.3e} all devices (6 x the forward multiply-adds), '
-      f'{per_device_flops:.3e} per device',
+      f'  FLOPs per step: {p.model_flops:.3e} all devices (6 x the forward multiply-adds'
+      + (', + 2 x the teacher\'s' if p.teacher_params else '') + f'), {per_device_flops:.3e} per device',
   ]
   if memory_gb:
     need = p.total_bytes / 1e9

@@ -209,6 +209,18 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, *, with_teacher:
   return run
 
 
+def teacher_config(distill_cfg: distill.DistillConfig, student: model.ModelConfig) -> model.ModelConfig:
+  """The ModelConfig of distill.teacher (an HF directory's config.json, or the config saved in our workdir),
+  checked against the student; no weights are read (train.py --dry_run plans the teacher with it)."""
+  path = user_path(distill_cfg.teacher)
+  if (path / 'config.json').is_file():
+    teacher_cfg = hf.config_from_pretrained(path, scan_layers=student.scan_layers)
+  else:
+    teacher_cfg = model.ModelConfig.from_dict(_saved_config(distill_cfg.teacher, field='distill.teacher').model)
+  distill.check_teacher(distill_cfg, student, teacher_cfg)
+  return teacher_cfg
+
+
 def load_teacher(run: Run) -> distill.Teacher:
   """distill.teacher (an HF directory or one of our workdirs), checked against the student and placed with the
   logical-axis shardings of a model of its config on this run's mesh."""
@@ -221,8 +233,7 @@ def load_teacher(run: Run) -> distill.Teacher:
     target = abstract_train_state(module, optax.identity(), run.mesh).params
     params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
   else:
-    teacher_cfg = model.ModelConfig.from_dict(_saved_config(name, field='distill.teacher').model)
-    distill.check_teacher(run.distill, run.model_cfg, teacher_cfg)
+    teacher_cfg = teacher_config(run.distill, run.model_cfg)
     module = model.build(teacher_cfg)
     params = checkpoint.restore_params(path, abstract_train_state(module, optax.identity(), run.mesh).params)
   count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))

@@ -6,7 +6,7 @@
                writer per HF model type
 """
 
-from model.hf.io import SPECS, from_pretrained, save_pretrained
+from model.hf.io import SPECS, config_from_pretrained, from_pretrained, save_pretrained
 from model.hf.mapping import CheckpointError
 
-__all__ = ['CheckpointError', 'SPECS', 'from_pretrained', 'save_pretrained']
+__all__ = ['CheckpointError', 'SPECS', 'config_from_pretrained', 'from_pretrained', 'save_pretrained']

@@ -108,6 +108,17 @@ def _names(names: Sequence[str], limit: int = 20) -> str:
   return ', '.join(names[:limit]) + more
 
 
+def config_from_pretrained(path: str | os.PathLike[str], **overrides: Any) -> ModelConfig:
+  """The ModelConfig of an HF checkpoint directory from its config.json alone, no weights read (`train.py
+  --dry_run` plans a distillation teacher with it). The LM head counts as tied unless config.json says
+  tie_word_embeddings=false; `from_pretrained` also looks at the weights (HF 5 unties a file whose head differs)."""
+  hf_config = json.loads((user_path(path) / 'config.json').read_text())
+  spec, arch = _spec_for(hf_config)
+  head = Head(overrides.get('head', spec.classes[arch]))
+  return ModelConfig.from_dict({**spec.to_fields(hf_config, head, bool(hf_config.get('tie_word_embeddings', True))),
+                                **overrides})
+
+
 def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str] = (),
                     **overrides: Any) -> tuple[ModelConfig, Params]:
   """Reads an HF checkpoint directory into (ModelConfig, params).
