@@ -238,6 +238,7 @@ BAD_SPECS = [
     (['model.d_model=32,032'], None, (), r"--sweep model.d_model=32,032: '32' and '032' are the same value"),
     (['model.num_heads=3'], None, (), r'--sweep model.num_heads=3: model.num_heads=3: must divide d_model=128'),
     (['model.position=rope'], 0, (), r'--seeds=0: must be >= 1'),
+    (['distill.temperature=2,0'], None, (), r'--sweep distill.temperature=2,0: distill.temperature=0.0: must be a number > 0'),
     (['train.seed=1,2'], 2, (), r'--seeds=2 and --sweep train.seed=1,2: both set the seeds'),
     (['model.position=rope'], None, ('--config.model.position=learned',),
      r'--config.model.position=learned: model.position is set by --sweep model.position=rope as well'),

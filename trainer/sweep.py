@@ -35,6 +35,7 @@ from data.tasks import DataConfig
 from evaluation.config import EvalConfig
 from model.config import ModelConfig
 from trainer.config import UNKNOWN_STEPS, TrainConfig
+from trainer.distill import DistillConfig
 from trainer.distributed import DistributedConfig
 from trainer.mesh import MeshConfig
 from trainer.optim import OptimConfig
@@ -223,6 +224,7 @@ def check_sections(config: ml_collections.ConfigDict) -> TrainConfig:
   EvalConfig.from_config(config)
   MeshConfig.from_dict(config.mesh)
   DistributedConfig.from_dict(config.get('distributed'))
+  DistillConfig.from_dict(config.get('distill'))
   return train
 
 
