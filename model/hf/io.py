@@ -114,9 +114,15 @@ def config_from_pretrained(path: str | os.PathLike[str], **overrides: Any) -> Mo
   tie_word_embeddings=false; `from_pretrained` also looks at the weights (HF 5 unties a file whose head differs)."""
   hf_config = json.loads((user_path(path) / 'config.json').read_text())
   spec, arch = _spec_for(hf_config)
+  return _model_config(hf_config, spec, arch, bool(hf_config.get('tie_word_embeddings', True)), overrides)
+
+
+def _model_config(hf_config: Mapping[str, Any], spec: FamilySpec, arch: str, tied: bool,
+                  overrides: Mapping[str, Any]) -> ModelConfig:
+  """config.json's fields as ours, the architecture's head (or overrides['head'], e.g. 'none': the backbone of a
+  task model), `overrides` on top."""
   head = Head(overrides.get('head', spec.classes[arch]))
-  return ModelConfig.from_dict({**spec.to_fields(hf_config, head, bool(hf_config.get('tie_word_embeddings', True))),
-                                **overrides})
+  return ModelConfig.from_dict({**spec.to_fields(hf_config, head, tied), **overrides})
 
 
 def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str] = (),
@@ -138,8 +144,7 @@ def from_pretrained(path: str | os.PathLike[str], *, allow_unused: Sequence[str]
   head, embedding = spec.aliases[0] if spec.aliases else (None, None)
   tied = (bool(hf_config.get('tie_word_embeddings', True)) if head not in tensors
           else embedding in tensors and np.array_equal(tensors[head], tensors[embedding]))
-  head = Head(overrides.get('head', spec.classes[arch]))  # e.g. head='none': the backbone of a task model
-  cfg = ModelConfig.from_dict({**spec.to_fields(hf_config, head, tied), **overrides})
+  cfg = _model_config(hf_config, spec, arch, tied, overrides)
   target = target_shapes(cfg)
   groups: dict[tuple[str, ...], list[Entry]] = {}
   for e in table_entries(spec.rows(cfg.head), cfg, target):
